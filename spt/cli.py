@@ -1,0 +1,85 @@
+"""The `spt` command line: a typer app that registers one module per subcommand.
+
+Keep this module and everything it imports free of torch/transformers/peft/trl/datasets/openai/
+matplotlib at module level: `spt --help` must start in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from spt import __version__
+from spt.commands import (
+    build_data,
+    data,
+    db,
+    demo,
+    evaluate,
+    finetune,
+    frontier,
+    import_db,
+    judge,
+    merge,
+    runs,
+    sweep,
+)
+from spt.commands._common import err_console
+from spt.errors import SptError
+
+
+class SptGroup(TyperGroup):
+    """Turns SptError anywhere below into one red line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SptError as e:
+            err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(
+    cls=SptGroup,
+    name="spt",
+    help="Measure how much safety fine-tuning costs, and which defense buys the most task "
+    "performance per unit of safety. Results live in one SQLite store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"spt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Annotated[Path | None, typer.Option(
+        "--db", envvar="SPT_DB", help="Store file for every command (env SPT_DB).", show_default=False)] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version.")] = False,
+) -> None:
+    ctx.obj = {"db": db}
+
+
+for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, runs, import_db, db, sweep,
+                demo):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""`spt data` (not implemented yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from spt.commands._common import not_implemented
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _cmd() -> None:
+        """Not implemented yet."""
+        not_implemented("data")

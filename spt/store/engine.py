@@ -1,0 +1,150 @@
+"""Opening a store: WAL, busy_timeout, foreign keys, immediate write transactions, migrations.
+
+Write sessions start with `BEGIN IMMEDIATE`, so two processes writing at once queue on the
+busy_timeout instead of failing with "database is locked" when a read lock is upgraded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from spt.errors import NotAStoreError, SchemaTooNewError, SptError
+from spt.store.schema import HEAD, REVISIONS, migrations_dir
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def read_revision(path: str | Path) -> str | None:
+    """The store's schema revision, None for an empty database; raises NotAStoreError otherwise."""
+    path = Path(path)
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise NotAStoreError(f"{path} cannot be opened as SQLite ({e})") from None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "alembic_version" not in tables:
+            raise NotAStoreError(f"{path} is a SQLite database but not an spt store (no schema version)")
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        if row is None:
+            raise NotAStoreError(f"{path} is a SQLite database but not an spt store (empty schema version)")
+        return row[0]
+    except sqlite3.DatabaseError as e:
+        raise NotAStoreError(f"{path} is not a SQLite database ({e}); pass an spt store (.db)") from None
+    finally:
+        con.close()
+
+
+def check_revision(path: str | Path, revision: str | None) -> None:
+    """Refuse stores made by a newer spt (unknown revision)."""
+    if revision is not None and revision not in REVISIONS:
+        raise SchemaTooNewError(
+            f"{path} has schema {revision!r}, newer than this spt knows (head {HEAD}); upgrade spt"
+        )
+
+
+def _make_engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_con: Any, _record: Any) -> None:
+        dbapi_con.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_con.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("spt_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def upgrade_store(engine: Engine, target: str = "head") -> None:
+    """Apply alembic migrations up to `target` on an open engine."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, target)
+
+
+class Store:
+    """An open spt store. `session()` reads, `write()` is one short immediate write transaction."""
+
+    def __init__(self, path: Path, engine: Engine):
+        self.path = path
+        self.engine = engine
+        self._write_engine = engine.execution_options(spt_write=True)
+
+    def session(self) -> Session:
+        """A session for reads (and writes the caller commits itself)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction that takes the write lock up front and commits on exit."""
+        with Session(self._write_engine, expire_on_commit=False) as s:
+            yield s
+            s.commit()
+
+    def revision(self) -> str | None:
+        return read_revision(self.path)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(path: str | Path, *, upgrade: bool = True, create: bool = True) -> Store:
+    """Open (creating if needed) the store at `path`, migrating it to the current schema.
+
+    Raises NotAStoreError for files that are not spt stores and SchemaTooNewError for stores made
+    by a newer spt; neither case modifies the file.
+    """
+    path = Path(path).expanduser()
+    exists = path.exists() and path.stat().st_size > 0
+    if not exists and not create:
+        raise SptError(f"store {path} does not exist; check --db or SPT_DB")
+    if path.exists() and path.is_dir():
+        raise SptError(f"{path} is a directory; --db must name a store file")
+    revision = read_revision(path) if exists else None
+    check_revision(path, revision)
+    if not exists:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SptError(f"cannot create the store directory {path.parent} ({e.strerror}); pass --db") from None
+    engine = _make_engine(path)
+    if revision != HEAD:
+        if not upgrade:
+            raise SptError(f"store {path} is at schema {revision}, not {HEAD}; run `spt db upgrade`")
+        upgrade_store(engine)
+    return Store(path, engine)
+
+
+def create_tables_directly(engine: Engine) -> None:
+    """Create tables from the models without alembic (only for the models-vs-migrations test)."""
+    SQLModel.metadata.create_all(engine)
