@@ -1,0 +1,262 @@
+"""SQL behind the frontier and `spt runs`: run filters and the latest value of metrics per run.
+
+Everything here is one query per question (never one per run), so 10k runs take well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+
+from spt.errors import SptError
+from spt.store.engine import Store
+
+# --where keys -> Run column (or a special rule); aliases map onto them.
+WHERE_KEYS = ("defense", "lam", "poison_ratio", "model", "task", "kind", "status", "seed", "tag")
+_ALIASES = {"poison": "poison_ratio", "lambda": "lam", "λ": "lam", "tags": "tag", "stage": "kind",
+            "model_ref": "model"}
+_FLOAT_KEYS = {"lam", "poison_ratio"}
+
+RUN_COLUMNS = ("id", "kind", "parent_run_id", "model_ref", "base_model", "task", "defense", "lam",
+               "poison_ratio", "seed", "status", "tags", "notes", "created_at")
+
+
+def parse_where(items: Iterable[str] | dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """`["defense=anchor", "lam=0.1", "defense=none"]` -> {"defense": ["anchor", "none"], "lam": ["0.1"]}.
+
+    Repeating a key ORs its values; different keys AND. An empty value (`defense=`) matches unset.
+    """
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        items = [f"{k}={v}" for k, vs in items.items() for v in ([vs] if isinstance(vs, str) else vs)]
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key = key.strip().lower()
+        key = _ALIASES.get(key, key)
+        if not sep or not key:
+            raise SptError(f"--where {item!r}: expected KEY=VALUE with KEY one of {', '.join(WHERE_KEYS)}")
+        if key not in WHERE_KEYS:
+            raise SptError(f"--where: unknown key {key!r}; valid keys: {', '.join(WHERE_KEYS)}")
+        value = value.strip()
+        if value and key in _FLOAT_KEYS:
+            try:
+                v = float(value)
+            except ValueError:
+                raise SptError(f"--where {item!r}: {key} must be a number") from None
+            if not math.isfinite(v):
+                raise SptError(f"--where {item!r}: {key} must be a finite number")
+        if value and key == "seed":
+            try:
+                int(value)
+            except ValueError:
+                raise SptError(f"--where {item!r}: seed must be an integer") from None
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def where_sql(where: dict[str, list[str]], alias: str = "r") -> tuple[str, dict[str, Any]]:
+    """A SQL condition on the run table (aliased `alias`) and its bound parameters."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for key, values in where.items():
+        ors: list[str] = []
+        for i, value in enumerate(values):
+            p = f"w_{key}_{i}"
+            col = f"{alias}.{key}"
+            if key == "tag":
+                if value == "":
+                    ors.append(f"({alias}.tags IS NULL OR json_array_length({alias}.tags) = 0)")
+                else:
+                    ors.append(f"EXISTS (SELECT 1 FROM json_each({alias}.tags) je WHERE je.value = :{p})")
+                    params[p] = value
+            elif key == "model":
+                if value == "":
+                    ors.append(f"{alias}.model_ref IS NULL")
+                else:
+                    ors.append(f"({alias}.model_ref = :{p} OR {alias}.base_model = :{p})")
+                    params[p] = value
+            elif value == "":
+                ors.append(f"{col} IS NULL")
+            elif key in _FLOAT_KEYS:
+                ors.append(f"ABS({col} - :{p}) <= 1e-9 * MAX(1.0, ABS(:{p}))")
+                params[p] = float(value)
+            elif key == "seed":
+                ors.append(f"{col} = :{p}")
+                params[p] = int(value)
+            else:
+                ors.append(f"{col} = :{p}")
+                params[p] = value
+        clauses.append("(" + " OR ".join(ors) + ")")
+    return (" AND ".join(clauses) if clauses else "1=1"), params
+
+
+def _decode_tags(v: Any) -> list | None:
+    if v is None or isinstance(v, list):
+        return v
+    try:
+        out = json.loads(v)
+    except (TypeError, ValueError):
+        return [str(v)]
+    return out if isinstance(out, list) else [out]
+
+
+def select_runs(store: Store, where: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Runs matching `where` (oldest first) as dicts of RUN_COLUMNS, plus `has_evaluation`."""
+    cond, params = where_sql(where or {})
+    cols = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
+    sql = (f"SELECT {cols}, EXISTS (SELECT 1 FROM evaluation e WHERE e.run_id = r.id) AS has_evaluation "
+           f"FROM run r WHERE {cond} ORDER BY r.created_at, r.id")
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql), params).all()
+    out = []
+    for row in rows:
+        d = dict(zip(RUN_COLUMNS + ("has_evaluation",), row, strict=True))
+        d["tags"] = _decode_tags(d["tags"])
+        d["has_evaluation"] = bool(d["has_evaluation"])
+        out.append(d)
+    return out
+
+
+@dataclass
+class MetricValue:
+    """One metric of one run, as taken for a table or a frontier axis."""
+
+    name: str
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    n_unscored: int = 0
+    category: str = "all"
+    preset: str | None = None
+    judge_id: str | None = None
+    judge_name: str | None = None
+    evaluation_id: str | None = None
+    created_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "value", "ci_low", "ci_high", "n", "n_unscored",
+                                              "category", "preset", "judge_id", "judge_name",
+                                              "evaluation_id")}
+
+
+def _in_params(prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+    names = []
+    for i, v in enumerate(values):
+        params[f"{prefix}{i}"] = v
+        names.append(f":{prefix}{i}")
+    return ", ".join(names)
+
+
+def latest_metrics(
+    store: Store,
+    names: Sequence[str],
+    *,
+    categories: Sequence[str] | None = ("all",),
+    judge_ids: Sequence[str] | None = None,
+    judge_mode: str = "any",
+    preset: str | None = None,
+    where: dict[str, list[str]] | None = None,
+    run_ids: Sequence[str] | None = None,
+) -> dict[tuple[str, str, str, str | None], MetricValue]:
+    """The most recent value per (run, metric name, category, judge key) in ONE query.
+
+    "Most recent" is the latest evaluation (by its creation time, then id) that recorded the
+    metric; within one evaluation the row under the evaluation's own refusal preset wins.
+    `judge_mode`: "any" keys every metric with judge None (judge rows compete with non-judge rows
+    as the latest); "split" keeps one entry per judge (judge key = judge id); "none" drops judge
+    rows. `judge_ids` restricts judge rows to those judges (non-judge rows always pass).
+    """
+    params: dict[str, Any] = {}
+    conds = [f"m.name IN ({_in_params('n', list(names), params)})"]
+    if categories is not None:
+        conds.append(f"m.category IN ({_in_params('c', list(categories), params)})")
+    if judge_mode == "none":
+        conds.append("m.judge_id IS NULL")
+    elif judge_ids is not None:
+        conds.append(f"(m.judge_id IS NULL OR m.judge_id IN ({_in_params('j', list(judge_ids), params)}))")
+    if preset is not None:
+        conds.append("m.preset = :preset")
+        params["preset"] = preset
+    if run_ids is not None:
+        conds.append(f"r.id IN ({_in_params('r', list(run_ids), params)})")
+    if where:
+        wcond, wparams = where_sql(where)
+        conds.append(wcond)
+        params.update(wparams)
+    sql = (
+        "SELECT r.id, m.name, m.category, m.judge_id, jd.name, m.preset, m.value, m.ci_low, m.ci_high, "
+        "m.n, m.n_unscored, m.evaluation_id, COALESCE(e.created_at, m.created_at) AS t, "
+        "CASE WHEN m.preset IS NOT NULL AND m.preset = e.refusal_preset THEN 1 ELSE 0 END AS own, "
+        "m.created_at "
+        "FROM metric m LEFT JOIN evaluation e ON e.id = m.evaluation_id "
+        "JOIN run r ON r.id = COALESCE(m.run_id, e.run_id) "
+        "LEFT JOIN judge jd ON jd.id = m.judge_id "
+        f"WHERE {' AND '.join(conds)} "
+        "ORDER BY t, m.evaluation_id, own, m.created_at, m.id"
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql), params).all()
+    out: dict[tuple[str, str, str, str | None], MetricValue] = {}
+    for (run_id, name, cat, judge_id, judge_name, mpreset, value, lo, hi, n, n_uns, eval_id, t, _own,
+         _mt) in rows:
+        jkey = judge_id if judge_mode == "split" else None
+        out[(run_id, name, cat, jkey)] = MetricValue(
+            name=name, value=value, ci_low=lo, ci_high=hi, n=n or 0, n_unscored=n_uns or 0, category=cat,
+            preset=mpreset, judge_id=judge_id, judge_name=judge_name, evaluation_id=eval_id, created_at=t,
+        )
+    return out
+
+
+def recorded_metrics(store: Store) -> list[str]:
+    """Distinct metric names in the store, sorted."""
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT DISTINCT name FROM metric ORDER BY name")).all()]
+
+
+def recorded_categories(store: Store, name: str) -> list[str]:
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(
+            text("SELECT DISTINCT category FROM metric WHERE name = :n ORDER BY category"), {"n": name}).all()]
+
+
+def metric_judges(store: Store, name: str, category: str) -> list[tuple[str, str]]:
+    """(judge id, judge name) of every judge that recorded `name` in `category`."""
+    with store.engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(text(
+            "SELECT DISTINCT m.judge_id, j.name FROM metric m LEFT JOIN judge j ON j.id = m.judge_id "
+            "WHERE m.name = :n AND m.category = :c AND m.judge_id IS NOT NULL ORDER BY j.name, m.judge_id"),
+            {"n": name, "c": category}).all()]
+
+
+def resolve_judge(store: Store, spec: str) -> list[tuple[str, str]]:
+    """Judges matching a name or an id prefix (with or without `sha256:`); SptError if none/ambiguous."""
+    spec = spec.strip()
+    if not spec:
+        raise SptError("--judge: empty name; pass a judge name or id prefix (see `spt judge --help`)")
+    with store.engine.connect() as conn:
+        judges = [(r[0], r[1]) for r in conn.execute(text("SELECT id, name FROM judge ORDER BY name, id")).all()]
+    if not judges:
+        raise SptError(f"--judge {spec!r}: the store has no judges yet; run `spt judge` first")
+    by_name = [j for j in judges if j[1] == spec]
+    if len(by_name) == 1:
+        return by_name
+    if len(by_name) > 1:
+        ids = ", ".join(j[0][:19] for j in by_name)
+        raise SptError(f"--judge {spec!r} names {len(by_name)} judge configurations ({ids}); pass an id prefix")
+    bare = spec.removeprefix("sha256:")
+    by_id = [j for j in judges if j[0] == spec or j[0].removeprefix("sha256:").startswith(bare)]
+    if len(by_id) == 1:
+        return by_id
+    if len(by_id) > 1:
+        raise SptError(f"--judge {spec!r} is an ambiguous id prefix ({len(by_id)} judges); give more characters")
+    names = ", ".join(sorted({j[1] for j in judges}))
+    raise SptError(f"--judge {spec!r}: no judge with that name or id; judges: {names}")
