@@ -1,20 +1,42 @@
-"""Listing and inspecting runs (the library behind `spt runs`)."""
+"""Listing, inspecting and correcting runs (the library behind `spt runs`)."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import select
 
 from spt.errors import SptError
+from spt.frontier.query import MetricValue, latest_metrics, parse_where, select_runs
 from spt.store.engine import Store
-from spt.store.models import Checkpoint, Evaluation, Run
+from spt.store.models import Checkpoint, Evaluation, Run, RunAudit, utcnow
+
+KEY_METRICS = ("refusal_rate", "over_refusal_rate", "alignment_loss", "task_loss", "task_accuracy")
+SETTABLE = ("defense", "lam", "tags", "notes")
+_DEFENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-def list_runs(store: Store) -> list[dict[str, Any]]:
-    """All runs, oldest first, as plain dicts."""
-    with store.session() as s:
-        return [r.model_dump() for r in s.exec(select(Run).order_by(Run.id)).all()]
+def _mv(m: MetricValue | None) -> dict[str, Any] | None:
+    return None if m is None else m.to_dict()
+
+
+def list_runs(store: Store, where: Any = None, *, metrics: tuple[str, ...] = KEY_METRICS) -> list[dict[str, Any]]:
+    """Runs matching `where` (oldest first) as dicts with their key metrics (`metrics[name]` = value).
+
+    Two queries in all (runs, then every needed metric row), so 10k runs list in well under a second.
+    Metric values are the overall ("all") non-judge numbers from the most recent evaluation that has them.
+    """
+    where_d = parse_where(where)
+    runs = select_runs(store, where_d)
+    values = latest_metrics(store, list(metrics), categories=["all"], judge_mode="none", where=where_d)
+    for r in runs:
+        r["metrics"] = {name: (values[(r["id"], name, "all", None)].value
+                               if (r["id"], name, "all", None) in values else None) for name in metrics}
+    return runs
 
 
 def resolve_run(store: Store, run_id: str) -> Run:
@@ -23,22 +45,189 @@ def resolve_run(store: Store, run_id: str) -> Run:
         run = s.get(Run, run_id)
         if run is not None:
             return run
-        matches = s.exec(select(Run).where(Run.id.startswith(run_id))).all() if run_id else []
+        matches = s.exec(select(Run).where(Run.id.startswith(run_id)).limit(2)).all() if run_id else []
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise SptError(f"no run {run_id!r} in {store.path}; list runs with `spt runs`")
-    raise SptError(f"run prefix {run_id!r} is ambiguous ({len(matches)} runs); give more characters")
+    raise SptError(f"run prefix {run_id!r} is ambiguous (several runs); give more characters")
+
+
+def _run_metrics(store: Store, run_ids: list[str]) -> dict[str, dict[str, MetricValue]]:
+    """Every overall metric of each run (latest evaluation wins), keyed `name` or `name@judge`."""
+    with store.engine.connect() as conn:
+        names = [r[0] for r in conn.execute(text(
+            "SELECT DISTINCT m.name FROM metric m LEFT JOIN evaluation e ON e.id = m.evaluation_id "
+            f"WHERE COALESCE(m.run_id, e.run_id) IN ({', '.join(f':r{i}' for i in range(len(run_ids)))})"),
+            {f"r{i}": r for i, r in enumerate(run_ids)}).all()]
+    if not names:
+        return {r: {} for r in run_ids}
+    values = latest_metrics(store, names, categories=["all"], judge_mode="split", run_ids=run_ids)
+    out: dict[str, dict[str, MetricValue]] = {r: {} for r in run_ids}
+    for (run_id, name, _cat, judge_id), mv in values.items():
+        key = name if judge_id is None else f"{name}@{mv.judge_name or judge_id[:15]}"
+        out[run_id][key] = mv
+    return out
+
+
+def lineage(store: Store, run: Run) -> list[Run]:
+    """The run's ancestors and the run itself, root first."""
+    chain = [run]
+    seen = {run.id}
+    with store.session() as s:
+        while chain[-1].parent_run_id and chain[-1].parent_run_id not in seen:
+            parent = s.get(Run, chain[-1].parent_run_id)
+            if parent is None:
+                break
+            chain.append(parent)
+            seen.add(parent.id)
+    return chain[::-1]
+
+
+def judgment_summary(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """Current (not superseded) judgments of the run's generations, counted by judge and status."""
+    sql = (
+        "SELECT j.judge_id, jd.name, j.status, "
+        "SUM(CASE WHEN j.superseded_by IS NULL THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN j.superseded_by IS NULL THEN 0 ELSE 1 END) "
+        "FROM judgment j JOIN generation g ON g.id = j.generation_id "
+        "JOIN evaluation e ON e.id = g.evaluation_id LEFT JOIN judge jd ON jd.id = j.judge_id "
+        "WHERE e.run_id = :r GROUP BY j.judge_id, jd.name, j.status ORDER BY jd.name, j.status"
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql), {"r": run_id}).all()
+    out: dict[str, dict[str, Any]] = {}
+    for judge_id, name, status, current, superseded in rows:
+        d = out.setdefault(judge_id, {"judge_id": judge_id, "judge": name, "total": 0, "superseded": 0,
+                                      "by_status": {}})
+        d["by_status"][status] = int(current or 0)
+        d["total"] += int(current or 0)
+        d["superseded"] += int(superseded or 0)
+    return list(out.values())
 
 
 def show_run(store: Store, run_id: str) -> dict[str, Any]:
-    """A run with its checkpoints and evaluations."""
+    """A run: its row and config, lineage with each metric's change from the parent, checkpoints,
+    evaluations (with metric counts), judgments by judge and status, and its audit history."""
     run = resolve_run(store, run_id)
+    chain = lineage(store, run)
+    metrics = _run_metrics(store, [r.id for r in chain])
+    steps = []
+    prev: dict[str, MetricValue] | None = None
+    for r in chain:
+        cur = metrics[r.id]
+        ms = {}
+        for key, mv in sorted(cur.items()):
+            d = mv.to_dict()
+            parent_v = prev[key].value if prev is not None and key in prev else None
+            d["parent_value"] = parent_v
+            d["delta"] = (mv.value - parent_v) if mv.value is not None and parent_v is not None else None
+            ms[key] = d
+        steps.append({"run_id": r.id, "kind": r.kind, "model_ref": r.model_ref, "defense": r.defense,
+                      "lam": r.lam, "poison_ratio": r.poison_ratio, "task": r.task, "status": r.status,
+                      "metrics": ms})
+        prev = cur
     with store.session() as s:
         ckpts = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id).order_by(Checkpoint.step)).all()
-        evals = s.exec(select(Evaluation).where(Evaluation.run_id == run.id)).all()
+        evals = s.exec(select(Evaluation).where(Evaluation.run_id == run.id).order_by(Evaluation.created_at)).all()
+        audits = s.exec(select(RunAudit).where(RunAudit.run_id == run.id).order_by(RunAudit.changed_at)).all()
+    with store.engine.connect() as conn:
+        counts = dict(conn.execute(text(
+            "SELECT evaluation_id, COUNT(*) FROM metric WHERE run_id = :r GROUP BY evaluation_id"),
+            {"r": run.id}).all())
+        gens = dict(conn.execute(text(
+            "SELECT g.evaluation_id, COUNT(*) FROM generation g JOIN evaluation e ON e.id = g.evaluation_id "
+            "WHERE e.run_id = :r GROUP BY g.evaluation_id"), {"r": run.id}).all())
+    evaluations = []
+    for e in evals:
+        d = e.model_dump()
+        d["n_metrics"] = int(counts.get(e.id, 0))
+        d["n_generations"] = int(gens.get(e.id, 0))
+        evaluations.append(d)
     return {
         "run": run.model_dump(),
+        "lineage": steps,
+        "metrics": steps[-1]["metrics"],
         "checkpoints": [c.model_dump() for c in ckpts],
-        "evaluations": [e.model_dump() for e in evals],
+        "evaluations": evaluations,
+        "judgments": judgment_summary(store, run.id),
+        "audit": [a.model_dump() for a in audits],
     }
+
+
+def _parse_assignment(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip().lower()
+    key = {"lambda": "lam", "λ": "lam", "tag": "tags", "note": "notes"}.get(key, key)
+    if not sep or not key:
+        raise SptError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
+    if key not in SETTABLE:
+        raise SptError(f"cannot set {key!r}; settable keys: {', '.join(SETTABLE)}")
+    value = raw.strip()
+    if key == "defense":
+        if value == "":
+            return key, None
+        if not _DEFENSE_RE.match(value):
+            raise SptError(f"defense {value!r}: use letters, digits and . _ + - (e.g. defense=anchor)")
+        return key, value
+    if key == "lam":
+        if value == "" or value.lower() in ("none", "null"):
+            return key, None
+        try:
+            lam = float(value)
+        except ValueError:
+            raise SptError(f"lam {value!r} is not a number; e.g. lam=0.5 (or lam= to unset)") from None
+        if not math.isfinite(lam) or lam < 0:
+            raise SptError(f"lam {value!r} must be a finite number ≥ 0")
+        return key, lam
+    if key == "tags":
+        tags = [t.strip() for t in value.split(",") if t.strip()]
+        bad = [t for t in tags if any(c.isspace() for c in t)]
+        if bad:
+            raise SptError(f"tag {bad[0]!r} contains whitespace; tags are a comma list like tags=a,b")
+        return key, list(dict.fromkeys(tags)) or None
+    return key, raw if raw != "" else None  # notes: kept verbatim
+
+
+def _audit_str(key: str, v: Any) -> str | None:
+    if v is None:
+        return None
+    if key == "tags":
+        return json.dumps(v, ensure_ascii=False)
+    if key == "lam":
+        return repr(float(v))
+    return str(v)
+
+
+def set_run(store: Store, run_id: str, assignments: list[str]) -> dict[str, Any]:
+    """Change run metadata (defense, lam, tags, notes), writing one RunAudit row per actual change.
+
+    Everything is validated before anything is written; setting a value it already has is a no-op.
+    Returns {"run_id", "changes": [{"key", "old", "new"}], "unchanged": [keys]}.
+    """
+    if not assignments:
+        raise SptError(f"nothing to set; pass KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
+    parsed: dict[str, Any] = {}
+    for item in assignments:
+        key, value = _parse_assignment(item)
+        if key in parsed:
+            raise SptError(f"{key} is given twice; set each key once")
+        parsed[key] = value
+    run = resolve_run(store, run_id)
+    changes, unchanged = [], []
+    now = utcnow()
+    with store.write() as s:
+        row = s.get(Run, run.id)
+        for key, new in parsed.items():
+            old = getattr(row, key)
+            if old == new:
+                unchanged.append(key)
+                continue
+            setattr(row, key, new)
+            s.add(RunAudit(run_id=row.id, key=key, old_value=_audit_str(key, old), new_value=_audit_str(key, new),
+                           changed_at=now))
+            changes.append({"key": key, "old": old, "new": new})
+        if changes:
+            row.updated_at = now
+            s.add(row)
+    return {"run_id": run.id, "changes": changes, "unchanged": unchanged, "changed_at": now if changes else None}

@@ -1,40 +1,177 @@
-"""`spt runs`, `spt runs show ID`: what has been trained and evaluated."""
+"""`spt runs`, `spt runs show ID`, `spt runs set ID KEY=VALUE...`: what has been trained and evaluated."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import csv
+import sys
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+from spt.errors import SptError
+
+# Piped output is not squeezed into 80 columns: tables keep whole ids and numbers.
+_PIPE_WIDTH = 240
+
+
+def _add(table: Table, *cells: str) -> None:
+    """A table row whose text is shown literally (names like "[base]" are not rich markup)."""
+    table.add_row(*[escape(c) for c in cells])
+
+
+def _show(renderable) -> None:
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        from rich.console import Console
+
+        Console(width=max(console.width, _PIPE_WIDTH), soft_wrap=True).print(renderable)
+
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option("--where", "-w", help="Filter runs: KEY=VALUE with KEY in defense, lam, poison_ratio, model, "
+                 "task, kind, status, seed, tag. Repeat a key to OR, different keys AND; KEY= matches unset.",
+                 show_default=False),
+]
+
+_SHORT = {"refusal_rate": "refusal↑", "over_refusal_rate": "over-ref↓", "alignment_loss": "align loss↓",
+          "task_loss": "task loss↓", "task_accuracy": "task acc↑"}
+
+
+def _num(v: Any) -> str:
+    return "" if v is None else f"{v:.4g}"
+
+
+def _csv_rows(runs: list[dict[str, Any]]) -> None:
+    from spt.runs import KEY_METRICS
+
+    cols = ["id", "kind", "parent_run_id", "model_ref", "base_model", "task", "defense", "lam", "poison_ratio",
+            "seed", "status", "tags", "created_at", *KEY_METRICS]
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(cols)
+    for r in runs:
+        row = [r[c] for c in cols[:-len(KEY_METRICS)]] + [r["metrics"][m] for m in KEY_METRICS]
+        row[cols.index("tags")] = ",".join(r["tags"] or [])
+        w.writerow(["" if v is None else v for v in row])
+    sys.stdout.flush()
+
+
+def _delta(d: dict[str, Any]) -> str:
+    v = _num(d["value"])
+    if d.get("delta") is None:
+        return v
+    return f"{v} ({d['delta']:+.3g})"
+
+
+def _print_show(info: dict[str, Any]) -> None:
+    import json
+
+    run = info["run"]
+    console.print(f"[bold]run {run['id']}[/bold]  {run['kind']}  status {run['status']}"
+                  + (f"  error: {run['error']}" if run.get("error") else ""))
+    meta = Table("field", "value", title="run", title_justify="left", show_header=False)
+    for k in ("model_ref", "base_model", "task", "defense", "lam", "poison_ratio", "seed", "lora", "tags",
+              "notes", "parent_run_id", "identity", "created_at", "finished_at"):
+        v = run.get(k)
+        if v is not None:
+            _add(meta, k, ", ".join(v) if isinstance(v, list) else str(v))
+    _show(meta)
+    if run.get("config"):
+        console.print("[bold]config[/bold]")
+        console.print(json.dumps(run["config"], indent=2, sort_keys=True, default=str), markup=False,
+                      highlight=False)
+
+    chain = info["lineage"]
+    console.print("[bold]lineage[/bold] (root → this run; Δ from the parent run)")
+    keys = sorted({k for step in chain for k in step["metrics"]})
+    lt = Table("metric", *[f"{s['kind']} {s['run_id'][:13]}" + (f"\n{s['defense']}" if s["defense"] else "")
+                           + (f" λ={s['lam']:g}" if s["lam"] is not None else "") for s in chain])
+    for k in keys:
+        _add(lt, k, *[_delta(s["metrics"][k]) if k in s["metrics"] else "" for s in chain])
+    if not keys:
+        _add(lt, "(no metrics yet)", *["" for _ in chain])
+    _show(lt)
+
+    if info["checkpoints"]:
+        ct = Table("id", "step", "kind", "final", "path", title="checkpoints", title_justify="left")
+        for c in info["checkpoints"]:
+            _add(ct, c["id"], str(c["step"]), c["kind"], "yes" if c["is_final"] else "", c["path"])
+        _show(ct)
+    else:
+        console.print("checkpoints: none")
+    if info["evaluations"]:
+        et = Table("id", "task/split", "preset", "status", "generations", "metrics", "created",
+                   title="evaluations", title_justify="left")
+        for e in info["evaluations"]:
+            _add(et, e["id"], f"{e['task'] or 'harmor'}/{e['split'] or ''}", e["refusal_preset"] or "",
+                       e["status"], str(e["n_generations"]), str(e["n_metrics"]), e["created_at"][:19])
+        _show(et)
+    else:
+        console.print("evaluations: none (run `spt evaluate`)")
+    if info["judgments"]:
+        statuses = sorted({s for j in info["judgments"] for s in j["by_status"]})
+        jt = Table("judge", *statuses, "total", "superseded", title="judgments", title_justify="left")
+        for j in info["judgments"]:
+            _add(jt, j["judge"] or j["judge_id"], *[str(j["by_status"].get(s, 0)) for s in statuses],
+                       str(j["total"]), str(j["superseded"]))
+        _show(jt)
+    else:
+        console.print("judgments: none")
+    if info["audit"]:
+        at = Table("changed_at", "key", "old", "new", title="metadata changes", title_justify="left")
+        for a in info["audit"]:
+            _add(at, a["changed_at"][:19], a["key"], a["old_value"] or "", a["new_value"] or "")
+        _show(at)
 
 
 def register(app: typer.Typer) -> None:
-    runs_app = typer.Typer(help="List and inspect runs.", invoke_without_command=True)
+    runs_app = typer.Typer(help="List, inspect and correct runs.", invoke_without_command=True)
     app.add_typer(runs_app, name="runs")
 
     @runs_app.callback()
-    def list_cmd(ctx: typer.Context, db: DbOption = None, json_out: JsonOption = False) -> None:
-        """List runs with their status."""
+    def list_cmd(
+        ctx: typer.Context,
+        where: WhereOption = None,
+        csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (all columns, key metrics).")] = False,
+        limit: Annotated[int | None, typer.Option("--limit", help="Show only the newest N runs.",
+                                                  show_default=False)] = None,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """List runs with their key metrics and status."""
         if ctx.invoked_subcommand is not None:
             return
-        from spt.runs import list_runs
+        from spt.runs import KEY_METRICS, list_runs
 
+        if json_out and csv_out:
+            raise SptError("--json and --csv both given; pick one")
+        if limit is not None and limit < 1:
+            raise SptError("--limit must be at least 1")
         with get_store(ctx, db) as store:
-            runs = list_runs(store)
+            runs = list_runs(store, where or [])
+        if limit is not None:
+            runs = runs[-limit:]
         if json_out:
             print_json(runs)
             return
-        if not runs:
-            console.print("no runs yet; start one with `spt finetune` or `spt demo`")
+        if csv_out:
+            _csv_rows(runs)
             return
-        table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "status")
+        if not runs:
+            console.print("no runs match --where" if where else
+                          "no runs yet; start one with `spt finetune` or `spt demo`")
+            return
+        table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "status",
+                      *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
-            table.add_row(r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
-                          "" if r["lam"] is None else f"{r['lam']:g}",
-                          "" if r["poison_ratio"] is None else f"{r['poison_ratio']:g}", r["status"])
-        console.print(table)
+            _add(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
+                          _num(r["lam"]), _num(r["poison_ratio"]), r["status"],
+                          *[_num(r["metrics"][m]) for m in KEY_METRICS])
+        _show(table)
+        console.print(f"{len(runs)} run(s)")
 
     @runs_app.command("show")
     def show_cmd(
@@ -43,7 +180,8 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """A run's configuration, checkpoints and evaluations."""
+        """A run's configuration, lineage (metric changes from the parent), checkpoints, evaluations,
+        judgments and metadata changes."""
         from spt.runs import show_run
 
         with get_store(ctx, db) as store:
@@ -51,4 +189,29 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(info)
             return
-        console.print_json(data=info, default=str)
+        _print_show(info)
+
+    @runs_app.command("set")
+    def set_cmd(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(help="Run id or unique prefix.")],
+        assignments: Annotated[list[str], typer.Argument(
+            help="KEY=VALUE with KEY in defense, lam, tags (comma list), notes; KEY= unsets.",
+            show_default=False)],
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Correct a run's metadata; every change is kept (old value, new value, time) in the audit table."""
+        from spt.runs import set_run
+
+        with get_store(ctx, db) as store:
+            result = set_run(store, run_id, assignments)
+        if json_out:
+            print_json(result)
+            return
+        for c in result["changes"]:
+            console.print(f"{c['key']}: {c['old']!r} → {c['new']!r}", markup=False, highlight=False)
+        if result["unchanged"]:
+            console.print(f"unchanged (already set): {', '.join(result['unchanged'])}")
+        if result["changes"]:
+            console.print(f"run {result['run_id']} updated; history in `spt runs show {result['run_id'][:13]}`")

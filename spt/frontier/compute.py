@@ -97,7 +97,7 @@ def group_key(run: dict[str, Any], group_by: str) -> str:
         if run["defense"]:
             return run["defense"]
         # base and aligned models have no defense; keep them apart from undefended fine-tunes
-        return f"[{run['kind']}]" if run["kind"] in ("base", "align") else "none"
+        return f"({run['kind']})" if run["kind"] in ("base", "align") else "none"
     if group_by == "poison":
         p = run["poison_ratio"]
         return "poison=unset" if p is None else f"poison={p:g}"
