@@ -66,10 +66,21 @@ def _make_engine(path: Path) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_con: Any, _record: Any) -> None:
+        # A COMMIT refused by a deferred foreign-key check leaves SQLite's transaction open while
+        # SQLAlchemy considers it ended; roll it back so the pooled connection is clean again.
+        if dbapi_con is not None and dbapi_con.in_transaction:
+            dbapi_con.rollback()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("spt_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Foreign keys are checked at COMMIT: the ORM flushes tables in its own order (it only
+        # orders by relationships, which the models do not declare), so a run and its checkpoint
+        # added in one transaction must not fail on insertion order. Resets at every COMMIT.
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
 
     return engine
 
@@ -81,9 +92,23 @@ def upgrade_store(engine: Engine, target: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, target)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        # Batch-mode migrations recreate tables (copy, drop, rename); with foreign keys on, dropping
+        # a parent table that has children fails. The pragma only takes effect outside a transaction.
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            # BEGIN IMMEDIATE: processes opening a new or old store at once migrate one at a time,
+            # and alembic reads the current version only once it holds the write lock.
+            with conn.execution_options(spt_write=True).begin():
+                before = len(conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall())
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, target)
+                bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if len(bad) > before:
+                    raise SptError(f"migration would break references ({bad[:3]}); store left unchanged")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
 
 
 class Store:

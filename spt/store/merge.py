@@ -4,7 +4,7 @@ The source is copied (SQLite backup API, consistent even while it is written), t
 migrated to this spt's schema, and every table is merged inside one write transaction with plain
 SQL, so a million-row store imports in seconds. Rows are matched by primary key:
 - absent in the target: inserted;
-- present with identical content: skipped;
+- present with identical content (creation times aside): skipped;
 - present with different content: a conflict, kept (`ignore`) or overwritten (`replace`).
 Any refusal happens before the target is touched.
 """
@@ -12,6 +12,7 @@ Any refusal happens before the target is touched.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -24,6 +25,9 @@ from spt.store.ids import file_hash, new_id
 from spt.store.models import TABLES, utcnow
 
 ON_CONFLICT = ("ignore", "replace")
+# Not content: the same judge, dataset or metric recorded on two machines has the same content id
+# but a different creation time, and is the same row, not a conflict.
+NOT_COMPARED = frozenset({"created_at"})
 
 
 def _validate_source(source: Path, target: Path) -> str:
@@ -31,7 +35,7 @@ def _validate_source(source: Path, target: Path) -> str:
         raise SptError(f"{source} does not exist; pass the path of an spt store to import")
     if source.is_dir():
         raise SptError(f"{source} is a directory; pass the path of an spt store file")
-    if target.exists() and source.resolve() == target.resolve():
+    if target.exists() and (source.resolve() == target.resolve() or os.path.samefile(source, target)):
         raise SptError(f"{source} is the target store itself; import another store")
     if source.stat().st_size == 0:
         raise NotAStoreError(f"{source} is empty, not an spt store")
@@ -112,7 +116,8 @@ def _merge_table(con: sqlite3.Connection, model: Any, on_conflict: str) -> dict[
     q = lambda c: f'"{c}"'  # noqa: E731
     collist = ", ".join(q(c) for c in cols)
     match = " AND ".join(f"m.{q(c)} = s.{q(c)}" for c in pks)
-    differs = " OR ".join(f"m.{q(c)} IS NOT s.{q(c)}" for c in cols if c not in pks) or "0"
+    compared = [c for c in cols if c not in pks and c not in NOT_COMPARED]
+    differs = " OR ".join(f"m.{q(c)} IS NOT s.{q(c)}" for c in compared) or "0"
 
     total = con.execute(f'SELECT count(*) FROM src."{name}"').fetchone()[0]
     if total == 0:
@@ -132,7 +137,7 @@ def _merge_table(con: sqlite3.Connection, model: Any, on_conflict: str) -> dict[
     if on_conflict == "replace" and conflicting:
         sets = ", ".join(f"{q(c)} = s.{q(c)}" for c in cols if c not in pks)
         where = " AND ".join(f'main."{name}".{q(c)} = s.{q(c)}' for c in pks)
-        differs_u = " OR ".join(f'main."{name}".{q(c)} IS NOT s.{q(c)}' for c in cols if c not in pks)
+        differs_u = " OR ".join(f'main."{name}".{q(c)} IS NOT s.{q(c)}' for c in compared) or "0"
         cur = con.execute(f'UPDATE main."{name}" SET {sets} FROM src."{name}" s WHERE {where} AND ({differs_u})')
         replaced = cur.rowcount
     return {
