@@ -1,14 +1,269 @@
-"""`spt sweep` (not implemented yet)."""
+"""`spt sweep`: the cartesian product of defenses × λ × poison × seeds, each finetune → evaluate → judge."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated, Any
 
-from spt.commands._common import not_implemented
+import typer
+from rich.table import Table
+
+from spt.commands._common import DbOption, JsonOption, console, db_path, err_console, get_store, print_json
+from spt.errors import SptError
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def _g(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _plan_table(spec: Any, configs: list[dict[str, Any]], title: str) -> Table:
+    table = Table("#", "defense", "λ", "poison", "seed", title=title, title_justify="left")
+    for c in configs:
+        table.add_row(str(c["index"]), c["defense"], _g(c["lam"]), _g(c["poison"]), _g(c["seed"]))
+    return table
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    from spt.sweep.run import KEY_METRICS
+
+    shown = [m for m in KEY_METRICS if any(m in r["metrics"] for r in summary["configs"])]
+    short = {"refusal_rate": "refusal", "over_refusal_rate": "over-refusal", "task_accuracy": "task acc",
+             "task_loss": "task loss", "alignment_loss": "align loss"}
+    table = Table("#", "config", "run", "status", *[short.get(m, m) for m in shown], "note",
+                  title=f"sweep {summary['tag']}", title_justify="left")
+    colors = {"done": "green", "reused": "cyan", "failed": "red"}
+    for r in summary["configs"]:
+        status = r["status"]
+        if status == "failed" and r.get("stage"):
+            status = f"failed ({r['stage']})"
+        note = r.get("error") or ("trained" if r["trained"] else "already done" if r["status"] == "reused" else "")
+        table.add_row(str(r["index"]), r["label"], (r["run_id"] or "-")[:13],
+                      f"[{colors.get(r['status'], 'white')}]{status}[/]",
+                      *[_num(r["metrics"].get(m)) for m in shown], note)
+    return table
+
+
+def _frontier_table(fr: dict[str, Any]) -> Table | str:
+    if fr.get("error"):
+        return f"frontier: {fr['error']}"
+    pts = [p for p in fr["points"] if p["on_frontier"]]
+    if not pts:
+        return "frontier: no run of this sweep has both metrics yet"
+    table = Table("run", "defense", "λ", "poison", fr["x"], fr["y"],
+                  title=f"frontier ({fr['x']} {fr['x_direction'] or ''}, {fr['y']} {fr['y_direction'] or ''})",
+                  title_justify="left")
+    for p in pts:
+        table.add_row(p["run_id"][:13], p["defense"] or "none", _num(p["lam"], 4), _num(p["poison_ratio"], 4),
+                      _num(p["x"], 4), _num(p["y"], 4))
+    return table
+
+
+class _Display:
+    """Rich progress: one bar over configurations, one line for the running stage."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = err_console.is_terminal and not quiet
+        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=err_console, disable=not self.enabled)
+        self.total = 0
+        self.label = ""
+        self.configs = None
+        self.stage = None
+
+    def __enter__(self) -> _Display:
+        self.prog.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.prog.__exit__(*exc)
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if event == "start":
+            self.total = info["total"]
+            self.configs = self.prog.add_task(f"sweep {info['tag']}", total=self.total)
+            self.stage = self.prog.add_task("", total=None)
+        elif event == "config":
+            self.label = f"[{info['index']}] {info['label']}"
+        elif event == "stage":
+            self.prog.reset(self.stage, total=None, description=f"{self.label}: {info['stage']}")
+        elif event == "step":
+            args, kw = info.get("args") or (), info.get("info") or {}
+            total = kw.get("total")
+            done = kw.get("completed", kw.get("step"))
+            if len(args) >= 2 and all(isinstance(a, (int, float)) for a in args[:2]):
+                done, total = args[0], args[1]
+            if done is not None:
+                self.prog.update(self.stage, completed=done, total=total)
+            elif len(args) == 1 and isinstance(args[0], (int, float)):
+                self.prog.update(self.stage, advance=args[0], total=total)
+        elif event == "config_done":
+            r = info["result"]
+            self.prog.advance(self.configs)
+            mark = {"done": "[green]done[/]", "reused": "[cyan]already done[/]"}.get(r["status"], "[red]failed[/]")
+            if self.enabled:
+                self.prog.console.print(f"{self.label}: {mark}" + (f" — {r['error']}" if r.get("error") else ""))
+        elif event == "end":
+            self.prog.update(self.stage, description="", visible=False)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        not_implemented("sweep")
+    @app.command("sweep")
+    def sweep_cmd(
+        ctx: typer.Context,
+        model: Annotated[str | None, typer.Option("--model", help="Model reference (hub id, path, packaged name).",
+                                                  show_default=False)] = None,
+        from_run: Annotated[str | None, typer.Option("--from", help="Start every configuration from this run.",
+                                                     show_default=False)] = None,
+        task: Annotated[str | None, typer.Option("--task", help="The downstream task.", show_default=False)] = None,
+        defense: Annotated[str, typer.Option("--defense", help="Defenses, comma-separated.")] = "none",
+        lam: Annotated[str | None, typer.Option("--lam", help="λ values, comma-separated (ignored for none).",
+                                                show_default=False)] = None,
+        poison: Annotated[str | None, typer.Option("--poison", help="Poison ratios, comma-separated.",
+                                                   show_default=False)] = None,
+        seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, comma-separated.",
+                                                  show_default=False)] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Training steps per configuration.",
+                                                      show_default=False)] = None,
+        train_set: Annotated[list[str] | None, typer.Option(
+            "--set", help="Any other finetune option, KEY=VALUE (lr=3e-5, lora=true, epochs=2); repeatable.",
+            show_default=False)] = None,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate",
+                                               help="Evaluate (and judge) each trained run.")] = True,
+        eval_set: Annotated[list[str] | None, typer.Option(
+            "--eval-set", help="Any evaluate option, KEY=VALUE; repeatable.", show_default=False)] = None,
+        judge: Annotated[str, typer.Option("--judge", help="Judge spec(s), comma-separated, or none.")] = "keyword",
+        rubric: Annotated[str | None, typer.Option("--rubric", help="Judge rubric (default: the judge's).",
+                                                   show_default=False)] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local: run here; slurm: write an array job.")]
+        = "local",
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print the plan (local) or the Slurm scripts (slurm); run and write nothing.")] = False,
+        only_index: Annotated[list[int] | None, typer.Option(
+            "--only-index", help="Run only the configuration(s) at this index (what a Slurm task runs).",
+            show_default=False)] = None,
+        frontier: Annotated[bool, typer.Option("--frontier/--no-frontier",
+                                               help="Print the sweep's frontier at the end.")] = True,
+        out_dir: Annotated[Path | None, typer.Option(
+            "--out-dir", help="Slurm: where scripts, task stores and logs go (default ./spt-sweep-<id>).",
+            show_default=False)] = None,
+        partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.",
+                                                      show_default=False)] = None,
+        gpus_per_task: Annotated[int, typer.Option("--gpus-per-task", help="Slurm: GPUs per configuration.")] = 1,
+        cpus_per_task: Annotated[int | None, typer.Option("--cpus-per-task", help="Slurm: CPUs per configuration.",
+                                                          show_default=False)] = None,
+        time: Annotated[str | None, typer.Option("--time", help="Slurm time limit per task (e.g. 04:00:00).",
+                                                 show_default=False)] = None,
+        mem: Annotated[str | None, typer.Option("--mem", help="Slurm memory per task (e.g. 64G).",
+                                                show_default=False)] = None,
+        accelerate: Annotated[bool, typer.Option(
+            "--accelerate", help="Slurm: wrap each task in `accelerate launch --num_processes <gpus>`.")] = False,
+        setup: Annotated[list[str] | None, typer.Option(
+            "--setup", help="Slurm: a shell line run first in each job (module load, venv activation); "
+            "repeatable.", show_default=False)] = None,
+        spt_command: Annotated[str, typer.Option("--spt-command", help="Slurm: how jobs invoke spt.")] = "spt",
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Run a sweep: every defense × λ × poison × seed, each finetune → evaluate → judge.
+
+        Re-running the same sweep skips what is done; a failing configuration is recorded and the rest go on.
+        With --executor slurm it writes one array job (one task per configuration, each into its own store)
+        and a gather job that imports them.
+
+        Example: spt sweep --model tiny-random --defense none,anchor --lam 0.1,0.3 --poison 0.1 --seeds 0,1
+        """
+        from spt.sweep.plan import EXECUTORS, SweepSpec, parse_assignments, plan_sweep, split_list, sweep_tag
+
+        if executor not in EXECUTORS:
+            raise SptError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+        spec = SweepSpec(
+            model=model, from_run=from_run, task=task,
+            defenses=split_list(defense, "--defense"),
+            lams=split_list(lam, "--lam") or [None],
+            poisons=split_list(poison, "--poison") or [None],
+            seeds=split_list(seeds, "--seeds") or [None],
+            max_steps=max_steps, train=parse_assignments(train_set, "--set"),
+            evaluate=evaluate, eval_options=parse_assignments(eval_set, "--eval-set"),
+            judges=[] if judge.strip().lower() == "none" else split_list(judge, "--judge"), rubric=rubric,
+        )
+        spec.validate()
+        configs = plan_sweep(spec)
+
+        if executor == "slurm":
+            _slurm(ctx, spec, db, out_dir, partition, gpus_per_task, cpus_per_task, time, mem, accelerate,
+                   setup or [], spt_command, dry_run, only_index, json_out)
+            return
+        if dry_run:
+            from spt.sweep.run import select_configs
+
+            chosen = select_configs(configs, only_index)
+            if json_out:
+                print_json({"sweep_id": spec.id, "tag": sweep_tag(spec), "spec": spec.to_dict(), "plan": chosen})
+            else:
+                console.print(_plan_table(spec, chosen, f"sweep {sweep_tag(spec)}: {len(chosen)} configurations "
+                                          "(dry run, nothing run)"))
+            return
+
+        from spt.sweep.run import run_sweep
+
+        with get_store(ctx, db) as store, _Display(quiet=json_out) as display:
+            summary = run_sweep(store, spec, progress=display, only_index=only_index, frontier=frontier)
+        if json_out:
+            print_json(summary)
+        else:
+            console.print(_summary_table(summary))
+            console.print(f"{summary['n_done']} done, {summary['n_failed']} failed, "
+                          f"{summary['n_trained']} trained now; runs tagged {summary['tag']} in {summary['store']}")
+            if summary.get("frontier"):
+                console.print(_frontier_table(summary["frontier"]))
+        if summary["n_failed"]:
+            raise typer.Exit(1)
+
+
+def _slurm(ctx: typer.Context, spec: Any, db: Path | None, out_dir: Path | None, partition: str | None,
+           gpus_per_task: int, cpus_per_task: int | None, time: str | None, mem: str | None, accelerate: bool,
+           setup: list[str], spt_command: str, dry_run: bool, only_index: list[int] | None, json_out: bool) -> None:
+    from spt.sweep.slurm import SlurmOptions, slurm_files, write_slurm
+
+    if only_index:
+        raise SptError("--only-index runs one configuration here; use it with --executor local (Slurm tasks do)")
+    short = spec.tag.removeprefix("sweep:")[:8]
+    opts = SlurmOptions(
+        out_dir=out_dir or Path(f"spt-sweep-{short}"), main_db=db_path(ctx, db), partition=partition,
+        gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time=time, mem=mem, accelerate=accelerate,
+        spt_command=spt_command, setup=setup,
+    )
+    if dry_run:
+        files = slurm_files(spec, opts)
+        if json_out:
+            print_json({"sweep_id": spec.id, "tag": spec.tag, "out_dir": str(opts.out_dir),
+                        "files": {k: v for k, v in files.items() if k != "sweep.json"}})
+            return
+        for name in ("sweep.sbatch", "gather.sbatch", "submit.sh"):
+            console.print(f"# ---- {opts.out_dir / name}", style="bold", highlight=False)
+            console.print(files[name], markup=False, highlight=False)
+        console.print(f"# dry run: nothing written or submitted ({spec.tag})", style="dim", highlight=False)
+        return
+    info = write_slurm(spec, opts)
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"wrote {info['n_tasks']}-task Slurm array for sweep {info['tag']} to {info['out_dir']}",
+                  highlight=False)
+    for path in info["files"].values():
+        console.print(f"  {path}", highlight=False)
+    console.print(f"submit with:  {info['submit']}", highlight=False)
+    console.print(f"  (or: {info['manual'][0]}; then {info['manual'][1]})", highlight=False, markup=False)
+    console.print(f"results are gathered into {info['main_db']}; see them with "
+                  f"`spt runs --where tag={info['tag']}` and `spt frontier --where tag={info['tag']}`",
+                  highlight=False)
