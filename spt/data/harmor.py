@@ -83,7 +83,7 @@ def _category_pairs(c: CategoryTemplates, seed: int, test_fraction: float) -> li
             safe = [t for t in c.safe if safe_split[t.id] == split]
             rng.shuffle(risky)
             rng.shuffle(safe)
-            for r, s in zip(risky, safe):
+            for r, s in zip(risky, safe, strict=False):
                 prompt_h = render(r.text, w)
                 prompt_b = render(s.text, w)
                 contrast = w["benign_type"] if s.contrast_type == "{benign_type}" else s.contrast_type

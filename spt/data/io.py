@@ -1,0 +1,309 @@
+"""Reading external prompt/task files (JSONL/JSON/CSV/parquet/HF datasets on disk) and exporting items."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spt.data.items import EXPORT_FIELDS, make_item
+from spt.errors import SptError
+
+IMPORT_KINDS = ("task", "harmful", "benign", "poison")
+EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet")
+_HARMFUL = {"harmful", "unsafe", "1", "true", "yes", "risky", "contrast"}
+_BENIGN = {"benign", "safe", "0", "false", "no", "harmless"}
+
+
+def read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
+    """Rows of a JSONL/JSON/CSV/TSV/parquet file or an HF `datasets` folder; returns (rows, format)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SptError(f"{p} does not exist; pass a JSONL, CSV, parquet file or a saved HF dataset folder")
+    if p.is_dir():
+        try:
+            from datasets import Dataset as HFDataset
+            from datasets import DatasetDict, load_from_disk
+        except ImportError:
+            raise SptError("reading an HF dataset folder needs the `datasets` package; pip install datasets") from None
+        try:
+            ds = load_from_disk(str(p))
+        except Exception as e:  # noqa: BLE001 - datasets raises many kinds
+            raise SptError(f"{p} is not a dataset saved with save_to_disk ({type(e).__name__}: {e})") from None
+        rows: list[dict[str, Any]] = []
+        if isinstance(ds, DatasetDict):
+            for split_name, part in ds.items():
+                rows.extend({**r, "__split__": split_name} for r in part)
+        elif isinstance(ds, HFDataset):
+            rows = list(ds)
+        return rows, "hf-datasets"
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        text = p.read_text(encoding="utf-8-sig")
+        if suffix == ".json" and text.lstrip().startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise SptError(f"{p.name}:{e.lineno}: invalid JSON ({e.msg})") from None
+            if not all(isinstance(r, dict) for r in data):
+                raise SptError(f"{p.name}: the JSON array must hold objects (one per row)")
+            return data, "json"
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SptError(f"{p.name}:{n}: invalid JSON line ({e.msg})") from None
+            if not isinstance(r, dict):
+                raise SptError(f"{p.name}:{n}: each JSONL line must be an object")
+            rows.append(r)
+        return rows, "jsonl"
+    if suffix in (".csv", ".tsv"):
+        with p.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            rows = [dict(r) for r in reader]
+        return rows, suffix[1:]
+    if suffix in (".parquet", ".pq"):
+        try:
+            import pandas as pd
+        except ImportError:
+            raise SptError("reading parquet needs pandas and pyarrow; pip install pandas pyarrow") from None
+        try:
+            df = pd.read_parquet(p)
+        except ImportError:
+            raise SptError("reading parquet needs pyarrow; pip install pyarrow") from None
+        except Exception as e:  # noqa: BLE001
+            raise SptError(f"{p} is not a readable parquet file ({e})") from None
+        return [{k: _unnumpy(v) for k, v in r.items()} for r in df.to_dict(orient="records")], "parquet"
+    raise SptError(f"unknown file type {p.suffix!r} for {p.name}; use .jsonl, .json, .csv, .tsv, .parquet or an "
+                   "HF dataset folder")
+
+
+def _unnumpy(v: Any) -> Any:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return v
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:  # NaN from pandas
+        return None
+    return str(v)
+
+
+def _from_messages(msgs: Any, where: str) -> tuple[str, str | None]:
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError:
+            raise SptError(f"{where}: the messages column is not a list of {{role, content}}") from None
+    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
+        raise SptError(f"{where}: the messages column must be a non-empty list of {{role, content}}")
+    last_assistant = None
+    if msgs[-1].get("role") == "assistant":
+        last_assistant = _text(msgs[-1].get("content"))
+        msgs = msgs[:-1]
+    users = [m for m in msgs if m.get("role") == "user"]
+    if not users:
+        raise SptError(f"{where}: the messages have no user turn")
+    return _text(users[-1].get("content")) or "", last_assistant
+
+
+def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, prompt_col: str | None = None,
+                  response_col: str | None = None, messages_col: str | None = None,
+                  category_col: str | None = None, label_col: str | None = None, pair_col: str | None = None,
+                  split_col: str | None = None, answer_col: str | None = None) -> list[dict[str, Any]]:
+    """Map file rows to item dicts; every problem is an SptError naming the column or row."""
+    if kind not in IMPORT_KINDS:
+        raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
+    if not rows:
+        raise SptError(f"{source_name} has no rows")
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols and k != "__split__":
+                cols.append(k)
+    have = set(cols)
+    shown = ", ".join(cols) or "none"
+
+    def need(col: str | None, flag: str) -> str | None:
+        if col is not None and col not in have:
+            raise SptError(f"{source_name} has no column {col!r} (for {flag}); its columns are: {shown}")
+        return col
+
+    need(prompt_col, "--prompt-col")
+    need(messages_col, "--messages-col")
+    if prompt_col is None and messages_col is None:
+        if "prompt" in have:
+            prompt_col = "prompt"
+        elif "messages" in have:
+            messages_col = "messages"
+        else:
+            raise SptError(f"{source_name} has no 'prompt' or 'messages' column; its columns are: {shown}; "
+                           "name one with --prompt-col or --messages-col")
+    response_col = need(response_col, "--response-col") or ("response" if "response" in have else None)
+    category_col = need(category_col, "--category-col") or ("category" if "category" in have else None)
+    label_col = need(label_col, "--label-col")
+    pair_col = need(pair_col, "--pair-col") or ("pair_id" if "pair_id" in have else None)
+    split_col = need(split_col, "--split-col") or ("split" if "split" in have else None)
+    answer_col = need(answer_col, "--answer-col") or ("answer" if "answer" in have else None)
+    if kind in ("task", "poison") and response_col is None and messages_col is None:
+        raise SptError(f"--kind {kind} needs responses, but {source_name} has no 'response' column; its columns "
+                       f"are: {shown}; name one with --response-col or use --messages-col")
+    if label_col is not None and kind not in ("harmful", "benign"):
+        raise SptError("--label-col only applies to --kind harmful or benign (labels harmful/benign per row)")
+
+    items: list[dict[str, Any]] = []
+    for n, r in enumerate(rows, 1):
+        where = f"{source_name} row {n}"
+        if messages_col is not None:
+            prompt, response = _from_messages(r.get(messages_col), where)
+            if response_col is not None and _text(r.get(response_col)):
+                response = _text(r.get(response_col))
+        else:
+            prompt = _text(r.get(prompt_col)) or ""
+            response = _text(r.get(response_col)) if response_col else None
+        if not prompt.strip():
+            raise SptError(f"{where}: empty prompt")
+        if kind in ("task", "poison") and not (response or "").strip():
+            raise SptError(f"{where}: empty response (--kind {kind} needs one for every row)")
+        if kind == "task":
+            label = "task"
+        elif kind == "poison":
+            label = "poison"
+        elif label_col is not None:
+            raw = (_text(r.get(label_col)) or "").strip().lower()
+            if raw in _HARMFUL:
+                label = "harmful"
+            elif raw in _BENIGN:
+                label = "benign"
+            else:
+                raise SptError(f"{where}: label {raw!r} in column {label_col!r} is neither harmful "
+                               "(harmful/unsafe/1) nor benign (benign/safe/0)")
+        else:
+            label = kind
+        if split_col is not None:
+            split = (_text(r.get(split_col)) or "").strip() or None
+        else:
+            split = r.get("__split__")
+        if split is None:
+            split = "train" if kind in ("task", "poison") else "test"
+        answer = _text(r.get(answer_col)) if answer_col else None
+        if kind == "task" and not answer:
+            answer = (response or "").strip()
+        pair = _text(r.get(pair_col)) if pair_col else None
+        items.append(make_item(
+            prompt=prompt, response=response, category=_text(r.get(category_col)) if category_col else None,
+            label=label, pair_id=f"{source_name}:{pair}" if pair else None, answer=answer if kind == "task" else None,
+            split=str(split),
+        ))
+    if kind == "task" and split_col is None and not any(r.get("__split__") for r in rows):
+        # No split given: a deterministic 90/10 split by content so that the task has a test set.
+        for it in items:
+            it["split"] = "test" if int(it["id"][7:15], 16) % 10 == 0 else "train"
+    return items
+
+
+def check_out_path(out: str | os.PathLike[str]) -> Path:
+    """Validate an export destination before anything is written (suffix, folder, permissions)."""
+    p = Path(out).expanduser()
+    suffix = p.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES and suffix != "":
+        raise SptError(f"cannot export to {p.name}: use a .jsonl, .csv or .parquet file, or a folder name without "
+                       "a suffix for an HF dataset")
+    if suffix == "" and p.exists():
+        raise SptError(f"{p} already exists; an HF dataset export needs a new folder")
+    if p.is_dir():
+        raise SptError(f"{p} is a directory; --out must name a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise SptError(f"cannot write {p}: folder {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".spt-write-test-"):
+            pass
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as e:
+        raise SptError(f"cannot write {p} ({e.strerror or e}); choose a writable --out") from None
+    return p
+
+
+def render_jsonl(items: list[dict[str, Any]]) -> bytes:
+    lines = [json.dumps({k: it.get(k) for k in EXPORT_FIELDS}, ensure_ascii=False, sort_keys=False)
+             for it in items]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def render_csv(items: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EXPORT_FIELDS)
+    for it in items:
+        row = []
+        for k in EXPORT_FIELDS:
+            v = it.get(k)
+            row.append("" if v is None else json.dumps(v, sort_keys=True, ensure_ascii=False) if k == "meta" else v)
+        w.writerow(row)
+    return buf.getvalue().encode("utf-8")
+
+
+def export_items(items: list[dict[str, Any]], out: str | os.PathLike[str]) -> Path:
+    """Write items to .jsonl / .csv / .parquet, or an HF dataset folder (no suffix). Deterministic bytes."""
+    p = check_out_path(out)
+    suffix = p.suffix.lower()
+    rows = [{k: it.get(k) for k in EXPORT_FIELDS} for it in items]
+    if suffix in (".jsonl", ".csv"):
+        data = render_jsonl(rows) if suffix == ".jsonl" else render_csv(rows)
+        tmp = p.with_name(p.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, p)
+        except OSError as e:
+            raise SptError(f"cannot write {p} ({e.strerror or e})") from None
+        return p
+    for r in rows:
+        r["meta"] = json.dumps(r["meta"], sort_keys=True) if r["meta"] is not None else None
+    if suffix == ".parquet":
+        try:
+            import pandas as pd
+
+            pd.DataFrame(rows, columns=list(EXPORT_FIELDS)).to_parquet(p, index=False)
+        except ImportError:
+            raise SptError("writing parquet needs pandas and pyarrow; pip install pandas pyarrow") from None
+        return p
+    try:
+        from datasets import Dataset as HFDataset
+    except ImportError:
+        raise SptError("exporting an HF dataset needs the `datasets` package; pip install datasets") from None
+    HFDataset.from_list(rows).save_to_disk(str(p))
+    return p
+
+
+def import_dataset(store, path: str | os.PathLike[str], kind: str, name: str, **columns: str | None) -> str:
+    """Import a file as a dataset (validated fully before one write transaction); returns the dataset id."""
+    from spt.data.items import store_items
+    from spt.store.ids import file_hash
+
+    if not name or not name.strip():
+        raise SptError("--name must not be empty")
+    if name.startswith("builtin:"):
+        raise SptError(f"--name {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
+    if kind not in IMPORT_KINDS:
+        raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
+    p = Path(path).expanduser()
+    rows, fmt = read_rows(p)
+    items = rows_to_items(rows, kind, source_name=p.name, **columns)
+    source = {
+        "builder": "import", "path": str(p.resolve()), "format": fmt,
+        "file_hash": file_hash(p) if p.is_file() else None,
+        "columns": {k: v for k, v in columns.items() if v is not None}, "n_rows": len(rows),
+    }
+    return store_items(store, name.strip(), kind, items, source)
