@@ -221,3 +221,12 @@ def test_upgrade_refuses_newer_store(tmp_path):
     assert result.exit_code == 2
     assert "newer" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert file_hash(path) == before
+
+
+def test_backup_to_and_from_paths_with_uri_characters(tmp_path):
+    src = tmp_path / "a #dir?" / "s.db"
+    _add_runs(src, 2)
+    dest = tmp_path / "b %20 dir#" / "copy?.db"
+    dest.parent.mkdir()
+    _ok(["--db", str(src), "db", "backup", str(dest)])
+    assert _dump(dest) == _dump(src)

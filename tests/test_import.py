@@ -403,3 +403,48 @@ def test_cli_import_uses_spt_db(monkeypatch, target, source):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["counts"]["run"]["inserted"] == 2
     assert dump(source, exclude=("import_log",))["run"] <= dump(target)["run"]
+
+
+def test_import_from_path_with_uri_characters(tmp_path, target):
+    src = make_store(tmp_path / "odd #?%20 dir" / "src.db", "odd")
+    log = import_store(target, src)
+    assert log["counts"]["run"]["inserted"] == 2
+
+
+def test_import_child_rows_stored_before_their_parents(tmp_path, target):
+    """Source rows in any physical order (a child run before its parent) merge in one statement."""
+    parent = Run(kind="base", model_ref="p")
+    child = Run(kind="finetune", model_ref="c", parent_run_id=parent.id)
+    grandchild = Run(kind="merge", model_ref="g", parent_run_id=child.id)
+    src = tmp_path / "src.db"
+    with open_store(src) as store:
+        with store.write() as s:
+            s.add(parent)
+        with store.write() as s:  # the grandchild is written before its parent (keys checked at commit)
+            s.add(grandchild)
+            s.flush()
+            s.add(child)
+    with sqlite3.connect(src) as con:
+        order = [r[0] for r in con.execute("SELECT model_ref FROM run ORDER BY rowid")]
+    con.close()
+    assert order == ["p", "g", "c"]
+    log = import_store(target, src)
+    assert log["counts"]["run"]["inserted"] == 3
+    assert _get(target, Run, grandchild.id).parent_run_id == child.id
+
+
+def test_import_own_backup_is_a_no_op(target, tmp_path):
+    backup = tmp_path / "backup.db"
+    result = runner.invoke(app, ["--db", str(target), "db", "backup", str(backup)])
+    assert result.exit_code == 0, result.output
+    log = import_store(target, backup)
+    assert all(c["inserted"] == 0 and c["conflicting"] == 0 for c in log["counts"].values())
+
+
+def test_refused_import_into_non_store_target(tmp_path, source):
+    target = tmp_path / "notes.db"
+    target.write_text("my notes\n")
+    result = runner.invoke(app, ["--db", str(target), "import", str(source)])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert target.read_text() == "my notes\n"

@@ -324,3 +324,14 @@ def test_open_store_refuses_newer_schema(db_path):
 def test_open_store_refuses_directory(tmp_path):
     with pytest.raises(SptError, match="directory"):
         open_store(tmp_path)
+
+
+@pytest.mark.parametrize("dirname", ["with space", "hash#dir", "q?mark", "pct%20x", "ünï"])
+def test_paths_with_uri_characters(tmp_path, dirname):
+    path = tmp_path / dirname / "spt.db"
+    with open_store(path) as store:
+        with store.write() as s:
+            s.add(Run(kind="base", model_ref="m"))
+        assert store.revision() == HEAD
+    with open_store(path) as store, store.session() as s:
+        assert len(s.exec(select(Run)).all()) == 1

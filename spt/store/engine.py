@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from spt.errors import NotAStoreError, SchemaTooNewError, SptError
@@ -22,11 +22,16 @@ from spt.store.schema import HEAD, REVISIONS, migrations_dir
 BUSY_TIMEOUT_MS = 60_000
 
 
+def readonly_uri(path: str | Path) -> str:
+    """A read-only SQLite URI for `path`, percent-encoded (paths may contain `#`, `?`, `%`)."""
+    return Path(path).absolute().as_uri() + "?mode=ro"
+
+
 def read_revision(path: str | Path) -> str | None:
     """The store's schema revision, None for an empty database; raises NotAStoreError otherwise."""
     path = Path(path)
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error as e:
         raise NotAStoreError(f"{path} cannot be opened as SQLite ({e})") from None
     try:
@@ -54,7 +59,9 @@ def check_revision(path: str | Path, revision: str | None) -> None:
 
 
 def _make_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    # URL.create, not an f-string: a `?` or `#` in the path must not be parsed as URL syntax.
+    url = URL.create("sqlite", database=str(path))
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_con: Any, _record: Any) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import NotAStoreError, SptError
-from spt.store.engine import BUSY_TIMEOUT_MS, check_revision, open_store, read_revision
+from spt.store.engine import BUSY_TIMEOUT_MS, check_revision, open_store, read_revision, readonly_uri
 from spt.store.ids import file_hash, new_id
 from spt.store.models import TABLES, utcnow
 
@@ -50,7 +50,7 @@ def _validate_source(source: Path, target: Path) -> str:
 
 
 def _copy_consistent(source: Path, dest: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    src = sqlite3.connect(readonly_uri(source), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     dst = sqlite3.connect(dest)
     try:
         src.backup(dst)
@@ -98,7 +98,8 @@ def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any]) -> d
             _record(con, {**log, "counts": counts})
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # some errors (disk full, I/O) already rolled back
+                con.execute("ROLLBACK")
             raise
         con.execute("DETACH DATABASE src")
     except sqlite3.IntegrityError as e:
