@@ -1,14 +1,175 @@
-"""`spt data` (not implemented yet)."""
+"""`spt data import|list|show|export`: datasets in the store (HarmOR builds, tasks, poison, imports)."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-from spt.commands._common import not_implemented
+import typer
+from rich.table import Table
+
+from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+
+_BUILTINS = ("builtin:arithmetic", "builtin:sentiment", "builtin:harmor-comply", "harmor")
+
+
+def _resolve(store, name: str):
+    """Resolve a dataset; built-in names are built and stored on first use."""
+    from spt.data import ensure_harmor, ensure_poison_dataset, ensure_task_dataset, resolve_dataset
+    from spt.errors import SptError
+
+    try:
+        return resolve_dataset(store, name)
+    except SptError:
+        if name in ("builtin:arithmetic", "builtin:sentiment"):
+            ensure_task_dataset(store, name)
+        elif name == "builtin:harmor-comply":
+            ensure_poison_dataset(store, name)
+        elif name == "harmor":
+            ensure_harmor(store)
+        else:
+            raise
+        return resolve_dataset(store, name)
+
+
+def _split_counts(store, dataset_id: str) -> dict[str, int]:
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from spt.store.models import DatasetItem
+
+    with store.session() as s:
+        rows = s.exec(select(DatasetItem.split, func.count()).where(DatasetItem.dataset_id == dataset_id)
+                      .group_by(DatasetItem.split)).all()
+    return {sp: n for sp, n in sorted(rows)}
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        not_implemented("data")
+    data_app = typer.Typer(help="Datasets: import, list, show, export.", no_args_is_help=True)
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("import")
+    def import_cmd(
+        ctx: typer.Context,
+        file: Annotated[Path, typer.Argument(help="JSONL/JSON/CSV/parquet file or HF dataset folder.")],
+        kind: Annotated[str, typer.Option("--kind", help="task | harmful | benign | poison.")],
+        name: Annotated[str, typer.Option("--name", help="Dataset name in the store.")],
+        prompt_col: Annotated[str | None, typer.Option("--prompt-col", show_default=False,
+                                                       help="Prompt column (default: prompt).")] = None,
+        response_col: Annotated[str | None, typer.Option("--response-col", show_default=False,
+                                                         help="Response column (default: response).")] = None,
+        messages_col: Annotated[str | None, typer.Option("--messages-col", show_default=False,
+                                                         help="Chat messages column (list of role/content).")] = None,
+        category_col: Annotated[str | None, typer.Option("--category-col", show_default=False,
+                                                         help="Category column (default: category).")] = None,
+        label_col: Annotated[str | None, typer.Option("--label-col", show_default=False,
+                                                      help="Per-row harmful/benign label (safe/unsafe, 0/1).")] = None,
+        pair_col: Annotated[str | None, typer.Option("--pair-col", show_default=False,
+                                                     help="Pair id column (default: pair_id).")] = None,
+        split_col: Annotated[str | None, typer.Option("--split-col", show_default=False,
+                                                      help="Split column (default: split).")] = None,
+        answer_col: Annotated[str | None, typer.Option("--answer-col", show_default=False,
+                                                       help="Exact-match answer column for tasks.")] = None,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Import prompts (harmful/benign), task data or poison from a file, validated before storing."""
+        from spt.data.io import IMPORT_KINDS, import_dataset, read_rows, rows_to_items
+        from spt.errors import SptError
+
+        if kind not in IMPORT_KINDS:
+            raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
+        cols = dict(prompt_col=prompt_col, response_col=response_col, messages_col=messages_col,
+                    category_col=category_col, label_col=label_col, pair_col=pair_col, split_col=split_col,
+                    answer_col=answer_col)
+        # Read and validate fully before the store is even opened.
+        rows, _fmt = read_rows(file)
+        rows_to_items(rows, kind, source_name=Path(file).name, **cols)
+        with get_store(ctx, db) as store:
+            did = import_dataset(store, file, kind, name, **cols)
+            counts = _split_counts(store, did)
+        n = sum(counts.values())
+        if json_out:
+            print_json({"dataset_id": did, "name": name, "kind": kind, "n_items": n, "splits": counts})
+        else:
+            console.print(f"imported {n} items as [bold]{name}[/bold] ({kind}) {did}  splits: {counts}")
+
+    @data_app.command("list")
+    def list_cmd(ctx: typer.Context, db: DbOption = None, json_out: JsonOption = False) -> None:
+        """Datasets in the store, newest first."""
+        from sqlmodel import col, select
+
+        from spt.store.models import Dataset
+
+        with get_store(ctx, db) as store:
+            with store.session() as s:
+                ds = s.exec(select(Dataset).order_by(col(Dataset.created_at).desc())).all()
+            rows = [{"id": d.id, "name": d.name, "kind": d.kind, "n_items": d.n_items,
+                     "splits": (d.meta or {}).get("splits") or _split_counts(store, d.id),
+                     "created_at": d.created_at} for d in ds]
+        if json_out:
+            print_json(rows)
+            return
+        table = Table("name", "kind", "items", "splits", "id", "created")
+        for r in rows:
+            table.add_row(r["name"], r["kind"], str(r["n_items"]),
+                          " ".join(f"{k}={v}" for k, v in r["splits"].items()), r["id"][:19], r["created_at"][:19])
+        console.print(table)
+        if not rows:
+            console.print("no datasets yet: try `spt build-data` or `spt data import`")
+
+    @data_app.command("show")
+    def show_cmd(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Dataset name, id or id prefix.")],
+        n: Annotated[int, typer.Option("-n", "--n", help="Example items to show.")] = 5,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """A dataset's source, splits, categories, labels and a few items."""
+        from spt.data import load_items
+
+        with get_store(ctx, db) as store:
+            d = _resolve(store, name)
+            items = load_items(store, d.id)
+        by: dict[str, dict[str, int]] = {"split": {}, "label": {}, "category": {}, "contrast_type": {}}
+        for it in items:
+            for k in by:
+                v = it.get(k) or "-"
+                by[k][v] = by[k].get(v, 0) + 1
+        info = {"id": d.id, "name": d.name, "kind": d.kind, "n_items": d.n_items, "created_at": d.created_at,
+                "source": d.source, "counts": {k: dict(sorted(v.items())) for k, v in by.items()},
+                "examples": items[: max(n, 0)]}
+        if json_out:
+            print_json(info)
+            return
+        console.print(f"[bold]{d.name}[/bold] ({d.kind}) {d.id}")
+        console.print(f"items {d.n_items}, created {d.created_at}")
+        console.print(f"source {d.source}", markup=False)
+        for k, v in info["counts"].items():
+            if list(v) != ["-"]:
+                console.print(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()), markup=False)
+        for it in info["examples"]:
+            console.print(f"- [{it['split']}/{it['label']}] {it['prompt']!r} -> {it['response']!r}", markup=False)
+
+    @data_app.command("export")
+    def export_cmd(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="Dataset name, id or id prefix.")],
+        out: Annotated[Path, typer.Option("--out", help="FILE.jsonl / FILE.csv / FILE.parquet or a new folder.")],
+        split: Annotated[str | None, typer.Option("--split", help="Only this split.", show_default=False)] = None,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Write a dataset's items (stable order) to a file."""
+        from spt.data import check_out_path, export_items, load_items
+
+        check_out_path(out)
+        with get_store(ctx, db) as store:
+            d = _resolve(store, name)
+            items = load_items(store, d.id, split=split)
+        export_items(items, out)
+        if json_out:
+            print_json({"dataset_id": d.id, "name": d.name, "n_items": len(items), "out": str(out)})
+        else:
+            console.print(f"exported {len(items)} items of {d.name} to {out}")
