@@ -45,7 +45,7 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         if status == "failed" and r.get("stage"):
             status = f"failed ({r['stage']})"
         note = r.get("error") or ("trained" if r["trained"] else "already done" if r["status"] == "reused" else "")
-        table.add_row(str(r["index"]), r["label"], (r["run_id"] or "-")[:13],
+        table.add_row(str(r["index"]), r["label"], r["run_id"] or "-",
                       f"[{colors.get(r['status'], 'white')}]{status}[/]",
                       *[_num(r["metrics"].get(m)) for m in shown], note)
     return table
@@ -61,7 +61,7 @@ def _frontier_table(fr: dict[str, Any]) -> Table | str:
                   title=f"frontier ({fr['x']} {fr['x_direction'] or ''}, {fr['y']} {fr['y_direction'] or ''})",
                   title_justify="left")
     for p in pts:
-        table.add_row(p["run_id"][:13], p["defense"] or "none", _num(p["lam"], 4), _num(p["poison_ratio"], 4),
+        table.add_row(p["run_id"], p["defense"] or "none", _num(p["lam"], 4), _num(p["poison_ratio"], 4),
                       _num(p["x"], 4), _num(p["y"], 4))
     return table
 
@@ -171,6 +171,9 @@ def register(app: typer.Typer) -> None:
             "--setup", help="Slurm: a shell line run first in each job (module load, venv activation); "
             "repeatable.", show_default=False)] = None,
         spt_command: Annotated[str, typer.Option("--spt-command", help="Slurm: how jobs invoke spt.")] = "spt",
+        gather_dir: Annotated[Path | None, typer.Option(
+            "--gather", help="Import the task stores of the Slurm sweep written to this --out-dir into --db "
+            "(what gather.sbatch runs), then stop.", show_default=False)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -184,6 +187,9 @@ def register(app: typer.Typer) -> None:
         """
         from spt.sweep.plan import EXECUTORS, SweepSpec, parse_assignments, plan_sweep, split_list, sweep_tag
 
+        if gather_dir is not None:
+            _gather(ctx, gather_dir, db, json_out)
+            return
         if executor not in EXECUTORS:
             raise SptError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
         spec = SweepSpec(
@@ -267,3 +273,36 @@ def _slurm(ctx: typer.Context, spec: Any, db: Path | None, out_dir: Path | None,
     console.print(f"results are gathered into {info['main_db']}; see them with "
                   f"`spt runs --where tag={info['tag']}` and `spt frontier --where tag={info['tag']}`",
                   highlight=False)
+
+
+def _gather(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) -> None:
+    import json
+
+    from spt.sweep.slurm import gather, task_dbs_of
+
+    tasks = task_dbs_of(out_dir)
+    main = db_path(ctx, db)
+    res = gather(main, tasks)
+    meta = json.loads((Path(out_dir).expanduser() / "sweep.json").read_text())
+    tag = meta.get("tag")
+    by_status: dict[str, int] = {}
+    if tag:
+        from sqlalchemy import text
+
+        with get_store(ctx, db) as store, store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT r.status, count(*) FROM run r WHERE EXISTS (SELECT 1 FROM "
+                                     "json_each(r.tags) je WHERE je.value = :t) GROUP BY r.status"), {"t": tag}).all()
+        by_status = {k: v for k, v in rows}
+    res.update(tag=tag, n_tasks=len(tasks), runs_by_status=by_status)
+    if json_out:
+        print_json(res)
+    else:
+        for item in res["imported"]:
+            console.print(f"imported {item['source']}: {item['runs']} run(s), {item['inserted']} rows", highlight=False)
+        for m in res["missing"]:
+            err_console.print(f"[yellow]missing[/yellow] {m} (its task never wrote a store)", highlight=False)
+        runs = ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) or "none"
+        console.print(f"gathered {len(res['imported'])} of {len(tasks)} task stores into {main}; "
+                      f"runs of {tag}: {runs}", highlight=False)
+    if res["missing"]:
+        raise typer.Exit(1)

@@ -59,6 +59,8 @@ class SweepSpec:
         """Problems that make every configuration fail; raised before anything is run or written."""
         if not self.model and not self.from_run:
             raise SptError("a sweep needs --model REF or --from RUN_ID")
+        if self.model and self.from_run:
+            raise SptError("give either --model or --from RUN_ID, not both (--from uses the run's model)")
         if self.max_steps is not None and self.max_steps < 1:
             raise SptError(f"--max-steps must be at least 1, not {self.max_steps}")
         for p in self.poisons:

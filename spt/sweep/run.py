@@ -55,6 +55,7 @@ class Stages:
     finetune: Callable[..., dict[str, Any]]
     evaluate: Callable[..., dict[str, Any]]
     judge: Callable[..., dict[str, Any]]
+    check: Callable[[SweepSpec], None] | None = None  # raises SptError for a spec no configuration can run
 
 
 # ---------------------------------------------------------------- the real stages (spt.train/eval/judge)
@@ -142,6 +143,19 @@ def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluatio
     return dict(judge_evaluations(store, evaluation_ids, **kwargs) or {})
 
 
+def check_spec(spec: SweepSpec) -> None:
+    """Refuse unknown defense names up front (a typo would fail every configuration of that defense)."""
+    try:
+        from spt.train.defense_base import get_defense
+    except ImportError:
+        return
+    for d in spec.defenses:
+        try:
+            get_defense(d)
+        except ImportError:
+            return
+
+
 def default_stages() -> Stages:
     """The stages named by $SPT_SWEEP_STAGES (`module:attribute`), else spt's own."""
     ref = os.environ.get(STAGES_ENV)
@@ -152,8 +166,8 @@ def default_stages() -> Stages:
         except (ImportError, AttributeError) as e:
             raise SptError(f"{STAGES_ENV}={ref!r} cannot be loaded ({e}); unset it or fix module:attribute") from None
         obj = obj() if callable(obj) and not hasattr(obj, "finetune") else obj
-        return Stages(obj.finetune, obj.evaluate, obj.judge)
-    return Stages(_real_finetune, _real_evaluate, _real_judge)
+        return Stages(obj.finetune, obj.evaluate, obj.judge, getattr(obj, "check", None))
+    return Stages(_real_finetune, _real_evaluate, _real_judge, check_spec)
 
 
 # ---------------------------------------------------------------- recording in the store
@@ -376,6 +390,8 @@ def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None,
     spec.validate()
     configs = select_configs(plan_sweep(spec), only_index)
     stages = stages or default_stages()
+    if stages.check is not None:
+        stages.check(spec)
     emit = progress or (lambda *a, **k: None)
     emit("start", total=len(configs), sweep_id=sweep_id(spec), tag=sweep_tag(spec))
     results = []

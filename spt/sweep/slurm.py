@@ -130,29 +130,22 @@ def slurm_script(spec: SweepSpec, opts: SlurmOptions) -> str:
 
 
 def gather_script(spec: SweepSpec, opts: SlurmOptions) -> str:
-    """The gather step: `spt import` every task store into the main store (sbatch or bash)."""
+    """The gather step: import every task store into the main store (runs under sbatch or bash).
+
+    `spt sweep --gather DIR` does, in one process, what `spt import DIR/stores/task-$i.db` does for each i,
+    and reports the stores that are missing (tasks that never started) and the sweep's runs by status.
+    """
     n = len(plan_sweep(spec))
     name = (opts.job_name or f"spt-{sweep_tag(spec).removeprefix('sweep:')[:8]}") + "-gather"
     extra = ["#SBATCH --ntasks=1", "#SBATCH --cpus-per-task=1"]
     lines = _header(opts, name, "gather.out", extra)
     lines += [
-        f"# Gather the {n} task stores of sweep {sweep_tag(spec)} into {opts.main_db}.",
+        f"# Gather the {n} task stores of sweep {sweep_tag(spec)} into {opts.main_db}:",
+        f"# `spt import` of {opts.store_dir}/task-0.db ... task-{n - 1}.db, in one process.",
         "# Re-running is safe: import skips rows the main store already holds.",
-        "set -uo pipefail",
+        "set -euo pipefail",
         *opts.setup,
-        f"MAIN_DB={_q(opts.main_db)}",
-        "missing=0",
-        f"for i in $(seq 0 {n - 1}); do",
-        f"  f={_q(opts.store_dir)}/task-$i.db",
-        "  if [ -s \"$f\" ]; then",
-        f"    {_spt(opts)} import \"$f\" --db \"$MAIN_DB\" || exit 1",
-        "  else",
-        "    echo \"task $i wrote no store ($f)\" >&2; missing=$((missing + 1))",
-        "  fi",
-        "done",
-        f"echo \"gathered $(({n} - missing)) of {n} task stores into $MAIN_DB\"",
-        f"{_spt(opts)} runs --db \"$MAIN_DB\" --where tag={sweep_tag(spec)} 2>/dev/null || true",
-        "[ \"$missing\" -eq 0 ]",
+        f"{_spt(opts)} sweep --gather {_q(opts.out_dir)} --db {_q(opts.main_db)}",
         "",
     ]
     return "\n".join(lines)
@@ -209,6 +202,19 @@ def write_slurm(spec: SweepSpec, opts: SlurmOptions) -> dict[str, Any]:
         "manual": [f"sbatch {_q(opts.out_dir / 'sweep.sbatch')}",
                    f"sbatch --dependency=afterany:<array job id> {_q(opts.out_dir / 'gather.sbatch')}"],
     }
+
+
+def task_dbs_of(out_dir: str | Path) -> list[Path]:
+    """The task store paths of the Slurm sweep written to `out_dir` (from its sweep.json)."""
+    meta_path = Path(out_dir).expanduser() / "sweep.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise SptError(f"{meta_path} does not exist; pass the --out-dir of a sweep written with "
+                       "--executor slurm") from None
+    except ValueError as e:
+        raise SptError(f"{meta_path} is not valid JSON ({e}); rewrite it with spt sweep --executor slurm") from None
+    return [Path(p) for p in meta.get("task_dbs", [])]
 
 
 def gather(main_db: str | Path, task_dbs: list[str | Path], on_conflict: str = "ignore") -> dict[str, Any]:
