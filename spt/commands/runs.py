@@ -37,6 +37,7 @@ WhereOption = Annotated[
                  show_default=False),
 ]
 
+TABLE_LIMIT = 500
 _SHORT = {"refusal_rate": "refusal↑", "over_refusal_rate": "over-ref↓", "alignment_loss": "align loss↓",
           "task_loss": "task loss↓", "task_accuracy": "task acc↑"}
 
@@ -136,7 +137,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         where: WhereOption = None,
         csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (all columns, key metrics).")] = False,
-        limit: Annotated[int | None, typer.Option("--limit", help="Show only the newest N runs.",
+        limit: Annotated[int | None, typer.Option("--limit", help=f"Show only the newest N runs (0: all; the "
+                                                  f"table shows the newest {TABLE_LIMIT} unless given).",
                                                   show_default=False)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
@@ -148,11 +150,14 @@ def register(app: typer.Typer) -> None:
 
         if json_out and csv_out:
             raise SptError("--json and --csv both given; pick one")
-        if limit is not None and limit < 1:
-            raise SptError("--limit must be at least 1")
+        if limit is not None and limit < 0:
+            raise SptError("--limit must be 0 (all) or more")
         with get_store(ctx, db) as store:
             runs = list_runs(store, where or [])
-        if limit is not None:
+        n_all = len(runs)
+        if limit is None and not (json_out or csv_out) and n_all > TABLE_LIMIT:
+            limit = TABLE_LIMIT  # a rich table of 10k rows takes seconds to draw; CSV/JSON get all
+        if limit:
             runs = runs[-limit:]
         if json_out:
             print_json(runs)
@@ -171,7 +176,8 @@ def register(app: typer.Typer) -> None:
                           _num(r["lam"]), _num(r["poison_ratio"]), r["status"],
                           *[_num(r["metrics"][m]) for m in KEY_METRICS])
         _show(table)
-        console.print(f"{len(runs)} run(s)")
+        console.print(f"{len(runs)} run(s)" if len(runs) == n_all else
+                      f"newest {len(runs)} of {n_all} runs shown; --limit 0 for all, or --csv / --json")
 
     @runs_app.command("show")
     def show_cmd(

@@ -13,6 +13,7 @@ from spt.frontier.pareto import staircase
 
 PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 LABEL_ALL_UP_TO = 60  # with more points, only frontier points get λ labels
+MANY_POINTS = 500  # beyond this, dominated runs are drawn small, without CI bars
 
 
 def plot_format(path: str | Path) -> str:
@@ -20,6 +21,18 @@ def plot_format(path: str | Path) -> str:
     if fmt is None:
         raise SptError(f"--plot {path}: the file must end in .png, .svg or .pdf")
     return fmt
+
+
+def _errors(pts: list, attr: str, axis: int) -> list[list[float]]:
+    """Asymmetric CI half-widths [[below...], [above...]] (0 where a point has no CI)."""
+    lo, hi = [], []
+    for p in pts:
+        mv = getattr(p, attr)
+        v = p.xy[axis]
+        ok = mv.ci_low is not None and mv.ci_high is not None
+        lo.append(max(v - mv.ci_low, 0.0) if ok else 0.0)
+        hi.append(max(mv.ci_high - v, 0.0) if ok else 0.0)
+    return [lo, hi]
 
 
 def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None = None, dpi: int = 150) -> Path:
@@ -42,24 +55,23 @@ def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None
     cmap = plt.get_cmap("tab10" if len(result.groups) <= 10 else "tab20")
     hv = {g.name: g for g in result.groups}
     label_all = len(result.points) <= LABEL_ALL_UP_TO
+    many = len(result.points) > MANY_POINTS
 
     for gi, g in enumerate(result.groups):
         color = cmap(gi % cmap.N)
         pts = [p for p in result.points if p.group == g.name]
-        for p in pts:
-            px, py = p.xy
-            xerr = yerr = None
-            if p.x.ci_low is not None and p.x.ci_high is not None:
-                xerr = [[max(px - p.x.ci_low, 0.0)], [max(p.x.ci_high - px, 0.0)]]
-            if p.y.ci_low is not None and p.y.ci_high is not None:
-                yerr = [[max(py - p.y.ci_low, 0.0)], [max(p.y.ci_high - py, 0.0)]]
-            if xerr is not None or yerr is not None:
-                ax.errorbar([px], [py], xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8,
-                            alpha=0.35, capsize=2, zorder=1)
+        # one errorbar call per group (not per point): 10k runs plot in seconds
+        # with many runs only frontier points keep their CI bars (the cloud would hide everything)
+        bar_pts = pts if many is False else [p for p in pts if p.on_group_frontier]
+        xerr, yerr = _errors(bar_pts, "x", 0), _errors(bar_pts, "y", 1)
+        if any(any(e) for e in xerr + yerr):
+            ax.errorbar([p.xy[0] for p in bar_pts], [p.xy[1] for p in bar_pts], xerr=xerr, yerr=yerr, fmt="none",
+                        ecolor=color, elinewidth=0.8, alpha=0.35, capsize=2 if len(pts) <= 200 else 0, zorder=1)
         front = [p for p in pts if p.on_group_frontier]
         rest = [p for p in pts if not p.on_group_frontier]
         if rest:
-            ax.scatter([p.xy[0] for p in rest], [p.xy[1] for p in rest], s=30, color=color, alpha=0.45,
+            ax.scatter([p.xy[0] for p in rest], [p.xy[1] for p in rest], s=6 if many else 30, color=color,
+                       alpha=0.3 if many else 0.45,
                        edgecolors="none", zorder=2)
         ax.scatter([p.xy[0] for p in front], [p.xy[1] for p in front], s=52, color=color,
                    edgecolors="black", linewidths=0.6, zorder=4)
