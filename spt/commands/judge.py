@@ -1,14 +1,145 @@
-"""`spt judge` (not implemented yet)."""
+"""`spt judge`: judge stored generations with keyword, OpenAI-compatible or local judges."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-from spt.commands._common import not_implemented
+import typer
+from rich.table import Table
+
+from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, print_json, progress
+from spt.errors import SptError
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _render_summary(summary: dict) -> None:
+    table = Table("judge", "rubric", "judged", "cached", "scored", "unscored", "calls", "tokens", "cost $",
+                  title=f"judged {summary['generations']} generations of {len(summary['evaluations'])} evaluation(s)")
+    for j in summary["judges"]:
+        unscored = ", ".join(f"{k} {v}" for k, v in sorted(j["unscored"].items())) or "0"
+        table.add_row(j["name"], j["rubric"], str(j["judged"] + j["fixed"]), str(j["cached"]), str(j["scored"]),
+                      unscored, str(j["calls"]), f"{j['prompt_tokens'] + j['completion_tokens']:,}",
+                      f"{j['cost_usd']:.4f}")
+    console.print(table)
+    metrics = Table("judge", "evaluation", "metric", "value", "95% CI", "n", "unscored", title="judge metrics (all)")
+    for j in summary["judges"]:
+        for m in j["metrics"]:
+            metrics.add_row(j["name"], m["evaluation_id"][:13], m["name"], _fmt(m["value"]),
+                            f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), str(m["n_unscored"]))
+    if metrics.row_count:
+        console.print(metrics)
+    cached = sum(j["cached"] for j in summary["judges"])
+    if cached:
+        console.print(f"{cached} judgments cached (no calls); --rejudge makes new ones, --only-unscored retries "
+                      "the unscored, --fix re-parses stored replies")
+    fixed = sum(j["fixed"] for j in summary["judges"])
+    if fixed:
+        console.print(f"{fixed} stored replies re-parsed to a different verdict (old judgments kept as history)")
+    if summary.get("stopped") == "cost_limit":
+        left = sum(j["not_judged"] for j in summary["judges"])
+        err_console.print(f"[yellow]cost limit reached[/yellow] (${summary['cost_usd']:.4f}): {left} generations "
+                          "not judged; re-run with a higher --cost-limit to continue", highlight=False)
+
+
+def _render_agreement(res: dict) -> None:
+    table = Table("judge A", "judge B", "n", "excluded", "agreement", "kappa", "label agr.", "label kappa",
+                  title="pairwise agreement on the refusal verdict")
+    for p in res["pairs"]:
+        table.add_row(p["a_name"], p["b_name"], str(p["n"]), str(p["n_excluded"]), _fmt(p["percent"]),
+                      _fmt(p["kappa"]), _fmt(p.get("label_percent")), _fmt(p.get("label_kappa")))
+    console.print(table)
+    if not res["pairs"]:
+        console.print("fewer than two judges have judged these evaluations; pass several --judge options first")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("judge", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        not_implemented("judge")
+    @app.command("judge")
+    def judge_cmd(
+        ctx: typer.Context,
+        evaluation_ids: Annotated[list[str] | None, typer.Argument(
+            help="Evaluations to judge.", show_default=False, metavar="[EVAL_ID]...")] = None,
+        run: Annotated[list[str] | None, typer.Option(
+            "--run", help="Judge every evaluation of this run (repeatable).", show_default=False)] = None,
+        all_pending: Annotated[bool, typer.Option(
+            "--all-pending", help="Judge every finished evaluation with unjudged generations.")] = False,
+        judge: Annotated[list[str] | None, typer.Option(
+            "--judge", help="keyword[:PRESET] | openai:MODEL | hf:PATH (repeatable; default keyword).",
+            show_default=False)] = None,
+        rubric: Annotated[str, typer.Option(
+            help="refusal | harmfulness | xstest | strongreject (LLM judges; keyword judges refusal).")] = "refusal",
+        base_url: Annotated[str | None, typer.Option(
+            help="OpenAI-compatible endpoint (vLLM, TGI, transformers serve, ...); default the OpenAI API.",
+            show_default=False)] = None,
+        api_key_env: Annotated[str | None, typer.Option(
+            help="Environment variable holding the API key (default OPENAI_API_KEY, only for the OpenAI API; "
+            "a custom --base-url gets no key unless this is given).", show_default=False)] = None,
+        max_connections: Annotated[int, typer.Option(help="Concurrent requests.")] = 16,
+        max_retries: Annotated[int, typer.Option(
+            help="Retries per request on 429, 5xx, timeouts and connection errors.")] = 4,
+        timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 60.0,
+        only_unscored: Annotated[bool, typer.Option(
+            "--only-unscored", help="Re-judge only generations whose current judgment is unscored.")] = False,
+        rejudge: Annotated[bool, typer.Option(
+            "--rejudge", help="Judge again; the old judgments stay as history.")] = False,
+        fix: Annotated[bool, typer.Option(
+            "--fix", help="Re-parse stored raw replies with the current parser, without calls.")] = False,
+        price_table: Annotated[Path | None, typer.Option(
+            help="YAML of model: {input: $/1M tokens, output: $/1M tokens}.", show_default=False)] = None,
+        cost_limit: Annotated[float | None, typer.Option(
+            help="Stop launching calls once this many USD are spent (needs --price-table).",
+            show_default=False)] = None,
+        agreement: Annotated[bool, typer.Option(
+            "--agreement",
+            help="Report pairwise agreement (percent, Cohen's kappa) between judges; no calls.")] = False,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Judge generations (scored, or unscored with a reason), cached, with metrics per judge."""
+        from spt.judge import (
+            JudgeRunError,
+            judge_evaluations,
+            parse_judge_spec,
+            resolve_evaluations,
+        )
+        from spt.judge import agreement as agreement_fn
+
+        if not evaluation_ids and not run and not all_pending:
+            raise SptError("nothing to judge: pass EVAL_ID, --run RUN_ID or --all-pending")
+        if max_connections < 1:
+            raise SptError(f"--max-connections must be at least 1 (got {max_connections})")
+        specs = [parse_judge_spec(j, rubric) for j in (judge or ["keyword"])] if (judge or not agreement) else []
+        store = get_store(ctx, db)
+        try:
+            ids = resolve_evaluations(store, evaluation_ids, run, all_pending,
+                                      judge_ids=[s.id for s in specs] if specs else None)
+            if agreement:
+                res = agreement_fn(store, ids, [s.id for s in specs] if judge else None)
+                print_json(res) if json_out else _render_agreement(res)
+                return
+            if not ids:
+                if json_out:
+                    print_json({"evaluations": [], "judges": [], "stopped": None})
+                else:
+                    console.print("nothing pending: every finished evaluation is judged by these judges")
+                return
+            try:
+                summary = judge_evaluations(
+                    store, ids, judge or ["keyword"], rubric=rubric, base_url=base_url, api_key_env=api_key_env,
+                    max_connections=max_connections, max_retries=max_retries, timeout=timeout,
+                    only_unscored=only_unscored, rejudge=rejudge, fix=fix, price_table=price_table,
+                    cost_limit=cost_limit, progress=lambda d, t: progress(d, t, quiet=json_out),
+                )
+            except JudgeRunError as e:
+                if json_out:
+                    print_json(e.summary)
+                raise
+        finally:
+            store.close()
+        if json_out:
+            print_json(summary)
+        else:
+            _render_summary(summary)

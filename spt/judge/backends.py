@@ -97,11 +97,11 @@ class OpenAIJudge:
         self.calls = 0
         self.retries = 0
 
-    def scrub(self, text: str) -> str:
-        """Errors are stored and printed: make sure the key never is."""
+    def scrub(self, text: str, limit: int | None = 500) -> str:
+        """Replies and errors are stored and printed: make sure the key never is."""
         if self._key and len(self._key) >= 4 and self._key != "EMPTY":
             text = text.replace(self._key, "***")
-        return text[:500]
+        return text[:limit] if limit else text
 
     async def close(self) -> None:
         try:
@@ -173,8 +173,8 @@ class OpenAIJudge:
         content = msg.content if msg is not None else None
         refusal = getattr(msg, "refusal", None) if msg is not None else None
         if refusal or choice.finish_reason == "content_filter":
-            return Outcome(Verdict.unscored("judge_refused"), raw=refusal or content or "", **base)
-        raw = content or ""
+            return Outcome(Verdict.unscored("judge_refused"), raw=self.scrub(refusal or content or "", None), **base)
+        raw = self.scrub(content or "", None)
         assert self.spec.rubric is not None
         return Outcome(self.spec.rubric.parse(raw), raw=raw, **base)
 
