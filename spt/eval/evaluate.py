@@ -1,0 +1,607 @@
+"""`spt evaluate`: generations, keyword refusal, teacher-forced losses and task accuracy, resumable.
+
+An evaluation is identified by a content hash of what changes its numbers: the weights (checkpoint
+content hash, else a fingerprint of the weight files), the dataset and split, the limit, the
+generation settings, the refusal preset and the task. Running the same evaluation again finds the
+row by that identity and only generates what is missing; generations are committed batch by batch,
+so a killed evaluation loses at most the batch in flight. Generations of another evaluation that
+differs only in its refusal preset are copied rather than generated again (generation does not
+depend on the preset).
+
+Everything the user can get wrong is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from spt.errors import SptError
+from spt.eval.refusal import PRESETS, get_preset
+from spt.store import content_id, file_hash, new_id
+from spt.store.engine import Store
+from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Item, Metric, Run, utcnow
+
+EVAL_VERSION = 1
+KILL_ENV = "SPT_TEST_KILL_AFTER"  # tests: os._exit after this many generations committed
+
+ProgressFn = Callable[[str, int, int, int], None]  # (stage, done, total, new_tokens)
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of one evaluation (all but batch sizes, device and progress enter its identity)."""
+
+    dataset: str | None = None  # name or id; None: HarmOR (built if missing)
+    split: str = "test"
+    task: str | None = None  # None: the run's task; "none": no task metrics
+    limit: int | None = None
+    max_new_tokens: int = 64
+    batch_size: int | str = "auto"
+    temperature: float = 0.0
+    seed: int = 0
+    refusal_preset: str = "spt"
+    generate: bool = True  # False: losses only
+    dtype: str | None = None
+    device: str | None = None
+    loss_batch_size: int = 8
+    max_length: int = 1024
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise SptError(f"--limit must be at least 1 (got {self.limit}); omit it to evaluate the whole split")
+        if self.max_new_tokens < 1:
+            raise SptError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            raise SptError(f"--temperature must be >= 0 (got {self.temperature}); 0 is greedy")
+        if self.refusal_preset not in PRESETS:
+            get_preset(self.refusal_preset)  # raises with the list of presets
+        bs = self.batch_size
+        if not (bs == "auto" or (isinstance(bs, int) and bs >= 1)):
+            raise SptError(f"--batch-size must be a positive integer or 'auto' (got {bs!r})")
+        if self.loss_batch_size < 1 or self.max_length < 16:
+            raise SptError("loss batch size must be >= 1 and max length >= 16")
+        if not self.split:
+            raise SptError("--split must not be empty; use e.g. --split test")
+
+
+def parse_batch_size(value: str | int | None) -> int | str:
+    """`auto` or a positive integer from a CLI string."""
+    if value is None or value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise SptError(f"--batch-size must be a positive integer or 'auto' (got {value!r})") from None
+    if n < 1:
+        raise SptError(f"--batch-size must be a positive integer or 'auto' (got {value!r})")
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+@dataclass
+class Target:
+    """What to evaluate: an existing run/checkpoint, or a model reference (run created later)."""
+
+    run: Run | None
+    checkpoint: Checkpoint | None
+    path: str
+    weights_id: str
+    model_ref: str | None = None
+    base_model: str | None = None
+
+
+_FINGERPRINT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "config.json", "adapter_config.json",
+                      "tokenizer_config.json", "tokenizer.json", "generation_config.json", "chat_template.jinja")
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """Content hash of a model directory's weight and config files (cached by size and mtime)."""
+    import json
+
+    from spt.paths import cache_dir
+
+    p = Path(path)
+    if not p.is_dir():
+        return "ref:" + str(path)
+    files = sorted({f for g in _FINGERPRINT_GLOBS for f in p.glob(g) if f.is_file()})
+    stat_key = content_id([str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    cache = cache_dir() / "fingerprints"
+    entry = cache / (stat_key.split(":")[1][:32] + ".json")
+    if entry.exists():
+        try:
+            return json.loads(entry.read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            pass
+    fp = content_id([[f.name, file_hash(f)] for f in files])
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"path": str(p.resolve()), "fingerprint": fp}))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    return fp
+
+
+def _checkpoint_weights_id(ck: Checkpoint) -> str:
+    return ck.content_hash or weights_fingerprint(ck.path)
+
+
+def _final_checkpoint(s: Any, run: Run) -> Checkpoint:
+    ck = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.is_final == True)  # noqa: E712
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())).first()
+    if ck is None:
+        raise SptError(
+            f"run {run.id} has no final checkpoint (status {run.status}); pass one of its checkpoint ids "
+            f"(`spt runs show {run.id[:13]}`)"
+        )
+    return ck
+
+
+def resolve_target(store: Store, target: str) -> Target:
+    """A run id or unique prefix (its final checkpoint), a checkpoint id or prefix, or a model reference."""
+    if not target or not target.strip():
+        raise SptError("TARGET is empty; pass a run id, a checkpoint id, or a model reference")
+    target = target.strip()
+    with store.session() as s:
+        ck = s.get(Checkpoint, target)
+        run = s.get(Run, target) if ck is None else s.get(Run, ck.run_id)
+        if ck is None and run is None:
+            runs = s.exec(select(Run).where(Run.id.startswith(target)).limit(3)).all() if len(target) >= 4 else []
+            cks = (s.exec(select(Checkpoint).where(Checkpoint.id.startswith(target)).limit(3)).all()
+                   if len(target) >= 4 else [])
+            # Runs win over checkpoints (a run and its first checkpoint often share a time prefix).
+            if len(runs) > 1 or (not runs and len(cks) > 1):
+                raise SptError(f"TARGET prefix {target!r} is ambiguous; give more characters of the id")
+            if runs:
+                run = runs[0]
+            elif cks:
+                ck = cks[0]
+                run = s.get(Run, ck.run_id)
+        if run is not None and ck is None:
+            ck = _final_checkpoint(s, run)
+    if ck is not None and run is not None:
+        if not Path(ck.path).exists() and ck.kind != "reference":
+            raise SptError(f"checkpoint {ck.id} points at {ck.path}, which does not exist on this machine")
+        return Target(run=run, checkpoint=ck, path=ck.path, weights_id=_checkpoint_weights_id(ck))
+    from spt.models.resolve import resolve_model
+
+    try:
+        resolved = resolve_model(target)
+    except SptError:
+        raise SptError(
+            f"TARGET {target!r} is not a run id, a checkpoint id, or a model reference; "
+            "list runs with `spt runs`, or pass tiny-random, smollm2-135m, a model directory or a hub id"
+        ) from None
+    # Reuse a base run recorded earlier for the same weights.
+    wid = weights_fingerprint(resolved.path) if resolved.kind != "hub" else "hub:" + resolved.ref
+    ident = content_id({"kind": "base", "base_model": resolved.base_model, "weights": wid})
+    with store.session() as s:
+        run = s.exec(select(Run).where(Run.kind == "base", Run.identity == ident).order_by(Run.id)).first()
+        ck = _final_checkpoint(s, run) if run is not None else None
+    return Target(run=run, checkpoint=ck, path=resolved.path, weights_id=wid, model_ref=target,
+                  base_model=resolved.base_model)
+
+
+def _provenance() -> dict:
+    import platform
+
+    import spt
+
+    prov: dict[str, Any] = {"spt": spt.__version__, "python": platform.python_version(), "host": platform.node()}
+    for mod in ("torch", "transformers", "peft"):
+        try:
+            prov[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            pass
+    return prov
+
+
+def _ensure_base_run(s: Any, target: Target, chat_hash: str | None) -> tuple[Run, Checkpoint]:
+    """Inside a write transaction: the `base` run and `reference` checkpoint for a model reference."""
+    ident = content_id({"kind": "base", "base_model": target.base_model, "weights": target.weights_id})
+    run = s.exec(select(Run).where(Run.kind == "base", Run.identity == ident).order_by(Run.id)).first()
+    if run is not None:
+        return run, _final_checkpoint(s, run)
+    now = utcnow()
+    run = Run(kind="base", model_ref=target.model_ref or target.path, base_model=target.base_model,
+              status="done", identity=ident, config={"path": target.path, "weights": target.weights_id},
+              provenance=_provenance(), finished_at=now)
+    ck = Checkpoint(run_id=run.id, step=0, kind="reference", path=target.path, content_hash=target.weights_id,
+                    is_final=True, meta={"chat_template_hash": chat_hash})
+    s.add(run)
+    s.add(ck)
+    return run, ck
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets and items
+
+
+def find_dataset(store: Store, name_or_id: str) -> Dataset:
+    """A dataset by id, unique id prefix, or name (the newest of that name)."""
+    with store.session() as s:
+        ds = s.get(Dataset, name_or_id)
+        if ds is None:
+            ds = s.exec(select(Dataset).where(Dataset.name == name_or_id).order_by(Dataset.created_at.desc())).first()
+        if ds is None and len(name_or_id) >= 8:
+            found = s.exec(select(Dataset).where(Dataset.id.startswith(name_or_id)).limit(2)).all()
+            if len(found) == 1:
+                ds = found[0]
+    if ds is None:
+        raise SptError(f"no dataset {name_or_id!r} in {store.path}; list datasets with `spt data list`")
+    return ds
+
+
+def dataset_items(store: Store, dataset_id: str, split: str | None) -> list[dict]:
+    """Items of a dataset (one split, or all) in their stored order, as dicts."""
+    with store.session() as s:
+        q = select(Item, DatasetItem.split).join(DatasetItem, DatasetItem.item_id == Item.id).where(
+            DatasetItem.dataset_id == dataset_id)
+        if split is not None:
+            q = q.where(DatasetItem.split == split)
+        rows = s.exec(q.order_by(DatasetItem.position, Item.id)).all()
+    return [{"id": it.id, "prompt": it.prompt, "response": it.response, "label": it.label,
+             "pair_id": it.pair_id, "category": it.category, "answer": it.answer, "split": sp}
+            for it, sp in rows]
+
+
+def dataset_splits(store: Store, dataset_id: str) -> dict[str, int]:
+    with store.session() as s:
+        rows = s.exec(select(DatasetItem.split, func.count()).where(DatasetItem.dataset_id == dataset_id)
+                      .group_by(DatasetItem.split)).all()
+    return {sp: n for sp, n in rows}
+
+
+def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what: str) -> list[dict]:
+    items = dataset_items(store, ds.id, split)
+    if not items:
+        splits = dataset_splits(store, ds.id)
+        have = ", ".join(f"{k} ({v})" for k, v in sorted(splits.items())) or "none"
+        raise SptError(f"{what} {ds.name!r} has no {split!r} split (splits: {have}); pass --split")
+    return items[:limit] if limit else items
+
+
+def _default_safety_dataset(store: Store) -> Dataset:
+    try:
+        from spt.data import ensure_harmor
+    except ImportError:
+        raise SptError("the HarmOR builder is not available in this spt; pass --dataset NAME") from None
+    ds_id = ensure_harmor(store, seed=0)
+    with store.session() as s:
+        return s.get(Dataset, ds_id)
+
+
+def _resolve_task(store: Store, name: str) -> tuple[Any, Dataset]:
+    try:
+        from spt.data import ensure_task_dataset, get_task
+    except ImportError:
+        raise SptError(f"task {name!r} needs spt.data's task registry, not available here; pass --task none") from None
+    task = get_task(name)
+    ds_id = ensure_task_dataset(store, name, seed=0)
+    with store.session() as s:
+        return task, s.get(Dataset, ds_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing generations
+
+
+def _insert_generations(store: Store, rows: list[dict]) -> int:
+    """Insert generation rows in one transaction; rows already there (same evaluation+item) are kept."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    if not rows:
+        return 0
+    with store.write() as s:
+        res = s.execute(insert(Generation).values(rows).on_conflict_do_nothing())
+    return res.rowcount or 0
+
+
+class _KillSwitch:
+    def __init__(self) -> None:
+        v = os.environ.get(KILL_ENV)
+        self.after = int(v) if v else None
+        self.committed = 0
+
+    def count(self, n: int) -> None:
+        self.committed += n
+        if self.after is not None and self.committed >= self.after:
+            os._exit(137)
+
+
+def _generation_row(evaluation_id: str, item: dict, res: dict) -> dict:
+    return {
+        "id": new_id(), "evaluation_id": evaluation_id, "item_id": item["id"], "prompt": item["prompt"],
+        "response": res["response"], "n_prompt_tokens": res["n_prompt_tokens"], "n_new_tokens": res["n_new_tokens"],
+        "latency_s": res["latency_s"], "finish_reason": res["finish_reason"],
+        "meta": {"batch_size": res["batch_size"]}, "created_at": utcnow(),
+    }
+
+
+def _existing_item_ids(store: Store, evaluation_id: str) -> set[str]:
+    with store.session() as s:
+        return set(s.exec(select(Generation.item_id).where(Generation.evaluation_id == evaluation_id)).all())
+
+
+def _copy_generations(store: Store, evaluation: Evaluation, item_ids: set[str]) -> int:
+    """Copy generations for `item_ids` from a finished evaluation with the same generation identity."""
+    gen_ident = (evaluation.config or {}).get("generation_identity")
+    if not gen_ident or not item_ids:
+        return 0
+    with store.session() as s:
+        donors = s.exec(select(Evaluation.id).where(
+            Evaluation.id != evaluation.id,
+            func.json_extract(Evaluation.config, "$.generation_identity") == gen_ident)).all()
+        if not donors:
+            return 0
+        gens = s.exec(select(Generation).where(Generation.evaluation_id.in_(donors))).all()
+    rows, seen = [], set()
+    for g in gens:
+        if g.item_id in item_ids and g.item_id not in seen:
+            seen.add(g.item_id)
+            rows.append({
+                "id": new_id(), "evaluation_id": evaluation.id, "item_id": g.item_id, "prompt": g.prompt,
+                "response": g.response, "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens,
+                "latency_s": g.latency_s, "finish_reason": g.finish_reason,
+                "meta": {**(g.meta or {}), "copied_from": g.id}, "created_at": utcnow(),
+            })
+    n = 0
+    for k in range(0, len(rows), 500):
+        n += _insert_generations(store, rows[k:k + 500])
+    return n
+
+
+def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, items: list[dict],
+                      config: EvaluateConfig, stage: str, progress: ProgressFn | None,
+                      kill: _KillSwitch, stats: dict) -> int:
+    from spt.eval.generate import generate_batched
+
+    done = _existing_item_ids(store, evaluation_id)
+    todo = [it for it in items if it["id"] not in done]
+    total = len(items)
+    n_done = total - len(todo)
+    if progress:
+        progress(stage, n_done, total, 0)
+    if not todo:
+        return 0
+    written = 0
+
+    def on_batch(batch: list[dict]) -> None:
+        nonlocal written, n_done
+        rows = [_generation_row(evaluation_id, todo[r["index"]], r) for r in batch]
+        written += _insert_generations(store, rows)
+        toks = sum(r["n_new_tokens"] for r in batch)
+        stats["new_tokens"] += toks
+        stats["gen_seconds"] += batch[0]["latency_s"]
+        n_done += len(batch)
+        if progress:
+            progress(stage, n_done, total, toks)
+        kill.count(len(rows))
+
+    generate_batched(model, tok, [it["prompt"] for it in todo], config.max_new_tokens, config.batch_size,
+                     temperature=config.temperature, seed=config.seed, on_batch=on_batch)
+    return written
+
+
+def _generations_by_item(store: Store, evaluation_id: str) -> dict[str, Generation]:
+    with store.session() as s:
+        return {g.item_id: g for g in s.exec(select(Generation).where(Generation.evaluation_id == evaluation_id))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def metric_id(evaluation_id: str, name: str, category: str, preset: str | None) -> str:
+    return content_id({"evaluation_id": evaluation_id, "name": name, "category": category, "preset": preset})
+
+
+def _write_metrics(store: Store, evaluation: Evaluation, metrics: list[dict], meta: dict) -> None:
+    with store.write() as s:
+        for m in metrics:
+            s.merge(Metric(
+                id=metric_id(evaluation.id, m["name"], m["category"], m["preset"]),
+                run_id=evaluation.run_id, evaluation_id=evaluation.id, name=m["name"], category=m["category"],
+                preset=m["preset"], value=m["value"], ci_low=m["ci_low"], ci_high=m["ci_high"], n=m["n"],
+                n_unscored=m["n_unscored"], meta=meta,
+            ))
+        ev = s.get(Evaluation, evaluation.id)
+        ev.status = "done"
+        ev.error = None
+        ev.finished_at = utcnow()
+        s.add(ev)
+
+
+def stored_metrics(store: Store, evaluation_id: str) -> list[dict]:
+    with store.session() as s:
+        rows = s.exec(select(Metric).where(Metric.evaluation_id == evaluation_id)).all()
+    keys = ("name", "category", "value", "ci_low", "ci_high", "n", "n_unscored", "preset")
+    out = [{k: getattr(m, k) for k in keys} for m in rows]
+    return sorted(out, key=lambda m: (m["name"], m["category"] != "all", m["category"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
+             progress: ProgressFn | None = None) -> dict:
+    """Evaluate TARGET (run id/prefix, checkpoint id, or model reference); resumable. See module doc.
+
+    Returns {evaluation_id, identity, run_id, checkpoint_id, dataset_id, split, task, refusal_preset,
+    n_items, n_task_items, n_generated, n_reused, n_copied, new_tokens, tokens_per_s, metrics}.
+    """
+    config = config or EvaluateConfig()
+    config.validate()
+    preset = get_preset(config.refusal_preset)
+
+    # 1. Everything read-only and checkable first.
+    tgt = resolve_target(store, target)
+    if config.dataset is not None:
+        ds = find_dataset(store, config.dataset)
+        items = _split_items(store, ds, config.split, config.limit, "dataset")
+    else:
+        ds = None
+        items = []
+    task_name = config.task
+    if task_name is None and tgt.run is not None and tgt.run.task:
+        task_name = tgt.run.task
+    if task_name is not None and task_name.lower() in ("none", ""):
+        task_name = None
+    # 2. Default datasets (built on first use; not evaluation rows).
+    if ds is None:
+        ds = _default_safety_dataset(store)
+        items = _split_items(store, ds, config.split, config.limit, "dataset")
+    task_obj, task_ds, task_items = None, None, []
+    if task_name is not None:
+        task_obj, task_ds = _resolve_task(store, task_name)
+        task_items = _split_items(store, task_ds, "test", config.limit, "task dataset")
+
+    gen_cfg = {"generate": config.generate, "max_new_tokens": config.max_new_tokens if config.generate else None,
+               "temperature": config.temperature if config.generate else None,
+               "seed": config.seed if (config.generate and config.temperature > 0) else None,
+               "decoding": ("sample" if config.temperature > 0 else "greedy") if config.generate else None}
+    base_ident = {"v": EVAL_VERSION, "weights": tgt.weights_id, "dataset": ds.id, "split": config.split,
+                  "limit": config.limit, "generation": gen_cfg, "task": task_name,
+                  "task_dataset": task_ds.id if task_ds else None, "dtype": config.dtype or "float32"}
+    generation_identity = content_id(base_ident)
+    identity = content_id({**base_ident, "refusal_preset": preset.name, "preset_version": preset.version})
+
+    # 3. A finished evaluation with this identity: nothing to compute.
+    with store.session() as s:
+        existing = s.exec(select(Evaluation).where(Evaluation.identity == identity).order_by(Evaluation.id)).first()
+    if existing is not None and existing.status == "done" and tgt.run is not None:
+        n = len(_existing_item_ids(store, existing.id))
+        return _result(existing, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
+                       stored_metrics(store, existing.id))
+
+    # 4. Load the model (fails before anything about the evaluation is written).
+    from spt.models.chat import chat_template_hash
+    from spt.models.load import load_model
+
+    model, tok = load_model(tgt.path, dtype=config.dtype, device=config.device)
+    chat_hash = chat_template_hash(tok)
+
+    # 5. Base run (model references) and the evaluation row, created or found in one transaction.
+    eval_config = {**asdict(config), "generation_identity": generation_identity, "identity_fields": base_ident,
+                   "preset": preset.describe(), "chat_template_hash": chat_hash, "device": str(model.device),
+                   "target": target}
+    with store.write() as s:
+        if tgt.run is None:
+            run, ck = _ensure_base_run(s, tgt, chat_hash)
+        else:
+            run, ck = tgt.run, tgt.checkpoint
+        ev = s.exec(select(Evaluation).where(Evaluation.identity == identity).order_by(Evaluation.id)).first()
+        if ev is None:
+            ev = Evaluation(run_id=run.id, checkpoint_id=ck.id if ck else None, dataset_id=ds.id, split=config.split,
+                            task=task_name, identity=identity, refusal_preset=preset.name, config=eval_config,
+                            status="running")
+            s.add(ev)
+        else:
+            ev.status = "running"
+            s.add(ev)
+        s.flush()
+        evaluation = Evaluation.model_validate(ev.model_dump())
+        run_id = run.id
+    if existing is not None and existing.status == "done":  # base model run found only now
+        n = len(_existing_item_ids(store, evaluation.id))
+        return _result(evaluation, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
+                       stored_metrics(store, evaluation.id))
+
+    stats = {"new_tokens": 0, "gen_seconds": 0.0}
+    kill = _KillSwitch()
+    all_items = items + task_items
+    before = _existing_item_ids(store, evaluation.id)
+    n_reused = len(before & {it["id"] for it in all_items})
+    try:
+        n_copied = 0
+        n_generated = 0
+        if config.generate:
+            n_copied = _copy_generations(store, evaluation, {it["id"] for it in all_items} - before)
+            n_generated += _generate_missing(store, model, tok, evaluation.id, items, config, "generate",
+                                             progress, kill, stats)
+            if task_items:
+                n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config, "task",
+                                                 progress, kill, stats)
+        metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
+                                   preset.name, progress)
+    except BaseException as e:
+        with store.write() as s:
+            ev = s.get(Evaluation, evaluation.id)
+            if ev is not None:
+                ev.status = "failed"
+                ev.error = (type(e).__name__ + ": " + str(e)).splitlines()[0][:500] if str(e) else type(e).__name__
+                s.add(ev)
+        raise
+    meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
+            "preset_version": preset.version, "identity": identity}
+    _write_metrics(store, evaluation, metrics, meta)
+    with store.session() as s:
+        evaluation = s.get(Evaluation, evaluation.id)
+    evaluation.run_id = run_id
+    return _result(evaluation, ds, items, task_items, n_generated, n_reused, n_copied, stats,
+                   stored_metrics(store, evaluation.id))
+
+
+def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, items: list[dict],
+                     task_items: list[dict], task_obj: Any, config: EvaluateConfig, preset: str,
+                     progress: ProgressFn | None) -> list[dict]:
+    from spt.eval.losses import example_losses
+    from spt.eval.metrics import accuracy_metrics, loss_metrics, refusal_metrics
+
+    metrics: list[dict] = []
+    if config.generate:
+        gens = _generations_by_item(store, evaluation_id)
+        recs = [{**it, "response": gens[it["id"]].response} for it in items if it["id"] in gens]
+        metrics += refusal_metrics(recs, get_preset(preset).is_refusal, preset)
+        if task_items and task_obj is not None:
+            trecs = [{**it, "response": gens[it["id"]].response} for it in task_items if it["id"] in gens]
+            metrics += accuracy_metrics("task_accuracy", trecs, task_obj.score)
+
+    def loss_pass(name: str, its: list[dict], split_by_label: bool) -> list[dict]:
+        with_ref = [it for it in its if it.get("response")]
+        if not with_ref:
+            return []
+        done = 0
+        if progress:
+            progress(name, 0, len(with_ref), 0)
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(name, done, len(with_ref), 0)
+
+        losses = example_losses(model, tok, [(it["prompt"], it["response"]) for it in with_ref],
+                                batch_size=config.loss_batch_size, max_length=config.max_length, on_batch=tick)
+        recs = [{**it, **lo} for it, lo in zip(with_ref, losses, strict=True)]
+        return loss_metrics(name, recs, split_by_label=split_by_label)
+
+    metrics += loss_pass("alignment_loss", [it for it in items if it.get("label") in ("harmful", "benign")], True)
+    if task_items:
+        metrics += loss_pass("task_loss", task_items, False)
+    return metrics
+
+
+def _result(ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dict], n_generated: int,
+            n_reused: int, n_copied: int, stats: dict, metrics: list[dict]) -> dict:
+    secs = stats["gen_seconds"]
+    return {
+        "evaluation_id": ev.id, "identity": ev.identity, "run_id": ev.run_id, "checkpoint_id": ev.checkpoint_id,
+        "dataset_id": ds.id, "dataset": ds.name, "split": ev.split, "task": ev.task,
+        "refusal_preset": ev.refusal_preset, "status": ev.status, "n_items": len(items),
+        "n_task_items": len(task_items), "n_generated": n_generated, "n_reused": n_reused, "n_copied": n_copied,
+        "new_tokens": stats["new_tokens"], "tokens_per_s": (stats["new_tokens"] / secs) if secs else None,
+        "metrics": metrics,
+    }
