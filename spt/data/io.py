@@ -219,10 +219,10 @@ def check_out_path(out: str | os.PathLike[str]) -> Path:
     if suffix not in EXPORT_SUFFIXES and suffix != "":
         raise SptError(f"cannot export to {p.name}: use a .jsonl, .csv or .parquet file, or a folder name without "
                        "a suffix for an HF dataset")
+    if p.is_dir():
+        raise SptError(f"{p} is a directory; --out must name a file (or a new folder for an HF dataset)")
     if suffix == "" and p.exists():
         raise SptError(f"{p} already exists; an HF dataset export needs a new folder")
-    if p.is_dir():
-        raise SptError(f"{p} is a directory; --out must name a file")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise SptError(f"cannot write {p}: folder {parent} does not exist")
