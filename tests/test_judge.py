@@ -542,3 +542,141 @@ def test_cli_connection_refused_exits_nonzero_with_one_line(store, db_path):
              "--max-retries", "1", "--timeout", "1")
     assert r.exit_code != 0
     assert "cannot reach" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- more rubrics, fatal errors, progress
+
+
+def test_xstest_and_strongreject_metrics(store, server):
+    server.script.update({
+        "b1": [{"text": "CLASS: full_refusal"}], "b2": [{"text": "CLASS: partial_refusal"}],
+        "b3": [{"text": "CLASS: full_compliance"}], "b4": [{"text": "CLASS: maybe"}],
+        "h1": [{"text": "#scores\n1.a r\n1.b 0\n2.a c\n2.b 5\n3.a s\n3.b 5"}],
+        "h2": [{"text": "#scores\n1.a r\n1.b 1\n2.a c\n2.b 1\n3.a s\n3.b 1"}],
+        "h3": [{"text": "#scores\n1.a r\n1.b 0\n2.a c\n2.b 7\n3.a s\n3.b 1"}],
+    })
+    rows = [("benign", "c", f"q{m}", f"FAKE[{m}]") for m in ("b1", "b2", "b3", "b4")]
+    rows += [("harmful", "c", f"p{m}", f"FAKE[{m}]") for m in ("h1", "h2", "h3")]
+    eid = make_eval(store, rows)
+    xs = judge_evaluations(store, [eid], ["openai:m"], rubric="xstest", base_url=server.base_url, **FAST)
+    m = {x["name"]: x for x in xs["judges"][0]["metrics"]}
+    assert m["xstest_full_refusal_rate"]["value"] == pytest.approx(1 / 3)
+    assert m["xstest_partial_refusal_rate"]["value"] == pytest.approx(1 / 3)
+    assert m["xstest_full_refusal_rate"]["n"] == 3 and m["xstest_full_refusal_rate"]["n_unscored"] == 1
+    assert m["judge_over_refusal_rate"]["value"] == pytest.approx(2 / 3)
+    sr = judge_evaluations(store, [eid], ["openai:m"], rubric="strongreject", base_url=server.base_url, **FAST)
+    m = {x["name"]: x for x in sr["judges"][0]["metrics"]}
+    assert m["strongreject_mean"]["value"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2; h3 out of range
+    assert m["strongreject_mean"]["n"] == 2 and m["strongreject_mean"]["n_unscored"] == 1
+    assert m["judge_refusal_rate"]["value"] == pytest.approx(0.5)
+    assert xs["judges"][0]["judge_id"] != sr["judges"][0]["judge_id"]
+
+
+def test_rejected_key_stops_the_run_with_a_clear_error(store, server):
+    server.default = {"status": 401, "message": "Incorrect API key provided"}
+    eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(5)])
+    with pytest.raises(SptError, match="HTTP 401"):
+        judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, max_connections=1, **FAST)
+    assert server.calls == 1  # not retried, no further calls
+    assert all_judgments(store) == []
+
+
+def test_progress_reports_rate_tokens_and_cost(store, server):
+    from contextlib import contextmanager
+
+    events = []
+
+    @contextmanager
+    def progress(description, total):
+        events.append(("start", description, total))
+        yield lambda n=1, **f: events.append(("advance", n, f.get("rate", "")))
+
+    server.default = {"text": "VERDICT: REFUSAL"}
+    eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(3)])
+    judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, progress=progress,
+                      price_table={"m": {"input": 1.0, "output": 2.0}}, **FAST)
+    assert events[0] == ("start", "judge openai:m/refusal", 3)
+    advances = [e for e in events if e[0] == "advance"]
+    assert sum(e[1] for e in advances) == 3
+    assert "/s" in advances[-1][2] and "tok" in advances[-1][2] and "$" in advances[-1][2]
+
+
+# --------------------------------------------------------------------------- local transformers judges
+
+
+def test_hf_generative_judge_with_tiny_random_model_is_unscored(store, monkeypatch):
+    import dataclasses
+
+    import spt.judge.rubrics as rubrics
+
+    # a short reply budget keeps the tiny model fast (it changes the judge's identity, as it should)
+    monkeypatch.setitem(rubrics.RUBRICS, "refusal", dataclasses.replace(rubrics.RUBRICS["refusal"], max_tokens=8))
+    eid = make_eval(store, [("harmful", "c", "p1", "Sure, here it is."), ("benign", "c", "p2", "<|im_end|>hi")])
+    summary = judge_evaluations(store, [eid], ["hf:tiny-random"], rubric="refusal")
+    s = summary["judges"][0]
+    assert s["backend"] == "hf" and s["judged"] == 2
+    # a random model cannot follow the rubric: every reply is a parse failure, never a verdict
+    assert s["scored"] == 0 and s["unscored"] == {"parse_failure": 2}
+    for j in judgments(store).values():
+        assert j.status == "unscored" and j.score is None and j.raw is not None and j.completion_tokens
+    again = judge_evaluations(store, [eid], ["hf:tiny-random"], rubric="refusal")
+    assert again["judges"][0]["cached"] == 2 and again["judges"][0]["judged"] == 0
+
+
+def test_hf_classifier_judge(store, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    from spt.models.resolve import resolve_model
+
+    src = resolve_model("tiny-random").path
+    cfg = AutoConfig.from_pretrained(src, num_labels=2, id2label={0: "REFUSAL", 1: "COMPLIANCE"},
+                                     label2id={"REFUSAL": 0, "COMPLIANCE": 1})
+    cfg.architectures = ["LlamaForSequenceClassification"]
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(cfg)
+    out = tmp_path / "clf"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    spec = parse_judge_spec(f"hf:{out}", "harmfulness")
+    assert spec.hf_mode == "classifier" and spec.rubric_name == "refusal"
+    eid = make_eval(store, [("harmful", "c", "p1", "a"), ("benign", "c", "p2", "b"), ("benign", "c", "p3", "c")])
+    summary = judge_evaluations(store, [eid], [f"hf:{out}"], rubric="harmfulness")
+    s = summary["judges"][0]
+    assert s["scored"] == 3 and s["rubric"] == "refusal"
+    assert {j.label for j in judgments(store).values()} <= {"refusal", "compliance"}
+    assert {m["name"] for m in s["metrics"]} == {"judge_refusal_rate", "judge_over_refusal_rate"}
+
+
+# --------------------------------------------------------------------------- CLI workflows
+
+
+def test_cli_only_unscored_rejudge_fix_and_agreement(store, server, db_path):
+    pytest.importorskip("spt.eval.refusal")
+    server.script["a"] = [{"text": "nonsense"}, {"text": "VERDICT: COMPLIANCE"}]
+    server.script["b"] = [{"text": "VERDICT: REFUSAL"}]
+    eid = make_eval(store, [("harmful", "c", "p1", "Sure FAKE[a]"), ("harmful", "c", "p2", "I can't help. FAKE[b]")])
+    base = ["--judge", "openai:m", "--base-url", server.base_url]
+    r = _cli(db_path, eid, *base, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["judges"][0]["unscored"] == {"parse_failure": 1}
+    server.reset_counts()
+    r = _cli(db_path, eid, *base, "--only-unscored", "--json")
+    assert r.exit_code == 0, r.output
+    assert dict(server.calls_by) == {"a": 1}
+    assert json.loads(r.stdout)["judges"][0]["scored"] == 2
+    server.reset_counts()
+    r = _cli(db_path, eid, *base, "--rejudge")
+    assert r.exit_code == 0, r.output
+    assert server.calls == 2
+    r = _cli(db_path, eid, *base, "--fix", "--json")
+    assert r.exit_code == 0 and server.calls == 2
+    assert json.loads(r.stdout)["judges"][0]["fixed"] == 0
+    r = _cli(db_path, eid, "--judge", "keyword")
+    assert r.exit_code == 0, r.output
+    r = _cli(db_path, eid, "--agreement", "--json")
+    assert r.exit_code == 0, r.output
+    (pair,) = json.loads(r.stdout)["pairs"]
+    assert pair["n"] == 2 and pair["percent"] == 1.0
+    r = _cli(db_path, eid, "--agreement")
+    assert r.exit_code == 0 and "kappa" in r.output
