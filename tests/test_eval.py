@@ -370,3 +370,39 @@ def test_task_metrics_with_a_task(setup, monkeypatch):
     assert by[("task_loss", "all")]["value"] > 0 and by[("task_loss", "arithmetic")]["n"] == 6
     assert out["task"] == "builtin:arithmetic" and out["n_task_items"] == 6
     assert counts(setup["db"])["Generation"] == 16
+
+
+def test_default_harmor_run_limit_40(setup):
+    """The literal `spt evaluate RUN --limit 40`: HarmOR test split, pairs spread over categories."""
+    db, run = setup["db"], setup["run"]
+    r = cli(db, "evaluate", run, "--limit", "40", "--max-new-tokens", "4", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["dataset"] == "harmor" and out["n_generated"] == 40
+    cats = {m["category"] for m in out["metrics"] if m["name"] == "pair_score"} - {"all"}
+    assert len(cats) >= 5  # round-robin over categories, whole pairs
+    by = {(m["name"], m["category"]): m for m in out["metrics"]}
+    assert by[("pair_score", "all")]["n"] == 20 and by[("refusal_rate", "all")]["n"] == 20
+    r2 = cli(db, "evaluate", run, "--limit", "40", "--max-new-tokens", "4", "--json")
+    assert json.loads(r2.stdout)["n_generated"] == 0
+    assert counts(db)["Generation"] == 40
+
+
+def test_run_task_defaults_and_none(store, db_path, tiny_path):
+    make_safety_dataset(store, n_pairs=2)
+    run_id, _ = make_run(store, tiny_path, task="builtin:arithmetic")
+    r = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--limit", "4", "--max-new-tokens", "4",
+            "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    names = {m["name"] for m in out["metrics"]}
+    assert out["task"] == "builtin:arithmetic" and {"task_loss", "task_accuracy"} <= names
+    acc = next(m for m in out["metrics"] if m["name"] == "task_accuracy" and m["category"] == "all")
+    assert acc["n"] == 4 and 0.0 <= acc["value"] <= 1.0
+    r2 = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--limit", "4", "--max-new-tokens", "4",
+             "--task", "none", "--json")
+    out2 = json.loads(r2.stdout)
+    assert out2["task"] is None and not {"task_loss", "task_accuracy"} & {m["name"] for m in out2["metrics"]}
+    assert out2["evaluation_id"] != out["evaluation_id"]
+    r3 = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--task", "builtin:nosuch")
+    assert r3.exit_code == 2 and "unknown built-in task" in r3.stderr

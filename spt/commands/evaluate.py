@@ -46,25 +46,35 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield update
 
 
+_ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_loss", "alignment_loss_harmful",
+          "alignment_loss_benign", "task_loss", "task_accuracy")
+
+
 def _fmt(v: Any) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
 def _render(result: dict) -> None:
     metrics = result["metrics"]
-    order = list(dict.fromkeys(m["name"] for m in metrics))
+    order = list(dict.fromkeys([*_ORDER, *(m["name"] for m in metrics)]))
     cats = sorted({m["category"] for m in metrics}, key=lambda c: (c != "all", c))
-    table = Table(title=f"evaluation {result['evaluation_id']}  (run {result['run_id']})")
+    table = Table(title=f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
+                  caption=f"refusal preset: {result['refusal_preset']}; 95% bootstrap CIs")
     for col, just in (("category", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"),
-                      ("n", "right"), ("unscored", "right"), ("preset", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+                      ("n", "right"), ("unscored", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "category")  # type: ignore[arg-type]
     for c in cats:
         rows = sorted((m for m in metrics if m["category"] == c), key=lambda m: order.index(m["name"]))
         for k, m in enumerate(rows):
             table.add_row(escape(c) if k == 0 else "", m["name"], _fmt(m["value"]),
                           f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m["value"] is not None else "",
-                          str(m["n"]), str(m["n_unscored"]), m["preset"] or "", end_section=k == len(rows) - 1)
-    console.print(table)
+                          str(m["n"]), str(m["n_unscored"]), end_section=k == len(rows) - 1)
+    if console.is_terminal:
+        console.print(table)
+    else:  # piped: do not squeeze the table into 80 columns
+        from rich.console import Console
+
+        Console(width=max(console.width, 160), soft_wrap=True).print(table)
     tps = result.get("tokens_per_s")
     console.print(
         f"dataset {escape(result['dataset'])} ({result['split']}, {result['n_items']} items)"

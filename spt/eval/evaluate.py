@@ -26,7 +26,7 @@ from spt.errors import SptError
 from spt.eval.refusal import PRESETS, get_preset
 from spt.store import content_id, file_hash, new_id
 from spt.store.engine import Store
-from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Item, Metric, Run, utcnow
+from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Metric, Run, utcnow
 
 EVAL_VERSION = 1
 KILL_ENV = "SPT_TEST_KILL_AFTER"  # tests: os._exit after this many generations committed
@@ -230,30 +230,41 @@ def _ensure_base_run(s: Any, target: Target, chat_hash: str | None) -> tuple[Run
 
 def find_dataset(store: Store, name_or_id: str) -> Dataset:
     """A dataset by id, unique id prefix, or name (the newest of that name)."""
-    with store.session() as s:
-        ds = s.get(Dataset, name_or_id)
-        if ds is None:
-            ds = s.exec(select(Dataset).where(Dataset.name == name_or_id).order_by(Dataset.created_at.desc())).first()
-        if ds is None and len(name_or_id) >= 8:
-            found = s.exec(select(Dataset).where(Dataset.id.startswith(name_or_id)).limit(2)).all()
-            if len(found) == 1:
-                ds = found[0]
-    if ds is None:
-        raise SptError(f"no dataset {name_or_id!r} in {store.path}; list datasets with `spt data list`")
-    return ds
+    from spt.data import resolve_dataset
+
+    return resolve_dataset(store, name_or_id)
 
 
 def dataset_items(store: Store, dataset_id: str, split: str | None) -> list[dict]:
     """Items of a dataset (one split, or all) in their stored order, as dicts."""
-    with store.session() as s:
-        q = select(Item, DatasetItem.split).join(DatasetItem, DatasetItem.item_id == Item.id).where(
-            DatasetItem.dataset_id == dataset_id)
-        if split is not None:
-            q = q.where(DatasetItem.split == split)
-        rows = s.exec(q.order_by(DatasetItem.position, Item.id)).all()
-    return [{"id": it.id, "prompt": it.prompt, "response": it.response, "label": it.label,
-             "pair_id": it.pair_id, "category": it.category, "answer": it.answer, "split": sp}
-            for it, sp in rows]
+    from spt.data import load_items
+
+    return load_items(store, dataset_id, split)
+
+
+def limit_items(items: list[dict], limit: int | None) -> list[dict]:
+    """The first `limit` items, taking whole pairs round-robin across categories (stored order within each).
+
+    So `--limit 40` on HarmOR covers every category with complete harmful/benign pairs rather than the
+    first category only.
+    """
+    if not limit or limit >= len(items):
+        return list(items)
+    groups: dict[str, list[dict]] = {}
+    for it in items:
+        groups.setdefault(it.get("pair_id") or it["id"], []).append(it)
+    by_cat: dict[str, list[list[dict]]] = {}
+    for g in groups.values():
+        by_cat.setdefault(g[0].get("category") or "", []).append(g)
+    queues = list(by_cat.values())
+    out: list[dict] = []
+    k = 0
+    while len(out) < limit and any(k < len(q) for q in queues):
+        for q in queues:
+            if k < len(q):
+                out.extend(q[k])
+        k += 1
+    return out[:limit]
 
 
 def dataset_splits(store: Store, dataset_id: str) -> dict[str, int]:
@@ -269,7 +280,7 @@ def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what:
         splits = dataset_splits(store, ds.id)
         have = ", ".join(f"{k} ({v})" for k, v in sorted(splits.items())) or "none"
         raise SptError(f"{what} {ds.name!r} has no {split!r} split (splits: {have}); pass --split")
-    return items[:limit] if limit else items
+    return limit_items(items, limit)
 
 
 def _default_safety_dataset(store: Store) -> Dataset:
@@ -287,7 +298,7 @@ def _resolve_task(store: Store, name: str) -> tuple[Any, Dataset]:
         from spt.data import ensure_task_dataset, get_task
     except ImportError:
         raise SptError(f"task {name!r} needs spt.data's task registry, not available here; pass --task none") from None
-    task = get_task(name)
+    task = get_task(name, store=store)
     ds_id = ensure_task_dataset(store, name, seed=0)
     with store.session() as s:
         return task, s.get(Dataset, ds_id)
