@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
     def judge_cmd(
         ctx: typer.Context,
         evaluation_ids: Annotated[list[str] | None, typer.Argument(
-            help="Evaluations to judge.", show_default=False, metavar="[EVAL_ID]...")] = None,
+            help="Evaluations to judge.", show_default=False, metavar="EVAL_ID")] = None,
         run: Annotated[list[str] | None, typer.Option(
             "--run", help="Judge every evaluation of this run (repeatable).", show_default=False)] = None,
         all_pending: Annotated[bool, typer.Option(

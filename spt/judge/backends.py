@@ -82,12 +82,12 @@ class OpenAIJudge:
     """One AsyncOpenAI client shared by the workers of a judge run. The key lives only here."""
 
     def __init__(self, spec: JudgeSpec, *, base_url: str | None, api_key: str, timeout: float,
-                 policy: RetryPolicy, stop: asyncio.Event):
+                 policy: RetryPolicy, abort: asyncio.Event):
         import openai
 
         self.spec = spec
         self.policy = policy
-        self.stop = stop
+        self.abort = abort  # set when the endpoint proved unusable: stop retrying, record nothing more
         self.base_url = base_url
         self._key = api_key
         kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout}
@@ -146,7 +146,9 @@ class OpenAIJudge:
             except openai.OpenAIError as e:  # malformed body and the like
                 failure, retryable = "status", False
                 detail = f"{type(e).__name__}: {e}"
-            if not retryable or attempts > self.policy.max_retries or self.stop.is_set():
+            if self.abort.is_set():
+                return Outcome(Verdict.unscored("api_error"), attempts=attempts, fatal="aborted")
+            if not retryable or attempts > self.policy.max_retries:
                 latency = time.perf_counter() - t0
                 if failure == "connection":
                     where = self.base_url or "the OpenAI API"

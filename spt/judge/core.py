@@ -280,9 +280,10 @@ class _Runner:
             advance(len(batch), rate=self._rate(stats, done, t0))
 
     async def _run_openai(self, spec, todo, stats, writer, advance) -> None:
-        stop = asyncio.Event()
+        stop = asyncio.Event()  # no new calls (cost limit or fatal)
+        abort = asyncio.Event()  # fatal: in-flight retries give up too
         judge = OpenAIJudge(spec, base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                            policy=self.policy, stop=stop)
+                            policy=self.policy, abort=abort)
         queue = iter(todo)
         t0 = time.perf_counter()
         done = 0
@@ -298,10 +299,11 @@ class _Runner:
                     return
                 o = await judge.judge(spec.rubric.render(w.gen.prompt, w.gen.response))
                 if o.fatal:
-                    if self.fatal is None:
+                    if self.fatal is None and o.fatal != "aborted":
                         self.fatal = o.fatal
                     self.stopped = "fatal"
                     stop.set()
+                    abort.set()
                     return
                 self._record(spec, stats, writer, w, o)
                 done += 1
