@@ -1,14 +1,108 @@
-"""`spt finetune` (not implemented yet)."""
+"""`spt finetune`: SFT (align stage or task stage) with a safety-preserving defense, recorded in the store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from spt.commands._common import not_implemented
+from spt.commands._common import DbOption, JsonOption, console, get_store, print_json, progress
+
+
+def _split_targets(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out: list[str] = []
+    for v in values:
+        out += [t.strip() for t in v.split(",") if t.strip()]
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("finetune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        not_implemented("finetune")
+    @app.command("finetune")
+    def finetune_cmd(
+        ctx: typer.Context,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Model reference: smollm2-135m (default), "
+                                                  "tiny-random, a local directory or a hub id.")] = None,
+        from_run: Annotated[str | None, typer.Option("--from", help="Start from this run's final checkpoint "
+                                                     "(lineage).")] = None,
+        stage: Annotated[str | None, typer.Option("--stage", help="align: SFT on HarmOR train; task: SFT on the "
+                                                  "task data (default).")] = None,
+        task: Annotated[str | None, typer.Option("--task", help="Task data: builtin:arithmetic (default), "
+                                                 "builtin:sentiment, or a stored dataset.")] = None,
+        safety_data: Annotated[str | None, typer.Option("--safety-data",
+                                                        help="HarmOR dataset (default harmor).")] = None,
+        poison: Annotated[float | None, typer.Option("--poison", help="Poison ratio in [0, 1).")] = None,
+        poison_data: Annotated[str | None, typer.Option("--poison-data", help="Poison dataset "
+                                                        "(default builtin:harmor-comply).")] = None,
+        defense: Annotated[str | None, typer.Option("--defense", help="none | anchor | proximal | safelora.")] = None,
+        lam: Annotated[float | None, typer.Option("--lam", help="λ: anchor weight in [0,1] (0.1), proximal "
+                                                  "strength ≥ 0 (0.1), safelora threshold τ (0.5).")] = None,
+        lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (default) or full fine-tuning.")] = None,
+        lora_r: Annotated[int | None, typer.Option("--lora-r")] = None,
+        lora_alpha: Annotated[int | None, typer.Option("--lora-alpha")] = None,
+        lora_targets: Annotated[list[str] | None, typer.Option("--lora-targets", help="Module names, comma "
+                                                               "separated or repeated (q_proj,v_proj).")] = None,
+        epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+        lr: Annotated[float | None, typer.Option("--lr", help="Default 2e-4 (LoRA) / 3e-5 (full).")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+        grad_accum: Annotated[int | None, typer.Option("--grad-accum")] = None,
+        max_length: Annotated[int | None, typer.Option("--max-length")] = None,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+        save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps "
+                                                       "(0: final only).")] = None,
+        log_every: Annotated[int | None, typer.Option("--log-every", help="Log losses every N steps.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run with the same settings "
+                                             "from its last checkpoint.")] = False,
+        config: Annotated[Path | None, typer.Option("--config", help="YAML recipe; flags override it.")] = None,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Fine-tune a model (align or task stage) with a defense; record run, checkpoints and loss curves."""
+        from spt.train import FinetuneConfig, finetune
+
+        flags = dict(model=model, from_run=from_run, stage=stage, task=task, safety_data=safety_data, poison=poison,
+                     poison_data=poison_data, defense=defense, lam=lam, lora=lora, lora_r=lora_r,
+                     lora_alpha=lora_alpha, lora_targets=_split_targets(lora_targets), epochs=epochs,
+                     max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                     max_length=max_length, seed=seed, save_every=save_every, log_every=log_every,
+                     resume=resume or None)
+        if config is not None:
+            cfg = FinetuneConfig.from_yaml(config, **flags)
+        else:
+            cfg = FinetuneConfig(**{k: v for k, v in flags.items() if v is not None})
+        cfg.resolve()  # fail on bad input before opening anything heavy
+        store = get_store(ctx, db)
+        state = {"bar": None}
+
+        with progress("finetune", None, quiet=json_out) as advance:
+            def on_step(step: int, total: int, vals: dict) -> None:
+                fields = {}
+                if vals:
+                    state["last"] = vals
+                last = state.get("last") or {}
+                if "tokens_per_s" in last:
+                    loss = last.get("task_loss", float("nan"))
+                    fields["rate"] = f"loss {loss:.3f} · {last['tokens_per_s']:.0f} tok/s"
+                advance(1, total=total, **fields)
+
+            res = finetune(store, cfg, progress=on_step)
+        if json_out:
+            print_json(res)
+            return
+        if res.get("reused"):
+            console.print(f"run [bold]{res['run_id']}[/bold] with these settings is already done; not retrained")
+        else:
+            console.print(f"run [bold]{res['run_id']}[/bold] ({res['kind']}) done: {res['steps']} steps"
+                          + (f", resumed from step {res['resumed_from_step']}" if res.get("resumed_from_step") else ""))
+        losses = res.get("final_losses") or {}
+        if losses:
+            console.print("  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+        for c in res.get("checkpoints", []):
+            console.print(f"  checkpoint {c['id']} step {c['step']} {c['kind']}{' (final)' if c['is_final'] else ''}"
+                          f"  {c['path']}")
+        if "safelora" in res:
+            s = res["safelora"]
+            console.print(f"  safelora projected {s['n_projected']}/{s['n_modules']} modules (τ={s['tau']})")

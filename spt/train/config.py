@@ -1,0 +1,180 @@
+"""`FinetuneConfig`: every setting of `spt finetune`, loadable from a YAML recipe (flags override it).
+
+Fields left at None get a resolved default in `resolve()` (learning rate by LoRA/full, λ by defense,
+epochs when no step budget is given). Validation raises `SptError` before anything touches the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spt.errors import SptError
+
+STAGES = ("align", "task")
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_TASK = "builtin:arithmetic"
+DEFAULT_SAFETY = "harmor"
+DEFAULT_POISON = "builtin:harmor-comply"
+
+# Settings that do not change the trained weights (excluded from the run identity).
+NON_IDENTITY = {"save_every", "log_every", "resume", "config_path", "progress", "json", "compile",
+                "align_eval_pairs"}
+
+
+@dataclass
+class FinetuneConfig:
+    """All settings of one fine-tuning run (see `spt finetune --help`)."""
+
+    model: str | None = None  # model reference (packaged name, local dir, hub id)
+    from_run: str | None = None  # start from this run's final checkpoint (lineage)
+    stage: str = "task"  # align | task
+    task: str = DEFAULT_TASK  # task dataset: builtin:NAME, dataset name or id
+    safety_data: str = DEFAULT_SAFETY  # HarmOR dataset (align data, anchor batches, alignment-loss batch)
+    poison: float = 0.0  # poison ratio in [0, 1)
+    poison_data: str = DEFAULT_POISON
+    defense: str = "none"
+    lam: float | None = None  # λ (meaning depends on the defense; default from the defense)
+    lora: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lora_dropout: float = 0.05
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float | None = None  # default 2e-4 (LoRA) / 3e-5 (full)
+    batch_size: int = 8  # examples per micro-batch per process
+    grad_accum: int = 1
+    max_length: int = 256
+    seed: int = 0
+    save_every: int = 100  # steps between checkpoints (0: only the final one)
+    log_every: int = 10  # steps between TrainLog rows (alignment loss evaluated there)
+    resume: bool = False
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    safety_batch_size: int | None = None  # anchor: safety examples per micro-batch (default batch_size)
+    safelora_mode: str = "exact"  # exact (orthogonal projector onto span(V)) | paper (C = V Vᵀ/‖V‖_F)
+    pack_length: int = 512  # row capacity when packing (longer examples get a row of their own length)
+    align_eval_pairs: int = 16  # HarmOR test pairs in the fixed alignment-loss batch
+    compile: bool = False  # torch.compile the model (GPU)
+    config_path: str | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
+        """Read a YAML recipe (keys = field names, dashes allowed; `from` for from_run); non-None overrides win."""
+        import yaml
+
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise SptError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise SptError(f"config file {p} must be a mapping of settings")
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        if "from" in data:
+            data["from_run"] = data.pop("from")
+        unknown = set(data) - cls.field_names()
+        if unknown:
+            raise SptError(f"unknown settings in {p}: {', '.join(sorted(unknown))}; valid: "
+                           f"{', '.join(sorted(cls.field_names()))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        data["config_path"] = str(p)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ resolution
+    def resolve(self) -> FinetuneConfig:
+        """A copy with defaults filled in and every value checked (SptError on bad input)."""
+        from spt.train.defense_base import get_defense
+
+        c = dataclasses.replace(self, lora_targets=list(self.lora_targets or []))
+        if c.stage not in STAGES:
+            raise SptError(f"unknown stage {c.stage!r}; use one of {', '.join(STAGES)}")
+        if c.model and c.from_run:
+            raise SptError("give either --model or --from RUN_ID, not both (--from uses the run's model)")
+        if not c.model and not c.from_run:
+            c.model = DEFAULT_MODEL
+        d = get_defense(c.defense)
+        if c.lam is None:
+            c.lam = d.default_lam
+        elif d.lam_range is None:
+            c.lam = None if c.lam == 0 else c.lam
+            if c.lam is not None:
+                raise SptError(f"defense {c.defense!r} takes no --lam; drop it or pick a defense that uses λ")
+        if c.lam is not None:
+            c.lam = float(c.lam)
+            lo, hi = d.lam_range
+            if not (lo <= c.lam <= hi):
+                rng = f"[{lo:g}, {hi:g}]" if hi != float("inf") else f"≥ {lo:g}"
+                raise SptError(f"--lam {c.lam:g} is outside {rng} for defense {c.defense!r} ({d.lam_meaning})")
+        if not (0.0 <= float(c.poison) < 1.0):
+            raise SptError(f"--poison {c.poison:g} is outside [0, 1); give the fraction of poisoned examples")
+        c.poison = float(c.poison)
+        if c.stage == "align":
+            if c.poison > 0:
+                raise SptError("--poison applies to --stage task only; the align stage trains on HarmOR train")
+            if c.defense not in ("none", "proximal"):
+                raise SptError(f"defense {c.defense!r} needs --stage task (it protects an aligned model)")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
+            if int(getattr(c, name)) < 1:
+                raise SptError(f"--{name.replace('_', '-')} must be ≥ 1")
+        if c.max_length < 16:
+            raise SptError("--max-length must be ≥ 16 tokens")
+        if c.max_steps is not None and c.max_steps < 1:
+            raise SptError("--max-steps must be ≥ 1")
+        if c.epochs is not None and c.epochs <= 0:
+            raise SptError("--epochs must be > 0")
+        if c.max_steps is not None and c.epochs is not None:
+            raise SptError("give --epochs or --max-steps, not both")
+        if c.max_steps is None and c.epochs is None:
+            c.epochs = 1.0
+        if c.lr is None:
+            c.lr = 2e-4 if c.lora else 3e-5
+        if c.lr <= 0:
+            raise SptError("--lr must be > 0")
+        if c.save_every < 0 or c.log_every < 1:
+            raise SptError("--save-every must be ≥ 0 and log_every ≥ 1")
+        if c.lora and not c.lora_targets:
+            raise SptError("--lora-targets is empty; name modules such as q_proj,v_proj")
+        if not (0 <= c.lora_dropout < 1):
+            raise SptError("lora_dropout must be in [0, 1)")
+        if c.safelora_mode not in ("exact", "paper"):
+            raise SptError("safelora_mode must be exact or paper")
+        if c.safety_batch_size is None:
+            c.safety_batch_size = c.batch_size
+        if c.safety_batch_size < 2:
+            raise SptError("safety_batch_size must be ≥ 2 (both halves of a HarmOR pair)")
+        d.validate_config(c)
+        return c
+
+    def identity_fields(self) -> dict[str, Any]:
+        """The settings that change the trained weights."""
+        d = self.to_dict()
+        for k in NON_IDENTITY | {"model", "from_run"}:
+            d.pop(k, None)
+        if not self.lora:
+            for k in ("lora_r", "lora_alpha", "lora_targets", "lora_dropout"):
+                d.pop(k)
+        if self.defense != "anchor":
+            d.pop("safety_batch_size")
+        if self.defense != "safelora":
+            d.pop("safelora_mode")
+        if self.stage == "align":
+            for k in ("task", "poison", "poison_data"):
+                d.pop(k)
+        elif self.poison == 0:
+            d.pop("poison_data")
+        return d
