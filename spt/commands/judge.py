@@ -23,12 +23,12 @@ def _render_summary(summary: dict) -> None:
         unscored = ", ".join(f"{k} {v}" for k, v in sorted(j["unscored"].items())) or "0"
         table.add_row(j["name"], j["rubric"], str(j["judged"] + j["fixed"]), str(j["cached"]), str(j["scored"]),
                       unscored, str(j["calls"]), f"{j['prompt_tokens'] + j['completion_tokens']:,}",
-                      f"{j['cost_usd']:.4f}")
+                      f"{j['cost_usd']:.4f}" if j.get("priced", True) else "-")
     console.print(table)
     metrics = Table("judge", "evaluation", "metric", "value", "95% CI", "n", "unscored", title="judge metrics (all)")
     for j in summary["judges"]:
         for m in j["metrics"]:
-            metrics.add_row(j["name"], m["evaluation_id"][:13], m["name"], _fmt(m["value"]),
+            metrics.add_row(j["name"], m["evaluation_id"], m["name"], _fmt(m["value"]),
                             f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), str(m["n_unscored"]))
     if metrics.row_count:
         console.print(metrics)
@@ -39,6 +39,9 @@ def _render_summary(summary: dict) -> None:
     fixed = sum(j["fixed"] for j in summary["judges"])
     if fixed:
         console.print(f"{fixed} stored replies re-parsed to a different verdict (old judgments kept as history)")
+    unpriced = [j["model"] for j in summary["judges"] if not j.get("priced", True)]
+    if unpriced:
+        console.print(f"no price for {', '.join(unpriced)}: tokens are stored; pass --price-table for a cost")
     if summary.get("stopped") == "cost_limit":
         left = sum(j["not_judged"] for j in summary["judges"])
         err_console.print(f"[yellow]cost limit reached[/yellow] (${summary['cost_usd']:.4f}): {left} generations "

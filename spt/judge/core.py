@@ -65,6 +65,7 @@ class _Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    unpriced: bool = False  # an openai judge whose model has no price in the table
     new_unscored: Counter = field(default_factory=Counter)
 
 
@@ -242,6 +243,8 @@ class _Runner:
         cost = cost_usd(price, o.prompt_tokens, o.completion_tokens)
         if spec.backend != "openai":
             cost = 0.0
+        elif price is None:
+            stats.unpriced = True
         stats.judged += 1
         stats.prompt_tokens += o.prompt_tokens or 0
         stats.completion_tokens += o.completion_tokens or 0
@@ -517,5 +520,5 @@ def _judge_summary(store, spec: JudgeSpec, stats: _Stats, gens: list[_Gen], eval
         "scored": sum(1 for j in current.values() if j.status == "scored"), "unscored": dict(unscored),
         "new_unscored": dict(stats.new_unscored), "calls": stats.calls, "retries": stats.retries,
         "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-        "cost_usd": stats.cost_usd, "metrics": metrics,
+        "cost_usd": stats.cost_usd, "priced": not stats.unpriced, "metrics": metrics,
     }
