@@ -235,6 +235,7 @@ def test_losses_match_straightforward_computation(tiny_path):
     (["RUN", "--refusal-preset", "nope"], "unknown refusal preset"),
     (["RUN", "--batch-size", "zero"], "--batch-size"),
     (["RUN", "--dataset", "nosuch"], "no dataset"),
+    (["RUN", "--split", "validation", "--dataset", "DEFAULT"], "no 'validation' split"),
 ])
 def test_bad_input_is_one_line_and_stores_nothing(setup, args, message):
     db = setup["db"]
@@ -242,11 +243,17 @@ def test_bad_input_is_one_line_and_stores_nothing(setup, args, message):
     args = [setup["run"] if a == "RUN" else a for a in args]
     if "--dataset" not in args:
         args += ["--dataset", "mini-harmor"]
+    if args[-1] == "DEFAULT":  # no --dataset: the default HarmOR, which must not get stored either
+        args = args[:-2]
     r = cli(db, "evaluate", *args)
     assert r.exit_code == 2
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert counts(db) == before
+    st = open_store(db)
+    with st.session() as s:
+        assert s.exec(select(Dataset).where(Dataset.name == "harmor")).first() is None
+    st.close()
 
 
 def test_model_reference_records_a_base_run_once(store, db_path, tiny_path):

@@ -98,8 +98,9 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str | None, typer.Option(
             "--task", help="Task for task_loss/task_accuracy (default: the run's task; 'none' to skip).",
             show_default=False)] = None,
-        limit: Annotated[int | None, typer.Option("--limit", help="Evaluate the first N items of each split.",
-                                                  show_default=False)] = None,
+        limit: Annotated[int | None, typer.Option(
+            "--limit", help="Evaluate N items of each split (whole pairs, round-robin over categories).",
+            show_default=False)] = None,
         max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate per item.")] = 64,
         batch_size: Annotated[str, typer.Option("--batch-size", help="Generation batch size, or 'auto'.")] = "auto",
         temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy; > 0 samples with --seed.")] = 0.0,

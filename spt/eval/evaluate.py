@@ -283,11 +283,15 @@ def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what:
     return limit_items(items, limit)
 
 
-def _default_safety_dataset(store: Store) -> Dataset:
+def _default_safety_dataset(store: Store, split: str) -> Dataset:
+    """HarmOR (built and stored on first use); the split is checked before anything is stored."""
     try:
-        from spt.data import ensure_harmor
+        from spt.data import build_harmor, ensure_harmor
     except ImportError:
         raise SptError("the HarmOR builder is not available in this spt; pass --dataset NAME") from None
+    splits = sorted({it.get("split") for it in build_harmor(seed=0)} - {None})
+    if split not in splits:
+        raise SptError(f"dataset 'harmor' has no {split!r} split (splits: {', '.join(splits)}); pass --split")
     ds_id = ensure_harmor(store, seed=0)
     with store.session() as s:
         return s.get(Dataset, ds_id)
@@ -472,7 +476,7 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
         task_name = None
     # 2. Default datasets (built on first use; not evaluation rows).
     if ds is None:
-        ds = _default_safety_dataset(store)
+        ds = _default_safety_dataset(store, config.split)
         items = _split_items(store, ds, config.split, config.limit, "dataset")
     task_obj, task_ds, task_items = None, None, []
     if task_name is not None:
