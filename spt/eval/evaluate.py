@@ -289,7 +289,12 @@ def _default_safety_dataset(store: Store, split: str) -> Dataset:
         from spt.data import build_harmor, ensure_harmor
     except ImportError:
         raise SptError("the HarmOR builder is not available in this spt; pass --dataset NAME") from None
-    splits = sorted({it.get("split") for it in build_harmor(seed=0)} - {None})
+    with store.session() as s:
+        stored = s.exec(select(Dataset.id).where(Dataset.name == "harmor", Dataset.kind == "harmor")).all()
+    if any(split in dataset_splits(store, d) for d in stored):
+        splits = [split]
+    else:  # not stored yet (or no stored build has the split): build in memory to check
+        splits = sorted({it.get("split") for it in build_harmor(seed=0)} - {None})
     if split not in splits:
         raise SptError(f"dataset 'harmor' has no {split!r} split (splits: {', '.join(splits)}); pass --split")
     ds_id = ensure_harmor(store, seed=0)
