@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
                 advance(1, total=total, **fields)
 
             res = finetune(store, cfg, progress=on_step)
+        if res.get("rank", 0) != 0:  # other processes under `accelerate launch` stay quiet
+            return
         if json_out:
             print_json(res)
             return

@@ -669,7 +669,7 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
         _mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
     accelerator.wait_for_everyone()
     ck_rows = _all_checkpoints(store, plan.run_id) if rank0 else checkpoints
-    return {"run_id": plan.run_id, "status": "done", "reused": False, "kind": plan.kind,
+    return {"run_id": plan.run_id, "status": "done", "reused": False, "kind": plan.kind, "rank": rank,
             "resumed_from_step": start_step or None, "steps": total_steps, "final_losses": last_losses,
             "checkpoints": ck_rows, **({cfg.defense: result[cfg.defense]} if cfg.defense in result else {})}
 

@@ -80,6 +80,12 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
     from spt.train.loop import weights_hash
 
     quiet_transformers()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
     base_path = adapter_base_path(ck.path)
     if not Path(base_path).exists():
         raise SptError(f"the adapter's base weights {base_path} are missing; cannot merge")
