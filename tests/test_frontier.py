@@ -253,3 +253,20 @@ def test_cli_metric_nobody_recorded_lists_metrics(store, db_path):
     res = cli(db_path, "frontier")
     assert res.exit_code == 2
     assert "no run has metric 'alignment_loss'; metrics in the store: refusal_rate, task_loss" in res.output
+
+
+def test_presets_own_preset_wins_and_preset_filter(store):
+    with store.write() as s:
+        runs = [add_run(s, defense="anchor", lam=lam) for lam in (0.5, 2.0)]
+        s.flush()
+        for i, run in enumerate(runs):
+            e = add_eval(s, run, minute=i, preset="spt")
+            add_metric(s, run, e, "over_refusal_rate", 0.1 + i / 10, preset=None)
+            add_metric(s, run, e, "refusal_rate", 0.5 + i / 10, preset="spt")
+            add_metric(s, run, e, "refusal_rate", 0.9 - i / 10, preset="gcg")
+    r = compute_frontier(store, "over_refusal_rate", "refusal_rate")
+    assert sorted(p.y.value for p in r.points) == [0.5, 0.6] and {p.y.preset for p in r.points} == {"spt"}
+    r = compute_frontier(store, "over_refusal_rate", "refusal_rate", preset="gcg", where=["lam=2"])
+    assert [p.y.value for p in r.points] == [0.8] and r.points[0].y.preset == "gcg"
+    with pytest.raises(SptError, match="presets: None, gcg, spt"):
+        compute_frontier(store, "over_refusal_rate", "refusal_rate", preset="xstest")

@@ -13,6 +13,7 @@ from spt.frontier.query import (
     MetricValue,
     latest_metrics,
     metric_judges,
+    metric_presets,
     parse_where,
     recorded_categories,
     recorded_metrics,
@@ -173,9 +174,17 @@ def compute_frontier(
     jy = _axis_judges(store, y_info, category, judge_row)
     judge_ids = sorted(set((jx or []) + (jy or []))) or None
 
+    presets: dict[str, str] | None = None
+    if preset is not None:  # applies to the axes recorded under it (losses may have no preset)
+        presets = {i.name: preset for i in (x_info, y_info) if preset in metric_presets(store, i.name, category)}
+        if not presets:
+            have = sorted({str(p) for i in (x_info, y_info) for p in metric_presets(store, i.name, category)})
+            raise SptError(f"--preset {preset!r}: neither {x_info.name} nor {y_info.name} was recorded under it; "
+                           f"presets: {', '.join(have)}")
+
     runs = select_runs(store, where_d)
     metrics = latest_metrics(store, [x_info.name, y_info.name], categories=[category], judge_ids=judge_ids,
-                             judge_mode="any", preset=preset, where=where_d)
+                             judge_mode="any", preset=presets, where=where_d)
 
     excluded: Counter[str] = Counter()
     points: list[Point] = []

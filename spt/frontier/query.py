@@ -163,7 +163,7 @@ def latest_metrics(
     categories: Sequence[str] | None = ("all",),
     judge_ids: Sequence[str] | None = None,
     judge_mode: str = "any",
-    preset: str | None = None,
+    preset: str | dict[str, str] | None = None,
     where: dict[str, list[str]] | None = None,
     run_ids: Sequence[str] | None = None,
 ) -> dict[tuple[str, str, str, str | None], MetricValue]:
@@ -173,7 +173,8 @@ def latest_metrics(
     metric; within one evaluation the row under the evaluation's own refusal preset wins.
     `judge_mode`: "any" keys every metric with judge None (judge rows compete with non-judge rows
     as the latest); "split" keeps one entry per judge (judge key = judge id); "none" drops judge
-    rows. `judge_ids` restricts judge rows to those judges (non-judge rows always pass).
+    rows. `preset` keeps only rows under that preset (a dict: per metric name). `judge_ids`
+    restricts judge rows to those judges (non-judge rows always pass).
     """
     params: dict[str, Any] = {}
     conds = [f"m.name IN ({_in_params('n', list(names), params)})"]
@@ -183,9 +184,13 @@ def latest_metrics(
         conds.append("m.judge_id IS NULL")
     elif judge_ids is not None:
         conds.append(f"(m.judge_id IS NULL OR m.judge_id IN ({_in_params('j', list(judge_ids), params)}))")
-    if preset is not None:
+    if isinstance(preset, str):
         conds.append("m.preset = :preset")
         params["preset"] = preset
+    elif preset:  # per metric name
+        for i, (pname, pval) in enumerate(sorted(preset.items())):
+            conds.append(f"(m.name != :pn{i} OR m.preset = :pv{i})")
+            params[f"pn{i}"], params[f"pv{i}"] = pname, pval
     if run_ids is not None:
         conds.append(f"r.id IN ({_in_params('r', list(run_ids), params)})")
     if where:
@@ -234,6 +239,14 @@ def metric_judges(store: Store, name: str, category: str) -> list[tuple[str, str
         return [(r[0], r[1]) for r in conn.execute(text(
             "SELECT DISTINCT m.judge_id, j.name FROM metric m LEFT JOIN judge j ON j.id = m.judge_id "
             "WHERE m.name = :n AND m.category = :c AND m.judge_id IS NOT NULL ORDER BY j.name, m.judge_id"),
+            {"n": name, "c": category}).all()]
+
+
+def metric_presets(store: Store, name: str, category: str) -> list[str | None]:
+    """Distinct presets `name` was recorded under in `category`."""
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(text(
+            "SELECT DISTINCT preset FROM metric WHERE name = :n AND category = :c ORDER BY preset"),
             {"n": name, "c": category}).all()]
 
 
