@@ -284,6 +284,9 @@ def _build_model(cfg: FinetuneConfig, start_path: str, resume_dir: str | None) -
     from spt.models.load import quiet_transformers
 
     quiet_transformers()
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     src = resume_dir if (resume_dir and not cfg.lora) else start_path
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model.config.use_cache = False
@@ -495,16 +498,18 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step = int(state["step"])
-        if rank0:  # drop log rows written after this checkpoint by the interrupted attempt
-            from sqlmodel import delete
-
-            with store.write() as s:
-                s.exec(delete(TrainLog).where(TrainLog.run_id == plan.run_id, TrainLog.step > start_step))
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
+    if rank0:  # a resumed run: drop log rows the interrupted attempt wrote after its last checkpoint
+        from sqlmodel import delete
+
+        with store.write() as s:
+            s.exec(delete(TrainLog).where(TrainLog.run_id == plan.run_id, TrainLog.step > start_step))
+            if start_step == 0:
+                s.exec(delete(TrainLog).where(TrainLog.run_id == plan.run_id))
     ctx = TrainContext(cfg, model, store, plan.run_id,
                        Checkpoint(**plan.parent_final) if plan.parent_final else None, plan.parent_start_path)
     defense.setup(ctx)
