@@ -315,14 +315,18 @@ def _real_stages_available() -> bool:
 
 @pytest.mark.skipif(not _real_stages_available(), reason="spt.train.finetune / spt.eval.evaluate not available")
 def test_real_stages_tiny_sweep(store):
-    spec = SweepSpec(model="tiny-random", defenses=["none", "anchor"], lams=[0.1, 1.5], poisons=[0.1], seeds=[0],
+    """finetune → evaluate → keyword judge on the tiny random model; λ = 1.5 refused by finetune's validation."""
+    spec = SweepSpec(model="tiny-random", defenses=["anchor"], lams=[0.1, 1.5], poisons=[0.1], seeds=[0],
                      max_steps=2, train={"batch_size": 2, "save_every": 0},
-                     eval_options={}, judges=["keyword"])
+                     eval_options={"limit": 2, "max_new_tokens": 4}, judges=["keyword"])
     summary = run_sweep(store, spec)
-    statuses = {r["label"]: r["status"] for r in summary["configs"]}
-    assert statuses["anchor λ=1.5 p=0.1 seed=0"] == "failed", summary
-    assert [s for k, s in statuses.items() if "1.5" not in k] == ["done", "done"], summary
-    n_runs = len(_runs(store))
+    ok, bad = summary["configs"]
+    assert ok["status"] == "done" and ok["trained"] and ok["evaluation_ids"], ok
+    assert "refusal_rate" in ok["metrics"] and "alignment_loss" in ok["metrics"]
+    assert bad["status"] == "failed" and "1.5" in bad["error"]
+    runs = _runs(store)
+    assert {r.status for r in runs if sweep_tag(spec) in (r.tags or [])} == {"done", "failed"}
     again = run_sweep(store, spec)
-    assert again["n_trained"] == 0 and len(_runs(store)) == n_runs
-    assert [r["status"] for r in again["configs"]][:2] == ["reused", "reused"]
+    assert again["n_trained"] == 0 and len(_runs(store)) == len(runs)
+    assert [r["status"] for r in again["configs"]] == ["reused", "failed"]
+    assert again["configs"][1]["run_id"] == bad["run_id"]

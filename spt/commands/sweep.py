@@ -37,18 +37,23 @@ def _summary_table(summary: dict[str, Any]) -> Table:
     shown = [m for m in KEY_METRICS if any(m in r["metrics"] for r in summary["configs"])]
     short = {"refusal_rate": "refusal", "over_refusal_rate": "over-refusal", "task_accuracy": "task acc",
              "task_loss": "task loss", "alignment_loss": "align loss"}
-    table = Table("#", "config", "run", "status", *[short.get(m, m) for m in shown], "note",
+    table = Table("#", "config", "status", *[short.get(m, m) for m in shown], "run",
                   title=f"sweep {summary['tag']}", title_justify="left")
+    for col in table.columns:
+        col.no_wrap = True
+        col.min_width = 4
+    table.columns[-1].max_width = 16  # an id prefix (`spt runs show` takes it); --json has the full ids
     colors = {"done": "green", "reused": "cyan", "failed": "red"}
     for r in summary["configs"]:
-        status = r["status"]
-        if status == "failed" and r.get("stage"):
-            status = f"failed ({r['stage']})"
-        note = r.get("error") or ("trained" if r["trained"] else "already done" if r["status"] == "reused" else "")
-        table.add_row(str(r["index"]), r["label"], r["run_id"] or "-",
-                      f"[{colors.get(r['status'], 'white')}]{status}[/]",
-                      *[_num(r["metrics"].get(m)) for m in shown], note)
+        status = {"reused": "already done"}.get(r["status"], r["status"])
+        table.add_row(str(r["index"]), r["label"], f"[{colors.get(r['status'], 'white')}]{status}[/]",
+                      *[_num(r["metrics"].get(m)) for m in shown], r["run_id"] or "-")
     return table
+
+
+def _errors(summary: dict[str, Any]) -> list[str]:
+    return [f"[{r['index']}] {r['label']} ({r.get('stage') or 'finetune'}): {r['error']}"
+            for r in summary["configs"] if r.get("error")]
 
 
 def _frontier_table(fr: dict[str, Any]) -> Table | str:
@@ -97,15 +102,16 @@ class _Display:
         elif event == "stage":
             self.prog.reset(self.stage, total=None, description=f"{self.label}: {info['stage']}")
         elif event == "step":
-            args, kw = info.get("args") or (), info.get("info") or {}
-            total = kw.get("total")
-            done = kw.get("completed", kw.get("step"))
-            if len(args) >= 2 and all(isinstance(a, (int, float)) for a in args[:2]):
-                done, total = args[0], args[1]
+            # finetune: (step, total_steps, losses); evaluate: (substage, done, total, new_tokens)
+            args = list(info.get("args") or ())
+            kw = info.get("info") or {}
+            sub = args.pop(0) if args and isinstance(args[0], str) else None
+            nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+            done = kw.get("completed", nums[0] if nums else None)
+            total = kw.get("total", nums[1] if len(nums) > 1 else None)
+            desc = f"{self.label}: {info['stage']}" + (f" ({sub})" if sub else "")
             if done is not None:
-                self.prog.update(self.stage, completed=done, total=total)
-            elif len(args) == 1 and isinstance(args[0], (int, float)):
-                self.prog.update(self.stage, advance=args[0], total=total)
+                self.prog.update(self.stage, completed=done, total=total, description=desc)
         elif event == "config_done":
             r = info["result"]
             self.prog.advance(self.configs)
@@ -228,6 +234,8 @@ def register(app: typer.Typer) -> None:
             print_json(summary)
         else:
             console.print(_summary_table(summary))
+            for line in _errors(summary):
+                console.print(f"[red]failed[/red] {line}", highlight=False)
             console.print(f"{summary['n_done']} done, {summary['n_failed']} failed, "
                           f"{summary['n_trained']} trained now; runs tagged {summary['tag']} in {summary['store']}")
             if summary.get("frontier"):

@@ -108,7 +108,9 @@ def _real_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progre
         from spt.train import FinetuneConfig, finetune
     except ImportError:
         raise SptError("this spt has no training stage (spt.train.finetune); cannot run a sweep") from None
-    values = _dataclass_kwargs(FinetuneConfig, finetune_config_values(spec, config), "spt finetune")
+    values = finetune_config_values(spec, config)
+    values.setdefault("resume", True)  # an interrupted configuration continues from its last checkpoint
+    values = _dataclass_kwargs(FinetuneConfig, values, "spt finetune")
     cfg = FinetuneConfig(**values)
     return dict(_call_progress(finetune, progress, store=store, config=cfg) or {})
 
@@ -120,15 +122,12 @@ def _real_evaluate(store: Store, spec: SweepSpec, config: dict[str, Any], run_id
     except ImportError:
         raise SptError("this spt has no evaluation stage (spt.eval.evaluate); run the sweep with "
                        "--no-evaluate") from None
-    values = dict(spec.eval_options)
-    if spec.task and "task" not in values:
-        import dataclasses
-
-        if dataclasses.is_dataclass(EvaluateConfig) and "task" in {f.name for f in dataclasses.fields(EvaluateConfig)}:
-            values["task"] = spec.task
-    values = _dataclass_kwargs(EvaluateConfig, values, "spt evaluate")
-    cfg = EvaluateConfig(**values)
-    return dict(_call_progress(evaluate, progress, store=store, target=run_id, config=cfg) or {})
+    values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate")
+    cfg = EvaluateConfig(**values)  # task: the run's own task
+    res = dict(_call_progress(evaluate, progress, store=store, target=run_id, config=cfg) or {})
+    if "reused" not in res:  # evaluate reports how many generations it had to make
+        res["reused"] = res.get("n_generated", 1) == 0 and not res.get("n_copied")
+    return res
 
 
 def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluation_ids: list[str]) -> dict[str, Any]:
