@@ -121,12 +121,13 @@ def register(app: typer.Typer) -> None:
         if fmt and out is None:
             typer.echo(render(result, fmt, all_points), nl=False)
             return
-        _print(result, all_points)
+        print_frontier(result, all_points)
         for w in written:
             console.print(f"wrote {w}")
 
 
-def _print(result, all_points: bool) -> None:
+def print_frontier(result, all_points: bool = False) -> None:
+    """The frontier and hypervolume tables (also used by `spt demo`)."""
     xl, yl = result.x, result.y
     rows = result.rows(all_points)
     title = (f"{'all runs' if all_points else 'non-dominated runs'}: {yl.name} ({yl.better}) vs "
