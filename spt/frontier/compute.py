@@ -95,10 +95,10 @@ class FrontierResult:
 
 def group_key(run: dict[str, Any], group_by: str) -> str:
     if group_by == "defense":
-        if run["defense"]:
-            return run["defense"]
-        # base and aligned models have no defense; keep them apart from undefended fine-tunes
-        return f"({run['kind']})" if run["kind"] in ("base", "align") else "none"
+        # base and aligned models are references, not defended fine-tunes: keep them apart from `none`
+        if run["kind"] in ("base", "align"):
+            return f"({run['kind']})"
+        return run["defense"] or "none"
     if group_by == "poison":
         p = run["poison_ratio"]
         return "poison=unset" if p is None else f"poison={p:g}"
