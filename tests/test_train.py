@@ -30,11 +30,12 @@ def _cli(db, *args):
 
 def test_cli_align_then_anchor_task(db_path):
     """The issue's must-show sequence on tiny-random with the default HarmOR and builtin:arithmetic data."""
-    r = _cli(db_path, "--model", "tiny-random", "--stage", "align", "--max-steps", "20", "--json")
+    small = ("--batch-size", "4", "--max-length", "96")  # the issue's commands, smaller rows for 2 shared cores
+    r = _cli(db_path, "--model", "tiny-random", "--stage", "align", "--max-steps", "20", *small, "--json")
     assert r.exit_code == 0, r.output
     align = json.loads(r.stdout)
     r = _cli(db_path, "--from", align["run_id"], "--task", "builtin:arithmetic", "--poison", "0.1",
-             "--defense", "anchor", "--lam", "0.3", "--max-steps", "20", "--json")
+             "--defense", "anchor", "--lam", "0.3", "--max-steps", "20", *small, "--json")
     assert r.exit_code == 0, r.output
     task = json.loads(r.stdout)
     assert {"task_loss", "alignment_loss", "safety_loss"} <= set(task["final_losses"])
@@ -66,7 +67,7 @@ def test_cli_align_then_anchor_task(db_path):
     assert model is not None and tok.chat_template
     # same command again: reported, not retrained
     r = _cli(db_path, "--from", align["run_id"], "--task", "builtin:arithmetic", "--poison", "0.1",
-             "--defense", "anchor", "--lam", "0.3", "--max-steps", "20", "--json")
+             "--defense", "anchor", "--lam", "0.3", "--max-steps", "20", *small, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["reused"] is True
     assert json.loads(r.stdout)["run_id"] == task["run_id"]
 
