@@ -77,12 +77,17 @@ def current_rss_mb() -> float:
 
 
 class Timer:
+    """Wall seconds (`s`) and this process's CPU seconds (`cpu`): on a shared machine a wall time far above
+    the CPU time means the process waited (for I/O or for a core)."""
+
     def __enter__(self) -> Timer:
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.s = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0
 
 
 # --------------------------------------------------------------------------- a fake judge endpoint

@@ -100,7 +100,7 @@ def _sync(device) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny-random", help="tiny-random | smollm2-135m | a model directory")
-    ap.add_argument("--n", type=int, default=48, help="prompts")
+    ap.add_argument("--n", type=int, default=32, help="prompts")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", default="auto", help="spt and batched generate (auto: spt's choice)")
     ap.add_argument("--skip-single", action="store_true", help="skip the one-at-a-time baseline (slow)")

@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
         with Timer() as tb:
             counts = build_store(src, args.runs, args.judgments, train_logs=args.train_logs)
         total_rows = sum(counts.values())
-        result["build"] = {"seconds": round(tb.s, 2), "rows": counts, "total_rows": total_rows,
+        result["build"] = {"seconds": round(tb.s, 2), "cpu_s": round(tb.cpu, 2), "rows": counts,
+                           "total_rows": total_rows,
                            "size_mb": round(src.stat().st_size / 2**20, 1)}
         log(f"built in {tb.s:.1f}s, {result['build']['size_mb']} MB")
 
@@ -252,9 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
         skip2 = sum(c["skipped"] for c in log2["counts"].values())
         conf2 = sum(c["conflicting"] for c in log2["counts"].values())
         log(f"import into full: {t2.s:.1f}s, {ins2} inserted, {skip2} skipped")
-        result["import_empty"] = {"seconds": round(t1.s, 2), "rows_inserted": ins1,
+        result["import_empty"] = {"seconds": round(t1.s, 2), "cpu_s": round(t1.cpu, 2), "rows_inserted": ins1,
                                   "rows_per_s": round(ins1 / t1.s), "judgments": log1["counts"]["judgment"]}
-        result["import_full"] = {"seconds": round(t2.s, 2), "rows_inserted": ins2, "rows_skipped": skip2,
+        result["import_full"] = {"seconds": round(t2.s, 2), "cpu_s": round(t2.cpu, 2), "rows_inserted": ins2,
+                                 "rows_skipped": skip2,
                                  "rows_conflicting": conf2, "rows_per_s": round(skip2 / t2.s)}
         result["import_parts"] = {"source_hash_s": round(th.s, 2), "consistent_copy_s": round(tc.s, 2)}
 
@@ -266,11 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
         with Timer() as tr:
             runs = list_runs(store)
         store.close()
-        result["frontier"] = {"seconds": round(tf.s, 3), "runs": fr.n_runs, "points": len(fr.points),
+        result["frontier"] = {"seconds": round(tf.s, 3), "cpu_s": round(tf.cpu, 3), "runs": fr.n_runs,
+                              "points": len(fr.points),
                               "on_frontier": len(fr.frontier), "groups": len(fr.groups),
                               "runs_per_s": round(fr.n_runs / tf.s)}
         result["frontier_or_bench"] = {"seconds": round(tfo.s, 3), "points": len(fr2.points)}
-        result["runs"] = {"seconds": round(tr.s, 3), "runs": len(runs), "runs_per_s": round(len(runs) / tr.s)}
+        result["runs"] = {"seconds": round(tr.s, 3), "cpu_s": round(tr.cpu, 3), "runs": len(runs),
+                          "runs_per_s": round(len(runs) / tr.s)}
 
         if not args.no_cli and _spt_cli_module_ok():
             env = {**os.environ, "SPT_DB": str(dst), "PYTHONPATH": str(ROOT)}
