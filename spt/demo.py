@@ -40,7 +40,8 @@ class DemoPlan:
     max_length: int = 128
     lr: float = 1e-3
     lora_r: int = 8
-    train: dict[str, Any] = field(default_factory=dict)
+    # the alignment-loss curve in train_log: a small fixed batch, logged a few times per run
+    train: dict[str, Any] = field(default_factory=lambda: {"log_every": 10, "align_eval_pairs": 8})
 
     @property
     def tag(self) -> str:
