@@ -49,8 +49,10 @@ class DemoPlan:
 
 
 FULL = DemoPlan(name="full")
-QUICK = DemoPlan(name="quick", align_steps=16, task_steps=8, lams=(0.5,), eval_limit=20, max_new_tokens=16,
-                 batch_size=8, max_length=96)
+QUICK = DemoPlan(name="quick", align_steps=10, task_steps=6, lams=(0.5,), eval_limit=16, max_new_tokens=12,
+                 batch_size=8, max_length=96, lr=2e-3,
+                 train={"log_every": 100, "align_eval_pairs": 8, "safety_batch_size": 4,
+                        "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]})
 
 Event = Callable[..., None]
 

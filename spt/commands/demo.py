@@ -70,7 +70,7 @@ def render_rows(rows: list[dict[str, Any]]) -> Table:
         table.add_row(r["model"], _num(r["lam"], "g"), _num(r["refusal_rate"], ".2f"),
                       _num(r["over_refusal_rate"], ".2f"), _num(r["pair_score"], ".2f"),
                       _num(r["alignment_loss"]), _num(r["task_loss"]), _num(r["task_accuracy"], ".2f"),
-                      (r["run_id"] or "")[:13] + ("" if r["status"] in ("done", "reused") else f" {r['status']}"))
+                      (r["run_id"] or "") + ("" if r["status"] in ("done", "reused") else f" {r['status']}"))
     return table
 
 
@@ -88,10 +88,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole mission on SmolLM2-135M-Instruct: HarmOR, align, poisoned fine-tuning with and without
         the anchor defense, evaluation, keyword judge, frontier table and plot."""
-        from spt.commands.frontier import print_frontier
-        from spt.demo import FULL, QUICK, run_demo
-
         import dataclasses
+
+        from spt.commands.frontier import print_frontier, show
+        from spt.demo import FULL, QUICK, run_demo
 
         plan = QUICK if quick else FULL
         if model:
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
             print_json({**result, "frontier": to_dict(fr)})
             return
-        console.print(render_rows(result["rows"]))
+        show(render_rows(result["rows"]))
         print_frontier(fr)
         for c in result["checks"]:
             mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"

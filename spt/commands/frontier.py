@@ -22,7 +22,8 @@ def _add(table: Table, *cells: str) -> None:
     table.add_row(*[escape(c) for c in cells])
 
 
-def _show(renderable) -> None:
+def show(renderable) -> None:
+    """Print a table; when piped, wide enough to keep whole ids and numbers."""
     if console.is_terminal:
         console.print(renderable)
     else:
@@ -143,14 +144,14 @@ def print_frontier(result, all_points: bool = False) -> None:
              _with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
              _with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
              *(["●" if p.on_frontier else ""] if all_points else []))
-    _show(t)
+    show(t)
     ref = ", ".join(_num(v) for v in result.ref) if result.ref else "none"
     ht = Table("rank", result.group_by, "runs", "on its frontier", "hypervolume",
                title=f"hypervolume per {result.group_by} (reference {ref}, {result.ref_source}; larger is better)",
                title_justify="left")
     for g in result.groups:
         _add(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier), f"{g.hypervolume:.4g}")
-    _show(ht)
+    show(ht)
     msg = f"{len(result.frontier)} of {len(result.points)} runs non-dominated"
     if result.excluded:
         msg += "; excluded " + ", ".join(f"{n} ({why})" for why, n in sorted(result.excluded.items()))
