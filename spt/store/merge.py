@@ -25,6 +25,7 @@ from spt.store.ids import file_hash, new_id
 from spt.store.models import TABLES, utcnow
 
 ON_CONFLICT = ("ignore", "replace")
+BULK_ROWS = 10_000  # from this many source rows into an empty table, indexes are rebuilt after the insert
 # Not content: the same judge, dataset or metric recorded on two machines has the same content id
 # but a different creation time, and is the same row, not a conflict.
 NOT_COMPARED = frozenset({"created_at"})
@@ -128,11 +129,23 @@ def _merge_table(con: sqlite3.Connection, model: Any, on_conflict: str) -> dict[
     ).fetchone()[0]
     existing = con.execute(f'SELECT count(*) FROM src."{name}" s JOIN main."{name}" m ON {match}').fetchone()[0]
     new = total - existing
+    # Bulk load into an empty table: build its secondary indexes once afterwards (a sort) instead of
+    # updating them row by row (random b-tree inserts for hash-keyed indexes). Same transaction.
+    deferred: list[str] = []
+    if total >= BULK_ROWS and con.execute(f'SELECT 1 FROM main."{name}" LIMIT 1').fetchone() is None:
+        deferred = [r[0] for r in con.execute(
+            "SELECT sql FROM main.sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (name,))]
+        for (index,) in con.execute(
+                "SELECT name FROM main.sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                (name,)).fetchall():
+            con.execute(f'DROP INDEX main."{index}"')
     cur = con.execute(
         f'INSERT OR IGNORE INTO main."{name}" ({collist}) SELECT {collist} FROM src."{name}" s '
         f'WHERE NOT EXISTS (SELECT 1 FROM main."{name}" m WHERE {match})'
     )
     inserted = cur.rowcount
+    for sql in deferred:
+        con.execute(sql)
     blocked = new - inserted  # new ids that collide with a unique constraint: conflicts too
     replaced = 0
     if on_conflict == "replace" and conflicting:
