@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from spt.cli import app
@@ -26,13 +27,13 @@ def test_demo_quick_on_tiny_model_runs_everything_and_resumes(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out["frontier"]["n_points"] == 4 and out["frontier"]["rows"], "all demo runs are points"
     with open_store(db) as store, store.session() as s:
-        n_runs = len(s.query(Run).all())
+        n_runs = len(s.exec(select(Run)).all())
     assert n_runs == 4  # base, align, none, anchor
 
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     with open_store(db) as store, store.session() as s:
-        assert len(s.query(Run).all()) == n_runs  # resumed: nothing retrained
+        assert len(s.exec(select(Run)).all()) == n_runs  # resumed: nothing retrained
 
 
 def _row(model, lam, refusal, align_loss, task_loss):

@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+from fake_openai_server import FakeOpenAI
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -22,7 +23,6 @@ from spt.judge import (
 from spt.judge.rubrics import RUBRICS, parse_harmfulness, parse_refusal, parse_strongreject, parse_xstest
 from spt.store import content_id
 from spt.store.models import Dataset, DatasetItem, Evaluation, Generation, Item, Judge, Judgment, Metric, Run
-from tests.fake_openai_server import FakeOpenAI
 
 SECRET = "sk-test-SECRET-value-1234567890"
 FAST = {"max_retries": 2, "timeout": 0.5, "retry_base_s": 0.01}
