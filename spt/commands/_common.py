@@ -44,6 +44,25 @@ def get_store(ctx: typer.Context | None, db: Path | None = None, *, create: bool
     return open_store(db_path(ctx, db), create=create)
 
 
+# Piped output is not squeezed into 80 columns: tables keep whole ids and numbers.
+_PIPE_WIDTH = 240
+
+
+def show(renderable: Any) -> None:
+    """Print a table; when piped, wide enough to keep whole ids and numbers."""
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        Console(width=max(console.width, _PIPE_WIDTH), soft_wrap=True).print(renderable)
+
+
+def add_row(table: Any, *cells: str) -> None:
+    """A table row whose text is shown literally (names like "[base]" are not rich markup)."""
+    from rich.markup import escape
+
+    table.add_row(*[escape(c) for c in cells])
+
+
 def print_json(obj: Any) -> None:
     """Write JSON to stdout without rich markup or wrapping."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
         the anchor defense, evaluation, keyword judge, frontier table and plot."""
         import dataclasses
 
-        from spt.commands.frontier import print_frontier, show
+        from spt.commands._common import show
+        from spt.commands.frontier import print_frontier
         from spt.demo import FULL, QUICK, run_demo
 
         plan = QUICK if quick else FULL

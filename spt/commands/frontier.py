@@ -7,29 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
 from spt.errors import SptError
-
-# Piped output is not squeezed into 80 columns: tables keep whole ids and numbers.
-_PIPE_WIDTH = 240
-
-
-def _add(table: Table, *cells: str) -> None:
-    """A table row whose text is shown literally (names like "[base]" are not rich markup)."""
-    table.add_row(*[escape(c) for c in cells])
-
-
-def show(renderable) -> None:
-    """Print a table; when piped, wide enough to keep whole ids and numbers."""
-    if console.is_terminal:
-        console.print(renderable)
-    else:
-        from rich.console import Console
-
-        Console(width=max(console.width, _PIPE_WIDTH), soft_wrap=True).print(renderable)
 
 
 def _parse_ref(ref: str) -> tuple[float, float]:
@@ -139,7 +120,7 @@ def print_frontier(result, all_points: bool = False) -> None:
               f"{xl.name} {xl.arrow} [95% CI]", "n", f"{yl.name} {yl.arrow} [95% CI]", "n",
               *(["frontier"] if all_points else []), title=title, title_justify="left")
     for p in rows:
-        _add(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), _num(p.lam),
+        add_row(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), _num(p.lam),
              _num(p.poison_ratio), p.model or "",
              _with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
              _with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
@@ -150,7 +131,7 @@ def print_frontier(result, all_points: bool = False) -> None:
                title=f"hypervolume per {result.group_by} (reference {ref}, {result.ref_source}; larger is better)",
                title_justify="left")
     for g in result.groups:
-        _add(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier), f"{g.hypervolume:.4g}")
+        add_row(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier), f"{g.hypervolume:.4g}")
     show(ht)
     msg = f"{len(result.frontier)} of {len(result.points)} runs non-dominated"
     if result.excluded:

@@ -7,28 +7,10 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
 from spt.errors import SptError
-
-# Piped output is not squeezed into 80 columns: tables keep whole ids and numbers.
-_PIPE_WIDTH = 240
-
-
-def _add(table: Table, *cells: str) -> None:
-    """A table row whose text is shown literally (names like "[base]" are not rich markup)."""
-    table.add_row(*[escape(c) for c in cells])
-
-
-def _show(renderable) -> None:
-    if console.is_terminal:
-        console.print(renderable)
-    else:
-        from rich.console import Console
-
-        Console(width=max(console.width, _PIPE_WIDTH), soft_wrap=True).print(renderable)
 
 WhereOption = Annotated[
     list[str] | None,
@@ -67,7 +49,7 @@ def _delta(d: dict[str, Any]) -> str:
     return f"{v} ({d['delta']:+.3g})"
 
 
-def _print_show(info: dict[str, Any]) -> None:
+def _printshow(info: dict[str, Any]) -> None:
     import json
 
     run = info["run"]
@@ -78,8 +60,8 @@ def _print_show(info: dict[str, Any]) -> None:
               "notes", "parent_run_id", "identity", "created_at", "finished_at"):
         v = run.get(k)
         if v is not None:
-            _add(meta, k, ", ".join(v) if isinstance(v, list) else str(v))
-    _show(meta)
+            add_row(meta, k, ", ".join(v) if isinstance(v, list) else str(v))
+    show(meta)
     if run.get("config"):
         console.print("[bold]config[/bold]")
         console.print(json.dumps(run["config"], indent=2, sort_keys=True, default=str), markup=False,
@@ -91,41 +73,41 @@ def _print_show(info: dict[str, Any]) -> None:
     lt = Table("metric", *[f"{s['kind']} {s['run_id'][:13]}" + (f"\n{s['defense']}" if s["defense"] else "")
                            + (f" λ={s['lam']:g}" if s["lam"] is not None else "") for s in chain])
     for k in keys:
-        _add(lt, k, *[_delta(s["metrics"][k]) if k in s["metrics"] else "" for s in chain])
+        add_row(lt, k, *[_delta(s["metrics"][k]) if k in s["metrics"] else "" for s in chain])
     if not keys:
-        _add(lt, "(no metrics yet)", *["" for _ in chain])
-    _show(lt)
+        add_row(lt, "(no metrics yet)", *["" for _ in chain])
+    show(lt)
 
     if info["checkpoints"]:
         ct = Table("id", "step", "kind", "final", "path", title="checkpoints", title_justify="left")
         for c in info["checkpoints"]:
-            _add(ct, c["id"], str(c["step"]), c["kind"], "yes" if c["is_final"] else "", c["path"])
-        _show(ct)
+            add_row(ct, c["id"], str(c["step"]), c["kind"], "yes" if c["is_final"] else "", c["path"])
+        show(ct)
     else:
         console.print("checkpoints: none")
     if info["evaluations"]:
         et = Table("id", "task/split", "preset", "status", "generations", "metrics", "created",
                    title="evaluations", title_justify="left")
         for e in info["evaluations"]:
-            _add(et, e["id"], f"{e['task'] or 'harmor'}/{e['split'] or ''}", e["refusal_preset"] or "",
+            add_row(et, e["id"], f"{e['task'] or 'harmor'}/{e['split'] or ''}", e["refusal_preset"] or "",
                        e["status"], str(e["n_generations"]), str(e["n_metrics"]), e["created_at"][:19])
-        _show(et)
+        show(et)
     else:
         console.print("evaluations: none (run `spt evaluate`)")
     if info["judgments"]:
         statuses = sorted({s for j in info["judgments"] for s in j["by_status"]})
         jt = Table("judge", *statuses, "total", "superseded", title="judgments", title_justify="left")
         for j in info["judgments"]:
-            _add(jt, j["judge"] or j["judge_id"], *[str(j["by_status"].get(s, 0)) for s in statuses],
+            add_row(jt, j["judge"] or j["judge_id"], *[str(j["by_status"].get(s, 0)) for s in statuses],
                        str(j["total"]), str(j["superseded"]))
-        _show(jt)
+        show(jt)
     else:
         console.print("judgments: none")
     if info["audit"]:
         at = Table("changed_at", "key", "old", "new", title="metadata changes", title_justify="left")
         for a in info["audit"]:
-            _add(at, a["changed_at"][:19], a["key"], a["old_value"] or "", a["new_value"] or "")
-        _show(at)
+            add_row(at, a["changed_at"][:19], a["key"], a["old_value"] or "", a["new_value"] or "")
+        show(at)
 
 
 def register(app: typer.Typer) -> None:
@@ -172,10 +154,10 @@ def register(app: typer.Typer) -> None:
         table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "status",
                       *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
-            _add(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
+            add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
                           _num(r["lam"]), _num(r["poison_ratio"]), r["status"],
                           *[_num(r["metrics"][m]) for m in KEY_METRICS])
-        _show(table)
+        show(table)
         console.print(f"{len(runs)} run(s)" if len(runs) == n_all else
                       f"newest {len(runs)} of {n_all} runs shown; --limit 0 for all, or --csv / --json")
 
@@ -195,7 +177,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(info)
             return
-        _print_show(info)
+        _printshow(info)
 
     @runs_app.command("set")
     def set_cmd(
