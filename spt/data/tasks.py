@@ -121,23 +121,37 @@ def _arith_problem(rng: random.Random) -> tuple[str, int]:
             a + b - c)
 
 
-def _build_arithmetic(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
-    rng = random.Random(f"arithmetic:{seed}")
+def _distinct_items(what: str, seed: int, n_train: int, n_test: int,
+                    draw: Callable[[random.Random], tuple[str, str, str]]) -> list[dict]:
+    """`n_train + n_test` task items with distinct prompts from `draw(rng) -> (prompt, response, answer)`.
+
+    The first `n_test` distinct prompts become the test split, so train and test never share a prompt
+    and the test split does not change when only n_train does.
+    """
+    rng = random.Random(f"{what}:{seed}")
     seen: set[str] = set()
     items: list[dict] = []
     attempts = 0
     while len(items) < n_train + n_test:
         attempts += 1
         if attempts > 100 * (n_train + n_test) + 1000:
-            raise SptError(f"cannot generate {n_train + n_test} distinct arithmetic problems; ask for fewer")
-        prompt, ans = _arith_problem(rng)
+            raise SptError(f"cannot generate {n_train + n_test} distinct {what} items; ask for fewer")
+        prompt, response, answer = draw(rng)
         if prompt in seen:
             continue
         seen.add(prompt)
         split = "test" if len(items) < n_test else "train"
-        items.append(make_item(prompt=prompt, response=f"The answer is {ans}.", answer=str(ans), label="task",
-                               category="arithmetic", split=split))
+        items.append(make_item(prompt=prompt, response=response, answer=answer, label="task", category=what,
+                               split=split))
     return items[n_test:] + items[:n_test]
+
+
+def _build_arithmetic(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
+    def draw(rng: random.Random) -> tuple[str, str, str]:
+        prompt, ans = _arith_problem(rng)
+        return prompt, f"The answer is {ans}.", str(ans)
+
+    return _distinct_items("arithmetic", seed, n_train, n_test, draw)
 
 
 _SUBJECTS = ["The movie", "The restaurant", "This phone", "The hotel", "The book", "The concert", "This laptop",
@@ -154,26 +168,15 @@ _NEG_TAIL = ["and I would not recommend it", "and I won't come back", "and it ru
 
 
 def _build_sentiment(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
-    rng = random.Random(f"sentiment:{seed}")
-    seen: set[str] = set()
-    items: list[dict] = []
-    attempts = 0
-    while len(items) < n_train + n_test:
-        attempts += 1
-        if attempts > 100 * (n_train + n_test) + 1000:
-            raise SptError(f"cannot generate {n_train + n_test} distinct sentiment reviews; ask for fewer")
+    def draw(rng: random.Random) -> tuple[str, str, str]:
         label = rng.choice(("positive", "negative"))
         adj = rng.choice(_POS if label == "positive" else _NEG)
         tail = rng.choice(_POS_TAIL if label == "positive" else _NEG_TAIL)
         review = f"{rng.choice(_SUBJECTS)} was {adj}{', ' + tail if tail else ''}."
         prompt = f"Is the sentiment of this review positive or negative?\nReview: {review}"
-        if prompt in seen:
-            continue
-        seen.add(prompt)
-        split = "test" if len(items) < n_test else "train"
-        items.append(make_item(prompt=prompt, response=f"The sentiment is {label}.", answer=label, label="task",
-                               category="sentiment", split=split))
-    return items[n_test:] + items[:n_test]
+        return prompt, f"The sentiment is {label}.", label
+
+    return _distinct_items("sentiment", seed, n_train, n_test, draw)
 
 
 _BUILTINS: dict[str, Task] = {
