@@ -108,8 +108,17 @@ def _smollm2_dir() -> Path:
 
         quiet_transformers()
         d, name = str(gguf.parent), gguf.name
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        bar = gguf_utils.tqdm
+        gguf_utils.tqdm = functools.partial(bar, disable=True)  # the de-quantiser draws its own bar
+        try:
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+        finally:
+            gguf_utils.tqdm = bar
         config = AutoConfig.from_pretrained(d, gguf_file=name)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
