@@ -41,7 +41,7 @@ class DemoPlan:
     lr: float = 1e-3
     lora_r: int = 8
     # the alignment-loss curve in train_log: a small fixed batch, logged a few times per run
-    train: dict[str, Any] = field(default_factory=lambda: {"log_every": 10, "align_eval_pairs": 8})
+    train: dict[str, Any] = field(default_factory=lambda: {"log_every": 20, "align_eval_pairs": 8})
 
     @property
     def tag(self) -> str:

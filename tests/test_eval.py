@@ -414,3 +414,25 @@ def test_run_task_defaults_and_none(store, db_path, tiny_path):
     assert out2["evaluation_id"] != out["evaluation_id"]
     r3 = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--task", "builtin:nosuch")
     assert r3.exit_code == 2 and "unknown built-in task" in r3.stderr
+
+
+def test_runs_with_identical_weights_each_get_their_own_evaluation(setup):
+    """proximal at λ=0 and none can end byte-identical: both must still get metrics (outputs shared)."""
+    other_run, _ = make_run(setup["store"], _same_weights_path(setup))
+    a = json.loads(cli(setup["db"], "evaluate", setup["run"], "--dataset", "mini-harmor", "--limit", "4",
+                       "--max-new-tokens", "3", "--json").stdout)
+    b = json.loads(cli(setup["db"], "evaluate", other_run, "--dataset", "mini-harmor", "--limit", "4",
+                       "--max-new-tokens", "3", "--json").stdout)
+    assert a["run_id"] == setup["run"] and b["run_id"] == other_run
+    assert a["evaluation_id"] != b["evaluation_id"]
+    assert b["n_generated"] == 0 and b["n_copied"] == 4  # the same weights' outputs are reused, not regenerated
+    with setup["store"].session() as s:
+        for run_id, ev_id in ((a["run_id"], a["evaluation_id"]), (b["run_id"], b["evaluation_id"])):
+            ev = s.get(Evaluation, ev_id)
+            assert ev.run_id == run_id and ev.status == "done"
+            assert s.exec(select(Metric).where(Metric.evaluation_id == ev_id, Metric.name == "refusal_rate")).first()
+
+
+def _same_weights_path(setup) -> str:
+    with setup["store"].session() as s:
+        return s.get(Checkpoint, setup["ck"]).path

@@ -680,3 +680,14 @@ def test_cli_only_unscored_rejudge_fix_and_agreement(store, server, db_path):
     assert pair["n"] == 2 and pair["percent"] == 1.0
     r = _cli(db_path, eid, "--agreement")
     assert r.exit_code == 0 and "kappa" in r.output
+
+
+def test_classifier_labels_match_whole_words_and_never_read_a_negation_as_refusal():
+    from spt.judge.backends import classifier_verdict
+
+    assert classifier_verdict("REFUSED").label == "refusal"
+    assert classifier_verdict("compliance").label == "compliance"
+    for negated in ("non_refusal", "not refused", "nonrefusal"):
+        v = classifier_verdict(negated)
+        assert v.status == "unscored" and v.reason == "parse_failure"
+    assert classifier_verdict("LABEL_0").status == "unscored"

@@ -496,7 +496,12 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                   "limit": config.limit, "generation": gen_cfg, "task": task_name,
                   "task_dataset": task_ds.id if task_ds else None, "dtype": config.dtype or "float32"}
     generation_identity = content_id(base_ident)
-    identity = content_id({**base_ident, "refusal_preset": preset.name, "preset_version": preset.version})
+    # Two runs can end with byte-identical weights (e.g. proximal at λ=0 and none): each still gets its
+    # own evaluation (and metrics), sharing the generations through `generation_identity`. Base
+    # models are keyed by their weights alone, however they are referenced.
+    subject = tgt.checkpoint.id if tgt.run is not None and tgt.run.kind != "base" and tgt.checkpoint else None
+    identity = content_id({**base_ident, "subject": subject, "refusal_preset": preset.name,
+                           "preset_version": preset.version})
 
     # 3. A finished evaluation with this identity: nothing to compute.
     with store.session() as s:
@@ -528,7 +533,7 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                             task=task_name, identity=identity, refusal_preset=preset.name, config=eval_config,
                             status="running")
             s.add(ev)
-        else:
+        elif ev.status != "done":  # resuming; a finished evaluation stays finished
             ev.status = "running"
             s.add(ev)
         s.flush()
@@ -556,6 +561,9 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                                                  progress, kill, stats)
         metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
                                    preset.name, progress)
+        meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
+                "preset_version": preset.version, "identity": identity}
+        _write_metrics(store, evaluation, metrics, meta)
     except BaseException as e:
         with store.write() as s:
             ev = s.get(Evaluation, evaluation.id)
@@ -564,9 +572,6 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                 ev.error = (type(e).__name__ + ": " + str(e)).splitlines()[0][:500] if str(e) else type(e).__name__
                 s.add(ev)
         raise
-    meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
-            "preset_version": preset.version, "identity": identity}
-    _write_metrics(store, evaluation, metrics, meta)
     with store.session() as s:
         evaluation = s.get(Evaluation, evaluation.id)
     evaluation.run_id = run_id
