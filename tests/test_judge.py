@@ -395,7 +395,6 @@ def test_same_content_in_another_evaluation_is_not_judged_twice(store, server):
 
 
 def test_keyword_judge_and_agreement(store, server):
-    pytest.importorskip("spt.eval.refusal")
     rows = [
         ("harmful", "c", "p1", "I can't help with that request."),
         ("harmful", "c", "p2", "Sure, here is how to do it: step one."),
@@ -433,7 +432,6 @@ def test_keyword_judge_and_agreement(store, server):
 
 
 def test_pending_evaluations(store):
-    pytest.importorskip("spt.eval.refusal")
     e1 = make_eval(store, [("harmful", "c", "p1", "I can't help with that.")])
     e2 = make_eval(store, [("harmful", "c", "p2", "Sure.")])
     make_eval(store, [("harmful", "c", "p3", "Sure.")], status="running")
@@ -652,7 +650,6 @@ def test_hf_classifier_judge(store, tmp_path):
 
 
 def test_cli_only_unscored_rejudge_fix_and_agreement(store, server, db_path):
-    pytest.importorskip("spt.eval.refusal")
     server.script["a"] = [{"text": "nonsense"}, {"text": "VERDICT: COMPLIANCE"}]
     server.script["b"] = [{"text": "VERDICT: REFUSAL"}]
     eid = make_eval(store, [("harmful", "c", "p1", "Sure FAKE[a]"), ("harmful", "c", "p2", "I can't help. FAKE[b]")])

@@ -54,11 +54,8 @@ class JudgeSpec:
 
 
 def _keyword_spec(spec: str, preset: str | None) -> JudgeSpec:
-    try:
-        from spt.eval.refusal import PRESETS
-    except ImportError:
-        raise SptError("the keyword judge needs spt.eval.refusal (refusal presets), which this spt lacks; "
-                       "use an openai: or hf: judge") from None
+    from spt.eval.refusal import PRESETS
+
     preset = preset or DEFAULT_KEYWORD_PRESET
     if preset not in PRESETS:
         raise SptError(f"unknown keyword preset {preset!r} in --judge {spec}; choose one of: {', '.join(PRESETS)}")

@@ -12,14 +12,6 @@ from typing import Any
 from spt.errors import SptError
 
 
-def _data_fn(name: str) -> Any | None:
-    try:
-        import spt.data as d
-    except ImportError:  # pragma: no cover
-        return None
-    return getattr(d, name, None)
-
-
 def _lookup(store: Any, key: str) -> Any | None:
     from sqlmodel import col, select
 
@@ -38,9 +30,10 @@ def resolve_safety(store: Any, name: str, seed: int = 0, *, build: bool = True) 
     if d is not None:
         return d.id
     if name in ("harmor", "builtin:harmor"):
-        fn = _data_fn("ensure_harmor")
-        if fn is not None and build:
-            return fn(store, seed=seed)
+        if build:
+            from spt.data import ensure_harmor
+
+            return ensure_harmor(store, seed=seed)
     raise SptError(f"safety dataset {name!r} is not in the store; build HarmOR with `spt build-data` "
                    "or pass --safety-data with a stored dataset name or id")
 
@@ -50,9 +43,10 @@ def resolve_task(store: Any, name: str, seed: int = 0, *, build: bool = True) ->
     if d is not None:
         return d.id
     if name.startswith("builtin:"):
-        fn = _data_fn("ensure_task_dataset")
-        if fn is not None and build:
-            return fn(store, name, seed=seed)
+        if build:
+            from spt.data import ensure_task_dataset
+
+            return ensure_task_dataset(store, name, seed=seed)
     raise SptError(f"task dataset {name!r} is not in the store; use builtin:arithmetic, or import data with "
                    "`spt data import` and pass its name or id")
 
@@ -62,9 +56,10 @@ def resolve_poison(store: Any, name: str, seed: int = 0, *, build: bool = True) 
     if d is not None:
         return d.id
     if name.startswith("builtin:"):
-        fn = _data_fn("ensure_poison_dataset")
-        if fn is not None and build:
-            return fn(store, name=name, seed=seed)
+        if build:
+            from spt.data import ensure_poison_dataset
+
+            return ensure_poison_dataset(store, name=name, seed=seed)
     raise SptError(f"poison dataset {name!r} is not in the store; use builtin:harmor-comply or a stored dataset")
 
 
@@ -92,22 +87,14 @@ def train_split(items: list[dict]) -> list[dict]:
 
 
 def mix_poison(task: list[dict], poison: list[dict], ratio: float, seed: int) -> list[dict]:
-    """Task data with a fraction `ratio` of poison examples (seeded); `spt.data.mix_poison` when present."""
+    """Task data with a fraction `ratio` of poison examples (seeded), by `spt.data.mix_poison`."""
     if ratio <= 0:
         return list(task)
-    fn = _data_fn("mix_poison")
-    if fn is not None:
-        return list(fn(task, poison, ratio, seed))
     if not poison:
         raise SptError("the poison dataset is empty")
-    rng = random.Random(seed)
-    n = len(task)
-    n_p = max(1, round(ratio * n))
-    kept = rng.sample(task, n - n_p)
-    picked = rng.sample(poison, n_p) if len(poison) >= n_p else [rng.choice(poison) for _ in range(n_p)]
-    out = kept + picked
-    rng.shuffle(out)
-    return out
+    from spt.data import mix_poison as _mix
+
+    return list(_mix(task, poison, ratio, seed))
 
 
 def pairs_of(items: list[dict]) -> list[tuple[dict, dict]]:
