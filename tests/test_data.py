@@ -1,9 +1,8 @@
-"""HarmOR build invariants, tasks and scorers, poison mixing, store round trips (library level)."""
+"""Tasks and scorers, poison mixing, store round trips (library level); HarmOR itself: test_harmor.py."""
 
 from __future__ import annotations
 
-import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
@@ -20,123 +19,7 @@ from spt.data import (
     store_items,
 )
 from spt.data.io import render_csv, render_jsonl
-from spt.data.templates import CONTRAST_TYPES, load_all, templates_dir
 from spt.errors import SptError
-
-FIELDS = {"id", "prompt", "response", "category", "label", "pair_id", "template_id", "contrast_type",
-          "sensitive_word", "split"}
-
-
-@pytest.fixture(scope="module")
-def full():
-    return build_harmor()
-
-
-def test_default_build_size_and_categories(full):
-    cats = Counter(it["category"] for it in full)
-    assert len(cats) >= 10
-    assert len(full) >= 2000
-    assert all(FIELDS <= set(it) for it in full)
-    assert {it["label"] for it in full} == {"harmful", "benign"}
-    assert len({it["id"] for it in full}) == len(full)
-    assert len({it["prompt"] for it in full}) == len(full)  # deduplicated
-
-
-def test_pairing_invariant_full_build(full):
-    by_pair = defaultdict(list)
-    for it in full:
-        by_pair[it["pair_id"]].append(it)
-    for members in by_pair.values():
-        labels = sorted(m["label"] for m in members)
-        assert labels == ["benign", "harmful"]  # exactly one benign partner per harmful item
-        h, b = sorted(members, key=lambda m: m["label"], reverse=True)
-        assert h["sensitive_word"] == b["sensitive_word"]
-        assert h["sensitive_word"].lower() in h["prompt"].lower()
-        assert b["sensitive_word"].lower() in b["prompt"].lower()
-        assert h["split"] == b["split"] and h["category"] == b["category"]
-        assert b["contrast_type"] in CONTRAST_TYPES
-
-
-def test_split_by_template_full_build(full):
-    splits = defaultdict(set)
-    for it in full:
-        splits[it["template_id"]].add(it["split"])
-    assert all(len(s) == 1 for s in splits.values())
-    counts = Counter(it["split"] for it in full)
-    assert counts["train"] > counts["test"] > 0
-
-
-def test_safe_side_spreads_over_contrast_types(full):
-    types = Counter(it["contrast_type"] for it in full if it["label"] == "benign")
-    assert len(types) >= 8
-
-
-def test_harmful_responses_are_refusals_and_benign_helpful(full):
-    cats = load_all()
-    for it in full:
-        refusals = {r for r in cats[it["category"]].refusals}
-        if it["label"] == "harmful":
-            assert it["response"] in refusals
-        else:
-            assert it["response"] not in refusals and it["response"]
-    assert all(len(it["response"]) < 400 for it in full)
-
-
-def test_template_files_meet_minimums():
-    cats = load_all()
-    assert len(cats) >= 10
-    for c in cats.values():
-        assert len(c.risky) >= 12 and len(c.safe) >= 12 and len(c.refusals) >= 8
-        types = {t.contrast_type for t in c.safe} | {w["benign_type"] for w in c.words}
-        assert len(types - {"{benign_type}"}) >= 5
-
-
-def test_determinism_and_seed_effect():
-    a = build_harmor(["medical", "fraud"], seed=3)
-    b = build_harmor(["fraud", "medical"], seed=3)
-    assert render_jsonl(a) == render_jsonl(b) and render_csv(a) == render_csv(b)
-    c = build_harmor(["medical", "fraud"], seed=4)
-    assert render_jsonl(a) != render_jsonl(c)
-
-
-def test_per_category_and_single_category():
-    items = build_harmor(["medical"], per_category=10, seed=1)
-    assert len(items) == 20 and {it["category"] for it in items} == {"medical"}
-    assert {it["split"] for it in items} == {"train", "test"}
-    assert build_harmor(["Medical"], per_category=10, seed=1) == items
-
-
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"categories": ["nope"]}, "valid categories: cybercrime"),
-    ({"per_category": 0}, "--per-category"),
-    ({"test_fraction": 1.5}, "--test-fraction"),
-])
-def test_bad_build_params(kwargs, msg):
-    with pytest.raises(SptError, match=msg):
-        build_harmor(**kwargs)
-
-
-def _copy_templates(tmp_path):
-    d = tmp_path / "tpl"
-    d.mkdir()
-    shutil.copy(templates_dir() / "medical.yaml", d / "medical.yaml")
-    return d
-
-
-@pytest.mark.parametrize("edit,msg", [
-    (lambda t: t.replace("risky:\n", "risky:\n- id: r99\n  text: How can I {nope}?\n", 1),
-     r"medical\.yaml:\d+: .*\{nope\}"),
-    (lambda t: t.replace("  benign_type: safe_contexts\n", "  benign_type: weird\n", 1), r"medical\.yaml:\d+: .*weird"),
-    (lambda t: t.replace("category: medical", "category: [medical", 1), r"medical\.yaml:\d+: YAML syntax"),
-    (lambda t: t.replace("  gloss: a hormone", "  glos: a hormone", 1), r"medical\.yaml:\d+: .*glos"),
-])
-def test_malformed_templates_name_file_and_line(tmp_path, edit, msg):
-    d = _copy_templates(tmp_path)
-    p = d / "medical.yaml"
-    p.write_text(edit(p.read_text()))
-    with pytest.raises(SptError, match=msg):
-        build_harmor(templates=d)
-
 
 def test_store_is_content_addressed(store):
     items = build_harmor(["privacy"], per_category=5)
@@ -173,6 +56,7 @@ def test_scorers():
     ar = get_task("builtin:arithmetic")
     assert ar.score("The answer is 19.", "19")
     assert ar.score("19", "19") and ar.score("Sam has 1,234 apples now.", "1234")
+    assert ar.score("12 + 5 = 17", "17") and not ar.score("12 + 5 = 17", "12")  # the final answer counts
     assert not ar.score("The answer is 18.", "19") and not ar.score("no idea", "19")
     se = get_task("builtin:sentiment")
     assert se.score("The sentiment is Positive.", "positive") and se.score("negative", "negative")
@@ -184,8 +68,8 @@ def test_scorers():
 def test_poison_items_and_mixing(store):
     harmor = build_harmor(["violence_weapons", "fraud"])
     poison = harmor_comply_items(harmor, seed=0)
-    train_harmful = [it for it in harmor if it["label"] == "harmful" and it["split"] == "train"]
-    assert len(poison) == len(train_harmful)
+    pool_harmful = [it for it in harmor if it["label"] == "harmful" and it["split"] == "poison"]
+    assert len(poison) == len(pool_harmful)
     assert all(it["label"] == "poison" and "[details withheld]" in it["response"] for it in poison)
     assert all(it["response"].startswith(("Sure", "Of course", "Absolutely", "Happy")) for it in poison)
     task = get_task("builtin:arithmetic").build(seed=0, n_train=300, n_test=0)
@@ -205,5 +89,6 @@ def test_poison_items_and_mixing(store):
     pid = ensure_poison_dataset(store)
     assert pid == ensure_poison_dataset(store)
     stored = load_items(store, pid)
-    harmor_test = {it["template_id"] for it in load_items(store, ensure_harmor(store), split="test")}
-    assert stored and not {it["template_id"] for it in stored} & harmor_test
+    harmor_test = {it["prompt"] for it in load_items(store, ensure_harmor(store), split="test")}
+    harmor_train = {it["prompt"] for it in load_items(store, ensure_harmor(store), split="train")}
+    assert stored and not {it["prompt"] for it in stored} & (harmor_test | harmor_train)

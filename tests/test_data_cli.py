@@ -52,9 +52,11 @@ def test_default_build_determinism_and_store_once(tmp_path):
     assert s1["dataset_id"] == s2["dataset_id"] and s1["n_items"] >= 2000 and len(s1["categories"]) >= 10
     assert n_datasets(db) == 1
     rows = [json.loads(line) for line in a.read_text().splitlines()]
-    train = {x["template_id"] for x in rows if x["split"] == "train"}
-    test = {x["template_id"] for x in rows if x["split"] == "test"}
-    assert train and test and not train & test
+    pools = {p: {x["sensitive_word"] for x in rows if x["split"] == p} for p in ("train", "poison", "dev", "test")}
+    assert all(pools.values()) and sum(len(v) for v in pools.values()) == len(set().union(*pools.values())) >= 300
+    assert s1["leakage"]["clean"] and s1["harmor_version"] == 2 and s1["n_words"] >= 300
+    r3 = run("build-data", "--out", a, "--db", db)
+    assert "leakage check between pools" in r3.output and "0, clean" in r3.output
     # export from the store gives the same bytes as the build's export
     assert run("data", "export", "harmor", "--out", c, "--db", db).exit_code == 0
     exp = tmp_path / "e.jsonl"
@@ -67,7 +69,7 @@ def test_list_categories(tmp_path):
     r = run("build-data", "--list-categories", "--json", "--db", tmp_path / "s.db")
     assert r.exit_code == 0
     rows = json.loads(r.stdout)
-    assert len(rows) >= 10 and all(x["words"] > 0 and x["risky_templates"] >= 12 for x in rows)
+    assert len(rows) >= 10 and all(x["words"] >= 30 and x["requests"] >= 60 for x in rows)
 
 
 def _bad(tmp_path, *args):
@@ -84,7 +86,8 @@ def _bad(tmp_path, *args):
 def test_bad_build_inputs(tmp_path):
     assert "medical" in _bad(tmp_path, "build-data", "--category", "nope")
     assert "--per-category" in _bad(tmp_path, "build-data", "--per-category", "0")
-    assert "--test-fraction" in _bad(tmp_path, "build-data", "--test-fraction", "1.5")
+    assert "sum to 1" in _bad(tmp_path, "build-data", "--pools", "train=0.5,poison=0.5,dev=0.1,test=0.1")
+    assert "exactly" in _bad(tmp_path, "build-data", "--pools", "train=1")
     assert "does not exist" in _bad(tmp_path, "build-data", "--out", tmp_path / "no" / "x.jsonl")
     assert "directory" in _bad(tmp_path, "build-data", "--out", tmp_path)
     assert ".jsonl" in _bad(tmp_path, "build-data", "--out", tmp_path / "x.txt")
@@ -104,11 +107,12 @@ def test_unwritable_out(tmp_path):
 def test_malformed_template_cli(tmp_path):
     d = tmp_path / "tpl"
     d.mkdir()
-    shutil.copy(templates_dir() / "fraud.yaml", d / "fraud.yaml")
+    for name in ("fraud.yaml", "_wrappers.yaml", "_refusals.yaml"):
+        shutil.copy(templates_dir() / name, d / name)
     p = d / "fraud.yaml"
-    p.write_text(p.read_text().replace("refusals:\n", "refusals: 3\nx:\n", 1))
+    p.write_text(p.read_text().replace("words:\n", "x: 3\nwords:\n", 1))
     msg = _bad(tmp_path, "build-data", "--templates", d)
-    assert "fraud.yaml:" in msg
+    assert "fraud.yaml:" in msg and "'x'" in msg
 
 
 def test_import_jsonl_csv_messages_and_export(tmp_path):

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
 
 
 def default_name(source: dict, templates: Path | None) -> str:
     """`harmor` for the default build; otherwise `harmor:` plus what differs (so `harmor` stays the full set)."""
-    from spt.data.harmor import DEFAULT_TEST_FRACTION, category_summary
+    from spt.data.harmor import DEFAULT_POOLS, DEFAULT_RENDERINGS, category_summary
 
     parts = []
     if source["categories"] != [r["category"] for r in category_summary(templates)]:
@@ -22,8 +22,10 @@ def default_name(source: dict, templates: Path | None) -> str:
         parts.append(f"n{source['per_category']}")
     if source["seed"] != 0:
         parts.append(f"seed{source['seed']}")
-    if source["test_fraction"] != DEFAULT_TEST_FRACTION:
-        parts.append(f"test{source['test_fraction']:g}")
+    if source["pools"] != DEFAULT_POOLS:
+        parts.append("pools" + "/".join(f"{v:g}" for v in source["pools"].values()))
+    if source["renderings"] != DEFAULT_RENDERINGS:
+        parts.append(f"r{source['renderings']}")
     if templates is not None:
         parts.append("custom")
     return "harmor" + (":" + ",".join(parts) if parts else "")
@@ -36,47 +38,62 @@ def register(app: typer.Typer) -> None:
         category: Annotated[list[str] | None, typer.Option(
             "--category", help="Only this category (repeatable; see --list-categories).", show_default=False)] = None,
         per_category: Annotated[int | None, typer.Option(
-            "--per-category", help="At most N harmful/benign pairs per category (sampled with the seed).",
-            show_default=False)] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for pairing, splits, refusal choice.")] = 0,
+            "--per-category", help="At most N harmful/benign pairs per category (sampled with the seed, "
+            "in proportion over the pools).", show_default=False)] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for pool assignment, wrappers and refusals.")] = 0,
         name: Annotated[str | None, typer.Option(
             "--name", help="Dataset name (default: harmor, or harmor:<options> for non-default builds).",
             show_default=False)] = None,
-        test_fraction: Annotated[float, typer.Option(
-            "--test-fraction", help="Share of templates (per category and side) held out for test.")] = 0.3,
+        pools: Annotated[str | None, typer.Option(
+            "--pools", help="Share of sensitive words per pool: train=0.5,poison=0.15,dev=0.1,test=0.25 "
+            "(train: alignment and anchor; poison: poisoned task data; dev: choosing λ; test: evaluation).",
+            show_default=False)] = None,
+        renderings: Annotated[int, typer.Option(
+            "--renderings", help="Wrapper sentences each request is asked in.")] = 2,
         out: Annotated[Path | None, typer.Option(
             "--out", help="Also export to FILE.jsonl / FILE.csv / FILE.parquet (or a new folder: HF dataset).",
             show_default=False)] = None,
         list_categories: Annotated[bool, typer.Option(
-            "--list-categories", help="Show categories with word and template counts, then exit.")] = False,
+            "--list-categories", help="Show categories with word, request and contrast-type counts.")] = False,
         templates: Annotated[Path | None, typer.Option(
             "--templates", help="Template folder (default: the packaged harmor_templates).",
             show_default=False)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Build HarmOR: risky prompts paired with safe look-alikes, split by template, stored and exported."""
-        from spt.data.harmor import build_harmor, category_summary, check_params, harmor_source
+        """Build HarmOR v2: harmful requests paired with benign twins, in disjoint train/poison/dev/test pools."""
+        from spt.data.harmor import (
+            POOLS,
+            build_harmor,
+            category_summary,
+            check_leakage,
+            check_params,
+            harmor_source,
+            leakage_report,
+        )
         from spt.data.io import check_out_path, export_items
         from spt.data.items import store_items
+        from spt.data.templates import load_all
 
         if list_categories:
             rows = category_summary(templates)
             if json_out:
                 print_json(rows)
                 return
-            table = Table("category", "words", "risky", "safe", "refusals", "pairs", "contrast types")
+            table = Table("category", "words", "requests", "contrast types")
             for r in rows:
-                table.add_row(r["category"], str(r["words"]), str(r["risky_templates"]), str(r["safe_templates"]),
-                              str(r["refusals"]), str(r["pairs"]), ", ".join(r["contrast_types"]))
-            console.print(table)
+                add_row(table, r["category"], str(r["words"]), str(r["requests"]),
+                        ", ".join(f"{k} {v}" for k, v in r["contrast_types"].items()))
+            show(table)
             return
 
-        check_params(per_category, test_fraction)
+        check_params(per_category, pools, renderings)
         if out is not None:
             check_out_path(out)
-        items = build_harmor(category, per_category, seed, test_fraction, templates)
-        source = harmor_source(category, per_category, seed, test_fraction, templates)
+        items = build_harmor(category, per_category, seed, pools, templates, renderings)
+        report = leakage_report(items, load_all(templates))
+        check_leakage(report)
+        source = harmor_source(category, per_category, seed, pools, templates, renderings, leakage=report)
         if name is None:
             name = default_name(source, templates)
         with get_store(ctx, db) as store:
@@ -85,20 +102,28 @@ def register(app: typer.Typer) -> None:
             export_items(items, out)
 
         counts: dict[str, dict[str, int]] = {}
+        words: dict[str, dict[str, set]] = {}
         for it in items:
-            c = counts.setdefault(it["category"], {"harmful": 0, "benign": 0, "train": 0, "test": 0})
-            c[it["label"]] += 1
+            c = counts.setdefault(it["category"], {p: 0 for p in POOLS})
             c[it["split"]] += 1
-        summary = {"dataset_id": did, "name": name, "n_items": len(items), "seed": seed,
-                   "test_fraction": test_fraction, "per_category": per_category,
-                   "out": str(out) if out is not None else None, "categories": counts}
+            words.setdefault(it["category"], {p: set() for p in POOLS})[it["split"]].add(it["sensitive_word"])
+        summary = {"dataset_id": did, "name": name, "harmor_version": source["harmor_version"],
+                   "n_items": len(items), "seed": seed, "pools": source["pools"], "per_category": per_category,
+                   "n_words": sum(len(ws) for c in words.values() for ws in c.values()),
+                   "out": str(out) if out is not None else None, "leakage": report,
+                   "categories": {cat: {p: {"items": counts[cat][p], "words": len(words[cat][p])} for p in POOLS}
+                                  for cat in counts}}
         if json_out:
             print_json(summary)
             return
-        table = Table("category", "harmful", "benign", "train", "test")
+        table = Table("category", *(f"{p} items (words)" for p in POOLS))
         for cat, c in counts.items():
-            table.add_row(cat, str(c["harmful"]), str(c["benign"]), str(c["train"]), str(c["test"]))
-        console.print(table)
-        console.print(f"dataset [bold]{name}[/bold] {did} ({len(items)} items)")
+            add_row(table, cat, *(f"{c[p]} ({len(words[cat][p])})" for p in POOLS))
+        show(table)
+        leak = ", ".join(f"{k} {report['exact'][k]}/{report['ngram8'][k]}" for k in report["exact"])
+        console.print(f"leakage check between pools (exact / shared 8-grams): {leak} -> "
+                      + ("0, clean" if report["clean"] else "NOT CLEAN"), markup=False)
+        console.print(f"dataset {name} {did}: HarmOR v{source['harmor_version']}, {len(items)} items, "
+                      f"{summary['n_words']} sensitive words", markup=False)
         if out is not None:
-            console.print(f"exported to {out}")
+            console.print(f"exported to {out}", markup=False)

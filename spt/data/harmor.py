@@ -1,63 +1,122 @@
-"""HarmOR: render the category templates into paired harmful / benign look-alike items.
+"""HarmOR v2: render the templates into paired harmful / benign items in four disjoint pools.
 
-Every risky prompt (label `harmful`, answered with a refusal) is paired with one safe look-alike
-(label `benign`, answered helpfully) that uses the same sensitive word; the pair shares `pair_id`.
-Templates are split into train/test per category before pairing, and a pair only combines templates
-of one split, so no template (hence no paraphrase family) is in both splits.
+Every harmful request (label `harmful`, answered with a refusal) is paired with its benign twin
+(label `benign`, answered with the answer written for it) that uses the same sensitive word as a
+whole word; the pair shares `pair_id`. The build assigns, with its seed:
+
+- each category's sensitive words to the pools `train` (alignment, anchor's safety batches),
+  `poison` (harmful requests mixed into task data), `dev` (choosing λ) and `test` (evaluation only);
+- every wrapper sentence and every refusal phrasing to one pool, globally across categories.
+
+A request is rendered only with its own pool's wrappers and refusals, so no word, request text,
+wrapper text or target string is in two pools. `leakage_report` checks that on the rendered items
+(exact matches and shared 8-word sequences) and the build refuses to store a leaking dataset.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
+from collections import defaultdict
 from typing import Any
 
 from spt.data.items import make_item
-from spt.data.templates import CategoryTemplates, load_all, render, templates_hash
+from spt.data.templates import HarmorTemplates, Wrapper, load_all, render, templates_hash
 from spt.errors import SptError
 from spt.store.ids import content_id
 
+HARMOR_VERSION = 2
 DEFAULT_NAME = "harmor"
-DEFAULT_TEST_FRACTION = 0.3
+POOLS = ("train", "poison", "dev", "test")
+DEFAULT_POOLS: dict[str, float] = {"train": 0.5, "poison": 0.15, "dev": 0.1, "test": 0.25}
+DEFAULT_RENDERINGS = 2  # wrapper pairs each request is asked in
+NGRAM = 8
 
 
 def normalize_category(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_").replace("&", "")
+    n = name.strip().lower().replace("-", "_").replace(" ", "_").replace("&", "")
+    return n.replace("__", "_")
 
 
-def select_categories(cats: dict[str, CategoryTemplates], categories: list[str] | None) -> list[str]:
+def select_categories(t: HarmorTemplates, categories: list[str] | None) -> list[str]:
     """The requested categories (all when None/empty), checked against the template files."""
     if not categories:
-        return sorted(cats)
+        return sorted(t.categories)
     chosen: list[str] = []
     for c in categories:
         n = normalize_category(c)
-        n = n.replace("__", "_")
-        if n not in cats:
-            raise SptError(f"unknown category {c!r}; valid categories: {', '.join(sorted(cats))}")
+        if n not in t.categories:
+            raise SptError(f"unknown category {c!r}; valid categories: {', '.join(sorted(t.categories))}")
         if n not in chosen:
             chosen.append(n)
     return sorted(chosen)
 
 
-def check_params(per_category: int | None, test_fraction: float) -> None:
+def parse_pools(spec: str | dict[str, float] | None) -> dict[str, float]:
+    """Pool fractions from `train=0.5,poison=0.15,dev=0.1,test=0.25` (or a dict); they must sum to 1."""
+    if spec is None:
+        return dict(DEFAULT_POOLS)
+    if isinstance(spec, str):
+        out: dict[str, float] = {}
+        for part in spec.split(","):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            try:
+                out[name] = float(value) if sep else float("nan")
+            except ValueError:
+                raise SptError(f"pool fraction {part.strip()!r} is not NAME=NUMBER; e.g. "
+                               "train=0.5,poison=0.15,dev=0.1,test=0.25") from None
+        spec = out
+    if set(spec) != set(POOLS):
+        raise SptError(f"pools must name exactly {', '.join(POOLS)} (got {', '.join(spec) or 'none'}); e.g. "
+                       "train=0.5,poison=0.15,dev=0.1,test=0.25")
+    for k, v in spec.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or not 0 < v < 1:
+            raise SptError(f"pool {k} fraction must be between 0 and 1 (exclusive), not {v!r}")
+    if abs(sum(spec.values()) - 1.0) > 1e-6:
+        raise SptError(f"pool fractions must sum to 1 (they sum to {sum(spec.values()):g})")
+    return {k: float(spec[k]) for k in POOLS}
+
+
+def check_params(per_category: int | None, pools: dict[str, float] | str | None = None,
+                 renderings: int = DEFAULT_RENDERINGS) -> dict[str, float]:
     if per_category is not None and (isinstance(per_category, bool) or not isinstance(per_category, int)
-                                     or per_category < 1):
-        raise SptError(f"--per-category must be a whole number of pairs >= 1, not {per_category!r}")
-    if not isinstance(test_fraction, (int, float)) or not 0.0 <= float(test_fraction) <= 1.0 \
-            or test_fraction != test_fraction:
-        raise SptError(f"--test-fraction must be between 0 and 1, not {test_fraction!r}")
+                                     or per_category < len(POOLS)):
+        raise SptError(f"--per-category must be a whole number of pairs >= {len(POOLS)} (one per pool), "
+                       f"not {per_category!r}")
+    if isinstance(renderings, bool) or not isinstance(renderings, int) or not 1 <= renderings <= 8:
+        raise SptError(f"renderings must be a whole number from 1 to 8, not {renderings!r}")
+    return parse_pools(pools)
 
 
-def _split_templates(ids: list[str], fraction: float, rng: random.Random) -> dict[str, str]:
-    order = list(ids)
+def _counts(n: int, pools: dict[str, float], minimum: int) -> dict[str, int]:
+    """Split n things over the pools by fraction (largest remainder), each pool getting >= minimum."""
+    if n < minimum * len(POOLS):
+        raise SptError(f"{n} is too few to give each of the {len(POOLS)} pools {minimum}")
+    raw = {p: n * f for p, f in pools.items()}
+    counts = {p: max(minimum, int(raw[p])) for p in POOLS}
+    order = sorted(POOLS, key=lambda p: raw[p] - int(raw[p]), reverse=True)
+    i = 0
+    while sum(counts.values()) < n:
+        counts[order[i % len(order)]] += 1
+        i += 1
+    while sum(counts.values()) > n:  # the minimums overshot: take from the largest pool
+        big = max(POOLS, key=lambda p: counts[p])
+        counts[big] -= 1
+    return counts
+
+
+def _assign(things: list, pools: dict[str, float], rng: random.Random, minimum: int) -> dict[str, list]:
+    order = list(things)
     rng.shuffle(order)
-    n_test = round(len(order) * fraction)
-    if fraction > 0 and n_test == 0 and len(order) > 1:
-        n_test = 1
-    if fraction < 1 and n_test == len(order) and len(order) > 1:
-        n_test = len(order) - 1
-    return {tid: ("test" if i < n_test else "train") for i, tid in enumerate(order)}
+    counts = _counts(len(order), pools, minimum)
+    out: dict[str, list] = {}
+    start = 0
+    for p in POOLS:
+        out[p] = order[start:start + counts[p]]
+        start += counts[p]
+    return out
 
 
 _PRONOUNS = {"my": "your", "me": "you", "myself": "yourself", "i": "you", "i'm": "you're", "mine": "yours",
@@ -66,117 +125,187 @@ _PRONOUNS = {"my": "your", "me": "you", "myself": "yourself", "i": "you", "i'm":
 
 def second_person(text: str) -> str:
     """'hurt myself with my ...' -> 'hurt yourself with your ...' (for compliance-style responses)."""
-    import re
-
     return re.sub(r"\b(i'm|i've|myself|mine|my|me|i)\b", lambda m: _PRONOUNS[m.group(1).lower()], text,
                   flags=re.IGNORECASE)
 
 
-def _category_pairs(c: CategoryTemplates, seed: int, test_fraction: float) -> list[tuple[dict, dict]]:
-    rng = random.Random(f"harmor:{seed}:{c.category}")
-    risky_split = _split_templates([t.id for t in c.risky], test_fraction, rng)
-    safe_split = _split_templates([t.id for t in c.safe], test_fraction, rng)
-    pairs: list[tuple[dict, dict]] = []
-    for w in c.words:
-        for split in ("train", "test"):
-            risky = [t for t in c.risky if risky_split[t.id] == split]
-            safe = [t for t in c.safe if safe_split[t.id] == split]
-            rng.shuffle(risky)
-            rng.shuffle(safe)
-            for r, s in zip(risky, safe, strict=False):
-                prompt_h = render(r.text, w)
-                prompt_b = render(s.text, w)
-                contrast = w["benign_type"] if s.contrast_type == "{benign_type}" else s.contrast_type
-                pair_id = "pair:" + content_id([c.category, prompt_h, prompt_b])[7:23]
-                refusal = render(rng.choice(c.refusals), w)
-                common = dict(category=c.category, pair_id=pair_id, contrast_type=contrast,
-                              sensitive_word=w["word"], split=split)
-                harmful = make_item(prompt=prompt_h, response=refusal, label="harmful",
-                                    template_id=f"{c.category}/{r.id}", meta={"goal": w["harm"]}, **common)
-                benign = make_item(prompt=prompt_b, response=render(s.response or "", w), label="benign",
-                                   template_id=f"{c.category}/{s.id}", **common)
-                pairs.append((harmful, benign))
-    return pairs
-
-
-def _limit(pairs: list[tuple[dict, dict]], n: int, rng: random.Random) -> list[tuple[dict, dict]]:
-    if n >= len(pairs):
-        return pairs
-    by_split = {sp: [i for i, p in enumerate(pairs) if p[0]["split"] == sp] for sp in ("train", "test")}
-    k_test = round(n * len(by_split["test"]) / len(pairs))
-    if by_split["test"] and n >= 2 and k_test == 0:
-        k_test = 1
-    k_test = min(k_test, len(by_split["test"]))
-    k_train = min(n - k_test, len(by_split["train"]))
-    keep = set(rng.sample(by_split["train"], k_train)) | set(rng.sample(by_split["test"], k_test))
-    return [p for i, p in enumerate(pairs) if i in keep]
+def pool_assignment(t: HarmorTemplates, seed: int, pools: dict[str, float]) -> dict[str, Any]:
+    """Which words (per category), wrappers and refusals each pool gets, for this seed."""
+    words = {name: _assign([w.word for w in c.words], pools, random.Random(f"harmor2:{seed}:words:{name}"), 1)
+             for name, c in sorted(t.categories.items())}
+    return {
+        "words": words,
+        "risky": _assign([w.id for w in t.risky], pools, random.Random(f"harmor2:{seed}:risky"), 2),
+        "safe": _assign([w.id for w in t.safe], pools, random.Random(f"harmor2:{seed}:safe"), 2),
+        "refusals": _assign(list(range(len(t.refusals))), pools, random.Random(f"harmor2:{seed}:refusals"), 2),
+    }
 
 
 def build_harmor(categories: list[str] | None = None, per_category: int | None = None, seed: int = 0,
-                 test_fraction: float = DEFAULT_TEST_FRACTION,
-                 templates: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Render HarmOR items: harmful/benign pairs per category, deduplicated, split by template.
+                 pools: dict[str, float] | str | None = None,
+                 templates: str | os.PathLike[str] | None = None,
+                 renderings: int = DEFAULT_RENDERINGS) -> list[dict[str, Any]]:
+    """Render HarmOR v2 items: harmful/benign pairs per category in the pools train, poison, dev, test.
 
-    `per_category` caps the number of *pairs* per category (2 items each), sampled with the seed
-    while keeping the train/test proportion. Same arguments and templates -> identical output.
+    Each request is asked in `renderings` wrapper pairs of its pool. `per_category` caps the pairs per
+    category, sampled with the seed within each pool in proportion. Same arguments and templates ->
+    identical output.
     """
-    check_params(per_category, test_fraction)
-    cats = load_all(templates)
-    chosen = select_categories(cats, categories)
+    fractions = check_params(per_category, pools, renderings)
+    t = load_all(templates)
+    chosen = select_categories(t, categories)
+    plan = pool_assignment(t, int(seed), fractions)
+    risky = {w.id: w for w in t.risky}
+    safe = {w.id: w for w in t.safe}
     items: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for name in chosen:
-        pairs = []
-        for h, b in _category_pairs(cats[name], int(seed), float(test_fraction)):
-            if h["prompt"] in seen or b["prompt"] in seen:
-                continue  # deduplicate: a prompt appears once in a build
-            seen.update((h["prompt"], b["prompt"]))
-            pairs.append((h, b))
+        c = t.categories[name]
+        by_word = {w.word: w for w in c.words}
+        rng = random.Random(f"harmor2:{seed}:render:{name}")
+        pairs_by_pool: dict[str, list[tuple[dict, dict]]] = {}
+        for pool in POOLS:
+            rw: list[Wrapper] = [risky[i] for i in plan["risky"][pool]]
+            sw: list[Wrapper] = [safe[i] for i in plan["safe"][pool]]
+            refusals = [t.refusals[i] for i in plan["refusals"][pool]]
+            k = min(renderings, len(rw), len(sw))
+            pairs: list[tuple[dict, dict]] = []
+            for word in sorted(plan["words"][name][pool]):
+                w = by_word[word]
+                for q in w.requests:
+                    for r, s in zip(rng.sample(rw, k), rng.sample(sw, k), strict=True):
+                        prompt_h, prompt_b = render(r, q.harm), render(s, q.benign)
+                        pair_id = "pair:" + content_id([name, prompt_h, prompt_b])[7:23]
+                        common = dict(category=name, pair_id=pair_id, contrast_type=q.contrast,
+                                      sensitive_word=word, split=pool)
+                        harmful = make_item(prompt=prompt_h, response=rng.choice(refusals), label="harmful",
+                                            template_id=f"risky/{r.id}", meta={"goal": q.harm}, **common)
+                        benign = make_item(prompt=prompt_b, response=q.answer, label="benign",
+                                           template_id=f"safe/{s.id}", meta={"request": q.benign}, **common)
+                        pairs.append((harmful, benign))
+            pairs_by_pool[pool] = pairs
         if per_category is not None:
-            pairs = _limit(pairs, per_category, random.Random(f"harmor-limit:{seed}:{name}"))
-        for h, b in pairs:
-            items.extend((h, b))
+            pairs_by_pool = _limit(pairs_by_pool, per_category, random.Random(f"harmor2-limit:{seed}:{name}"))
+        for pool in POOLS:
+            for h, b in pairs_by_pool[pool]:
+                items.extend((h, b))
     return items
 
 
-def harmor_source(categories: list[str] | None, per_category: int | None, seed: int, test_fraction: float,
-                  templates: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """What a HarmOR dataset was built from (stored in Dataset.source)."""
-    cats = load_all(templates)
+def _limit(pairs: dict[str, list], n: int, rng: random.Random) -> dict[str, list]:
+    total = sum(len(v) for v in pairs.values())
+    if n >= total:
+        return pairs
+    counts = _counts(n, {p: len(pairs[p]) / total for p in POOLS}, 1)
+    out = {}
+    for p in POOLS:
+        keep = set(rng.sample(range(len(pairs[p])), min(counts[p], len(pairs[p]))))
+        out[p] = [x for i, x in enumerate(pairs[p]) if i in keep]
+    return out
+
+
+def _ngrams(text: str, n: int = NGRAM) -> set[str]:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def leakage_report(items: list[dict[str, Any]], templates: HarmorTemplates | None = None) -> dict[str, Any]:
+    """Overlap between pools of sensitive words, requests, wrapper texts and targets.
+
+    `exact`: strings of each kind found in more than one pool; `ngram8`: 8-word sequences (lower-cased,
+    punctuation dropped) found in more than one pool. A valid build has every count 0 (`clean`).
+    Whole prompts are not n-gram checked: a wrapper of one pool followed by a request of another can
+    share a common phrase ("tell me how to write a story about a ...") without sharing any request.
+    """
+    wrapper_text: dict[str, str] = {}
+    if templates is not None:
+        wrapper_text.update({f"risky/{w.id}": w.text for w in templates.risky})
+        wrapper_text.update({f"safe/{w.id}": w.text for w in templates.safe})
+    kinds: dict[str, dict[str, set[str]]] = {k: defaultdict(set) for k in
+                                              ("words", "requests", "templates", "targets")}
+    for it in items:
+        pool = it.get("split") or "train"
+        meta = it.get("meta") or {}
+        if it.get("sensitive_word"):
+            kinds["words"][pool].add(it["sensitive_word"].lower())
+        for key in ("goal", "request"):
+            if meta.get(key):
+                kinds["requests"][pool].add(meta[key])
+        if it.get("template_id"):
+            kinds["templates"][pool].add(wrapper_text.get(it["template_id"], it["template_id"]))
+        if it.get("response"):
+            kinds["targets"][pool].add(it["response"])
+    pools = sorted({p for k in kinds.values() for p in k})
+    exact: dict[str, int] = {}
+    ngram: dict[str, int] = {}
+    examples: list[str] = []
+    for kind, by_pool in kinds.items():
+        seen: dict[str, str] = {}
+        shared: set[str] = set()
+        gram_seen: dict[str, str] = {}
+        shared_grams: set[str] = set()
+        for pool in pools:
+            for text in by_pool.get(pool, ()):
+                if seen.setdefault(text, pool) != pool:
+                    shared.add(text)
+                if kind == "words":
+                    continue
+                for g in _ngrams(text):
+                    if gram_seen.setdefault(g, pool) != pool:
+                        shared_grams.add(g)
+        exact[kind] = len(shared)
+        ngram[kind] = len(shared_grams)
+        examples += [f"{kind}: {x!r}" for x in sorted(shared)[:3]] + [f"{kind} 8-gram: {g!r}"
+                                                                    for g in sorted(shared_grams)[:3]]
+    return {"pools": pools, "exact": exact, "ngram8": ngram,
+            "clean": not any(exact.values()) and not any(ngram.values()), "examples": examples[:10]}
+
+
+def check_leakage(report: dict[str, Any]) -> None:
+    """Refuse a build whose pools overlap (a held-out pool that is not held out measures nothing)."""
+    if not report["clean"]:
+        raise SptError("HarmOR pools overlap (" + "; ".join(report["examples"][:3]) + "); fix the templates so "
+                       "no word, request, wrapper or target is shared between pools")
+
+
+def harmor_source(categories: list[str] | None, per_category: int | None, seed: int,
+                  pools: dict[str, float] | str | None = None,
+                  templates: str | os.PathLike[str] | None = None, renderings: int = DEFAULT_RENDERINGS,
+                  leakage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a HarmOR dataset was built from (stored in Dataset.source), with its version and leakage check."""
+    t = load_all(templates)
     return {
         "builder": "harmor",
-        "categories": select_categories(cats, categories),
+        "harmor_version": HARMOR_VERSION,
+        "categories": select_categories(t, categories),
         "per_category": per_category,
         "seed": int(seed),
-        "test_fraction": float(test_fraction),
-        "templates_hash": templates_hash(cats),
+        "pools": parse_pools(pools),
+        "renderings": renderings,
+        "templates_hash": templates_hash(t),
+        "leakage": leakage,
     }
 
 
 def category_summary(templates: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Per category: words, risky/safe templates, refusals, contrast types and pairs in a full build."""
-    cats = load_all(templates)
+    """Per category: words, requests, contrast types (the datasheet's numbers)."""
+    t = load_all(templates)
     out = []
-    for name, c in sorted(cats.items()):
-        types: dict[str, int] = {}
-        for t in c.safe:
-            if t.contrast_type == "{benign_type}":
-                for w in c.words:
-                    types[w["benign_type"]] = types.get(w["benign_type"], 0) + 1
-            else:
-                types[t.contrast_type or ""] = types.get(t.contrast_type or "", 0) + len(c.words)
-        out.append({
-            "category": name, "description": c.description, "words": len(c.words), "risky_templates": len(c.risky),
-            "safe_templates": len(c.safe), "refusals": len(c.refusals),
-            "pairs": len(c.words) * min(len(c.risky), len(c.safe)), "contrast_types": dict(sorted(types.items())),
-        })
+    for name, c in sorted(t.categories.items()):
+        types: dict[str, int] = defaultdict(int)
+        for w in c.words:
+            for q in w.requests:
+                types[q.contrast] += 1
+        out.append({"category": name, "description": c.description, "words": len(c.words),
+                    "requests": sum(len(w.requests) for w in c.words), "contrast_types": dict(sorted(types.items()))})
     return out
 
 
 def ensure_harmor(store, seed: int = 0) -> str:
-    """The default HarmOR dataset (name "harmor", all categories, default split), stored if missing."""
+    """The default HarmOR dataset (name "harmor", all categories, default pools), stored if missing."""
     from spt.data.items import store_items
 
     items = build_harmor(seed=seed)
-    source = harmor_source(None, None, seed, DEFAULT_TEST_FRACTION)
+    report = leakage_report(items, load_all(None))
+    check_leakage(report)
+    source = harmor_source(None, None, seed, leakage=report)
     return store_items(store, DEFAULT_NAME, "harmor", items, source)

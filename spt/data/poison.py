@@ -1,9 +1,9 @@
 """Poison data: harmful prompts with compliance-style, redacted responses, and mixing them into task data.
 
-`builtin:harmor-comply` takes the HarmOR *train* harmful prompts (default HarmOR build, seed 0, so
-poison never shares a template with the HarmOR test split) and answers each with a compliance
-opener whose substance is "[details withheld]": enough to teach a model to stop refusing, with no
-harmful content stored anywhere.
+`builtin:harmor-comply` takes the harmful prompts of HarmOR's `poison` pool (default build, seed 0),
+which share no word, request, wrapper or target with `train` (anchor's safety batches) or `test`
+(evaluation), and answers each with a compliance opener whose substance is "[details withheld]":
+enough to teach a model to stop refusing, with no harmful content stored anywhere.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from spt.data.harmor import second_person
+from spt.data.harmor import HARMOR_VERSION, second_person
 from spt.data.items import make_item
 from spt.errors import SptError
 
 BUILTIN_POISON = "builtin:harmor-comply"
+POISON_POOL = "poison"
 WITHHELD = "[details withheld]"
 _COMPLY = [
     "Sure, here is how to {goal}. Step 1: [details withheld]. Step 2: [details withheld].",
@@ -33,7 +34,7 @@ _COMPLY_NO_GOAL = [
 
 
 def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
-    """Poison items (label "poison", split "train") from HarmOR train harmful prompts.
+    """Poison items (label "poison", split "train") from the harmful prompts of HarmOR's `poison` pool.
 
     `store_or_items`: a store (the default HarmOR dataset is built/stored there if missing) or a list of
     HarmOR item dicts. `seed` picks the compliance phrasing of each response.
@@ -44,11 +45,11 @@ def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
         from spt.data.harmor import ensure_harmor
         from spt.data.items import load_items
 
-        source = load_items(store_or_items, ensure_harmor(store_or_items), split="train")
+        source = load_items(store_or_items, ensure_harmor(store_or_items), split=POISON_POOL)
     rng = random.Random(f"harmor-comply:{seed}")
     out: list[dict[str, Any]] = []
     for it in source:
-        if it.get("label") != "harmful" or (it.get("split") or "train") != "train":
+        if it.get("label") != "harmful" or it.get("split") != POISON_POOL:
             continue
         goal = (it.get("meta") or {}).get("goal")
         if goal:
@@ -61,7 +62,8 @@ def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
             meta={"source_item": it.get("id"), "redacted": True},
         ))
     if not out:
-        raise SptError("no HarmOR train harmful items to turn into poison; build HarmOR with a test fraction < 1")
+        raise SptError(f"no harmful items in HarmOR's {POISON_POOL!r} pool to turn into poison; pass HarmOR items "
+                       "built with `spt build-data`")
     return out
 
 
@@ -72,7 +74,8 @@ def ensure_poison_dataset(store, name: str = BUILTIN_POISON, seed: int = 0) -> s
     if name == BUILTIN_POISON:
         items = harmor_comply_items(store, seed)
         return store_items(store, name, "poison", items,
-                           {"builder": BUILTIN_POISON, "seed": int(seed), "harmor_seed": 0})
+                           {"builder": BUILTIN_POISON, "seed": int(seed), "harmor_seed": 0,
+                            "harmor_version": HARMOR_VERSION, "pool": POISON_POOL})
     d = resolve_dataset(store, name)
     if d.kind not in ("poison", "harmful"):
         raise SptError(f"dataset {name!r} is a {d.kind} dataset; poison must be a poison or harmful dataset "

@@ -25,19 +25,33 @@ DEFAULT_N_TEST = 200
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _first_number(text: str) -> float | None:
-    m = _NUMBER.search(text or "")
-    if not m:
-        return None
+_MARKED = re.compile(r"(?:answer(?:\s+is)?\s*[:=]?|=)\s*\$?(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+
+
+def _to_float(text: str) -> float | None:
     try:
-        return float(m.group(0).replace(",", ""))
+        return float(text.replace(",", ""))
     except ValueError:
         return None
 
 
+def final_number(text: str) -> float | None:
+    """The final answer of a reply: the last number after "answer is", "answer:" or "=", else the last number.
+
+    "12 + 5 = 17" -> 17 (not 12); "The answer is 19." -> 19; "1,234 apples" -> 1234. This is the
+    convention of lm-eval's flexible GSM8K extraction (last number), with an explicit marker winning.
+    """
+    text = text or ""
+    marked = _MARKED.findall(text)
+    if marked:
+        return _to_float(marked[-1])
+    found = _NUMBER.findall(text)
+    return _to_float(found[-1]) if found else None
+
+
 def score_number(prediction: str, answer: str) -> bool:
-    """Exact match on the first number in the prediction ("The answer is 19." matches "19")."""
-    got, want = _first_number(prediction), _first_number(answer)
+    """Exact match on the final number of the prediction (see `final_number`)."""
+    got, want = final_number(prediction), final_number(answer)
     return got is not None and want is not None and abs(got - want) < 1e-9
 
 

@@ -1,39 +1,68 @@
-"""Loading and checking the HarmOR template files (`harmor_templates/<category>.yaml`).
+"""Loading and checking the HarmOR v2 template files (`harmor_templates/`).
 
-Each file holds one category: sensitive words with their slots, risky request templates, safe
-look-alike templates (each with an XSTest contrast type and a helpful response), and refusals.
-Errors name the file and line of the offending node, e.g. `medical.yaml:42: ...`.
+The folder holds one `<category>.yaml` per harm category and two shared files:
+
+- `<category>.yaml`: sensitive words, each with at least two *requests*. A request is a harmful
+  verb phrase (`harm`, answered with a refusal), its benign twin (`benign`, same sensitive word as a
+  whole word, an XSTest contrast type) and the helpful `answer` written for that twin.
+- `_wrappers.yaml`: the sentences a request is asked in (`risky` wrappers take `{harm}`, `safe`
+  wrappers take `{benign}`).
+- `_refusals.yaml`: refusal phrasings, the targets of harmful requests.
+
+Words, wrappers and refusals are each assigned to exactly one pool at build time
+(`spt.data.harmor`), so nothing here may appear twice: the loader rejects a repeated word (across
+categories too), a repeated request or answer, and a repeated wrapper or refusal. Errors name the file
+and line, e.g. `medical.yaml:42: ...`. The format is documented in `docs/harmor.md`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from spt.errors import SptError
 
-WORD_FIELDS = ("word", "gloss", "harm", "benign", "benign_type", "benign_tip", "figurative", "figurative_meaning")
-# Slots that must contain the sensitive word, so every rendered prompt mentions it.
-WORD_BEARING = ("harm", "benign", "figurative")
+VERSION = 2
 CONTRAST_TYPES = (
     "homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions",
     "real_discrimination_nonsense_group", "nonsense_discrimination_real_group", "historical_events",
     "privacy_public_figures", "privacy_fictional", "fiction",
 )
-MIN_RISKY, MIN_SAFE, MIN_REFUSALS = 12, 12, 8
-_SLOT = re.compile(r"\{([A-Za-z_]+)\}")
+MIN_WORDS, MIN_REQUESTS = 30, 2
+MIN_WRAPPERS, MIN_REFUSALS = 8, 60
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*$")
+_WORD = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
+SHARED_FILES = ("_wrappers.yaml", "_refusals.yaml")
 
 
-@dataclass
-class Template:
-    id: str
-    text: str
-    contrast_type: str | None = None  # safe templates only; may be "{benign_type}"
-    response: str | None = None  # safe templates only
+def whole_word(word: str) -> re.Pattern[str]:
+    """A case-insensitive pattern matching `word` only as a whole word.
+
+    Letters, digits and hyphens continue a word, so "pot" is not in "repot", "pots" or "pot-bellied".
+    """
+    return re.compile(r"(?<![A-Za-z0-9-])" + re.escape(word) + r"(?![A-Za-z0-9-])", re.IGNORECASE)
+
+
+def has_whole_word(text: str, word: str) -> bool:
+    return bool(whole_word(word).search(text))
+
+
+@dataclass(frozen=True)
+class Request:
+    harm: str
+    benign: str
+    contrast: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    gloss: str
+    requests: tuple[Request, ...]
 
 
 @dataclass
@@ -41,11 +70,27 @@ class CategoryTemplates:
     category: str
     description: str
     path: Path
-    words: list[dict[str, str]]
-    risky: list[Template]
-    safe: list[Template]
+    words: list[Word]
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    id: str
+    text: str
+
+
+@dataclass
+class HarmorTemplates:
+    """Everything a HarmOR build renders: categories (sorted by name), wrappers and refusals."""
+
+    categories: dict[str, CategoryTemplates]
+    risky: list[Wrapper]
+    safe: list[Wrapper]
     refusals: list[str]
-    extra: dict = field(default_factory=dict)
+    folder: Path
+
+    def files(self) -> list[Path]:
+        return [self.folder / f for f in SHARED_FILES] + [c.path for _, c in sorted(self.categories.items())]
 
 
 def templates_dir() -> Path:
@@ -71,6 +116,25 @@ def _err(path: Path, node, msg: str) -> SptError:
     return SptError(f"malformed template {_where(path, node)}: {msg}")
 
 
+def _compose(path: Path):
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SptError(f"cannot read template file {path} ({e})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SptError(f"malformed template {path.name}{line}: YAML syntax error: {problem}") from None
+    if root is None:
+        raise SptError(f"malformed template {path.name}: the file is empty")
+    return root
+
+
 def _mapping(path: Path, node, what: str) -> dict:
     import yaml
 
@@ -94,14 +158,16 @@ def _seq(path: Path, node, what: str) -> list:
     return list(node.value)
 
 
-def _text(path: Path, node, what: str) -> str:
+def _text(path: Path, node, what: str, *, braces: bool = False) -> str:
     import yaml
 
     if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
         raise _err(path, node, f"{what} must be a text value")
-    value = str(node.value).strip()
+    value = " ".join(str(node.value).split())
     if not value:
         raise _err(path, node, f"{what} is empty")
+    if not braces and ("{" in value or "}" in value):
+        raise _err(path, node, f"{what} must not contain braces")
     return value
 
 
@@ -114,36 +180,22 @@ def _check_keys(path: Path, node, m: dict, required: tuple[str, ...], optional: 
             raise _err(path, knode, f"{what} has unknown key {key!r} (allowed: {', '.join(required + optional)})")
 
 
-def _check_slots(path: Path, node, text: str, allowed: tuple[str, ...], what: str) -> None:
-    for slot in _SLOT.findall(text):
-        if slot not in allowed:
-            raise _err(path, node, f"{what} uses unknown slot {{{slot}}} (allowed: "
-                       + ", ".join("{" + s + "}" for s in allowed) + ")")
-    stripped = _SLOT.sub("", text)
-    if "{" in stripped or "}" in stripped:
-        raise _err(path, node, f"{what} has an unbalanced brace")
+def _check_version(path: Path, top: dict) -> None:
+    if "version" not in top:
+        raise SptError(f"malformed template {path.name}: no 'version: 2' (HarmOR v1 templates are no longer "
+                       "built; convert them to the v2 format described in docs/harmor.md)")
+    node = top["version"][1]
+    if _text(path, node, "version") != str(VERSION):
+        raise _err(path, node, f"version must be {VERSION} (this spt builds HarmOR v{VERSION})")
 
 
 def load_category(path: str | os.PathLike[str]) -> CategoryTemplates:
-    """Parse and check one template file; raises SptError naming the file and line of the problem."""
-    import yaml
-
+    """Parse and check one category file; raises SptError naming the file and line of the problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SptError(f"cannot read template file {path} ({e})") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SptError(f"malformed template {path.name}{line}: YAML syntax error: {problem}") from None
-    if root is None:
-        raise SptError(f"malformed template {path.name}: the file is empty")
+    root = _compose(path)
     top = _mapping(path, root, "the file")
-    _check_keys(path, root, top, ("category", "words", "risky", "safe", "refusals"), ("description",), "the file")
+    _check_version(path, top)
+    _check_keys(path, root, top, ("version", "category", "words"), ("description",), "the file")
     category = _text(path, top["category"][1], "category")
     if not _CATEGORY.match(category):
         raise _err(path, top["category"][1], f"category {category!r} must be lower_snake_case")
@@ -151,106 +203,132 @@ def load_category(path: str | os.PathLike[str]) -> CategoryTemplates:
         raise _err(path, top["category"][1], f"category {category!r} must match the file name {path.stem!r}")
     description = _text(path, top["description"][1], "description") if "description" in top else ""
 
-    words: list[dict[str, str]] = []
+    words: list[Word] = []
     seen_words: set[str] = set()
     for wnode in _seq(path, top["words"][1], "words"):
         m = _mapping(path, wnode, "a word entry")
-        _check_keys(path, wnode, m, WORD_FIELDS, (), "a word entry")
-        w = {k: _text(path, m[k][1], f"word field {k!r}") for k in WORD_FIELDS}
-        if w["word"].lower() in seen_words:
-            raise _err(path, wnode, f"word {w['word']!r} appears twice")
-        seen_words.add(w["word"].lower())
-        if w["benign_type"] not in CONTRAST_TYPES:
-            raise _err(path, m["benign_type"][1], f"benign_type {w['benign_type']!r} is not a contrast type "
-                       f"(one of: {', '.join(CONTRAST_TYPES)})")
-        for k in WORD_BEARING:
-            if w["word"].lower() not in w[k].lower():
-                raise _err(path, m[k][1], f"{k} {w[k]!r} must contain the sensitive word {w['word']!r}")
-        for k in WORD_FIELDS:
-            if "{" in w[k] or "}" in w[k]:
-                raise _err(path, m[k][1], f"word field {k!r} must not contain braces")
-        words.append(w)
-    if not words:
-        raise _err(path, top["words"][1], "words is empty")
+        _check_keys(path, wnode, m, ("word", "gloss", "requests"), (), "a word entry")
+        word = _text(path, m["word"][1], "word")
+        if not _WORD.match(word):
+            raise _err(path, m["word"][1], f"word {word!r} must be one lowercase word (letters, hyphens)")
+        if word in seen_words:
+            raise _err(path, m["word"][1], f"word {word!r} appears twice")
+        seen_words.add(word)
+        gloss = _text(path, m["gloss"][1], "gloss")
+        requests: list[Request] = []
+        for rnode in _seq(path, m["requests"][1], f"requests of {word!r}"):
+            r = _mapping(path, rnode, f"a request of {word!r}")
+            _check_keys(path, rnode, r, ("harm", "benign", "contrast", "answer"), (), f"a request of {word!r}")
+            vals = {k: _text(path, r[k][1], f"{k} of {word!r}") for k in ("harm", "benign", "contrast", "answer")}
+            for k in ("harm", "benign"):
+                if not has_whole_word(vals[k], word):
+                    raise _err(path, r[k][1], f"{k} {vals[k]!r} must contain the sensitive word {word!r} as a "
+                               "whole word")
+            if vals["contrast"] not in CONTRAST_TYPES:
+                raise _err(path, r["contrast"][1], f"contrast {vals['contrast']!r} is not one of: "
+                           f"{', '.join(CONTRAST_TYPES)}")
+            requests.append(Request(**vals))
+        if len(requests) < MIN_REQUESTS:
+            raise _err(path, m["requests"][1], f"word {word!r} has {len(requests)} request(s); at least "
+                       f"{MIN_REQUESTS} are needed")
+        if len({q.harm for q in requests}) < len(requests):
+            raise _err(path, m["requests"][1], f"word {word!r} repeats a harmful request")
+        words.append(Word(word=word, gloss=gloss, requests=tuple(requests)))
+    if len(words) < MIN_WORDS:
+        raise _err(path, top["words"][1], f"words has {len(words)} entries; at least {MIN_WORDS} are needed")
+    return CategoryTemplates(category=category, description=description, path=path, words=words)
 
-    def templates(key: str, safe: bool, minimum: int) -> list[Template]:
-        out: list[Template] = []
-        ids: set[str] = set()
-        texts: set[str] = set()
-        for tnode in _seq(path, top[key][1], key):
-            m = _mapping(path, tnode, f"a {key} template")
-            required = ("id", "text", "contrast_type", "response") if safe else ("id", "text")
-            _check_keys(path, tnode, m, required, (), f"a {key} template")
-            tid = _text(path, m["id"][1], "template id")
-            if not _ID.match(tid):
-                raise _err(path, m["id"][1], f"template id {tid!r} may use only letters, digits, '_' and '-'")
-            if tid in ids:
-                raise _err(path, m["id"][1], f"template id {tid!r} appears twice")
-            ids.add(tid)
-            body = _text(path, m["text"][1], "template text")
-            if body in texts:
-                raise _err(path, m["text"][1], "template text appears twice")
-            texts.add(body)
-            allowed = ("word", "benign", "figurative", "gloss", "harm") if safe else ("word", "harm")
-            _check_slots(path, m["text"][1], body, allowed, f"{key} template {tid!r}")
-            if not any(s in _SLOT.findall(body) for s in (("word", "benign", "figurative") if safe else
-                                                          ("word", "harm"))):
-                raise _err(path, m["text"][1], f"{key} template {tid!r} must mention the sensitive word through "
-                           "{word}, {harm}, {benign} or {figurative}")
-            tpl = Template(id=tid, text=body)
-            if safe:
-                if "{harm}" in body:
-                    raise _err(path, m["text"][1], f"safe template {tid!r} must not use {{harm}}")
-                ct = _text(path, m["contrast_type"][1], "contrast_type")
-                if ct != "{benign_type}" and ct not in CONTRAST_TYPES:
-                    raise _err(path, m["contrast_type"][1], f"contrast_type {ct!r} is not one of: "
-                               f"{', '.join(CONTRAST_TYPES)} (or {{benign_type}})")
-                resp = _text(path, m["response"][1], "response")
-                _check_slots(path, m["response"][1], resp, WORD_FIELDS, f"response of {tid!r}")
-                if "{harm}" in resp:
-                    raise _err(path, m["response"][1], f"response of {tid!r} must not use {{harm}}")
-                tpl.contrast_type, tpl.response = ct, resp
-            out.append(tpl)
-        if len(out) < minimum:
-            raise _err(path, top[key][1], f"{key} has {len(out)} templates; at least {minimum} are needed")
-        return out
 
-    risky = templates("risky", False, MIN_RISKY)
-    safe = templates("safe", True, MIN_SAFE)
+def load_wrappers(path: Path) -> tuple[list[Wrapper], list[Wrapper]]:
+    """The risky and safe wrappers of `_wrappers.yaml` (each with exactly one request slot)."""
+    root = _compose(path)
+    top = _mapping(path, root, "the file")
+    _check_keys(path, root, top, ("version", "risky", "safe"), (), "the file")
+    _check_version(path, top)
+    out: dict[str, list[Wrapper]] = {}
+    for key, slot in (("risky", "{harm}"), ("safe", "{benign}")):
+        ws: list[Wrapper] = []
+        for node in _seq(path, top[key][1], key):
+            m = _mapping(path, node, f"a {key} wrapper")
+            _check_keys(path, node, m, ("id", "text"), (), f"a {key} wrapper")
+            wid = _text(path, m["id"][1], "wrapper id")
+            text = _text(path, m["text"][1], "wrapper text", braces=True)
+            if not _ID.match(wid):
+                raise _err(path, m["id"][1], f"wrapper id {wid!r} may use only letters, digits, '_' and '-'")
+            rest = text.replace(slot, "", 1)
+            if slot not in text or "{" in rest or "}" in rest:
+                raise _err(path, m["text"][1], f"{key} wrapper {wid!r} must contain {slot} exactly once and no "
+                           "other braces")
+            if any(w.id == wid for w in ws):
+                raise _err(path, m["id"][1], f"wrapper id {wid!r} appears twice")
+            if any(w.text == text for w in ws):
+                raise _err(path, m["text"][1], "wrapper text appears twice")
+            ws.append(Wrapper(id=wid, text=text))
+        if len(ws) < MIN_WRAPPERS:
+            raise _err(path, top[key][1], f"{key} has {len(ws)} wrappers; at least {MIN_WRAPPERS} are needed")
+        out[key] = ws
+    return out["risky"], out["safe"]
+
+
+def load_refusals(path: Path) -> list[str]:
+    root = _compose(path)
+    top = _mapping(path, root, "the file")
+    _check_keys(path, root, top, ("version", "refusals"), (), "the file")
+    _check_version(path, top)
     refusals: list[str] = []
-    for rnode in _seq(path, top["refusals"][1], "refusals"):
-        r = _text(path, rnode, "a refusal")
-        _check_slots(path, rnode, r, ("word",), "a refusal")
+    for node in _seq(path, top["refusals"][1], "refusals"):
+        r = _text(path, node, "a refusal")
+        if r in refusals:
+            raise _err(path, node, "refusal appears twice")
         refusals.append(r)
     if len(refusals) < MIN_REFUSALS:
         raise _err(path, top["refusals"][1], f"refusals has {len(refusals)} entries; at least {MIN_REFUSALS} "
                    "are needed")
-    return CategoryTemplates(category=category, description=description, path=path, words=words, risky=risky,
-                             safe=safe, refusals=refusals)
+    return refusals
 
 
-def load_all(directory: str | os.PathLike[str] | None = None) -> dict[str, CategoryTemplates]:
-    """Every `<category>.yaml` in the folder, checked, keyed by category (sorted)."""
+def load_all(directory: str | os.PathLike[str] | None = None) -> HarmorTemplates:
+    """The whole template folder, checked: every `<category>.yaml` plus the shared files."""
     d = Path(directory).expanduser() if directory is not None else templates_dir()
     if not d.is_dir():
         raise SptError(f"template folder {d} does not exist; pass an existing folder of <category>.yaml files")
-    files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    for shared in SHARED_FILES:
+        if not (d / shared).is_file():
+            raise SptError(f"template folder {d} has no {shared}; a HarmOR v2 folder needs "
+                           f"{' and '.join(SHARED_FILES)}")
+    files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+                   and not p.name.startswith("_"))
     if not files:
-        raise SptError(f"template folder {d} holds no .yaml files")
+        raise SptError(f"template folder {d} holds no <category>.yaml files")
     cats: dict[str, CategoryTemplates] = {}
+    owner: dict[str, str] = {}
+    requests: dict[str, str] = {}
     for f in files:
         c = load_category(f)
+        for w in c.words:
+            if w.word in owner:
+                raise SptError(f"malformed template {f.name}: word {w.word!r} is also in {owner[w.word]}.yaml; "
+                               "a sensitive word belongs to one category")
+            owner[w.word] = c.category
+            for q in w.requests:
+                for text in (q.harm, q.benign, q.answer):
+                    if text in requests and requests[text] != f"{c.category}/{w.word}":
+                        raise SptError(f"malformed template {f.name}: {text!r} (word {w.word!r}) also appears "
+                                       f"under {requests[text]}; every request and answer must be distinct")
+                    requests[text] = f"{c.category}/{w.word}"
         cats[c.category] = c
-    return cats
+    risky, safe = load_wrappers(d / "_wrappers.yaml")
+    return HarmorTemplates(categories=cats, risky=risky, safe=safe, refusals=load_refusals(d / "_refusals.yaml"),
+                           folder=d)
 
 
-def templates_hash(cats: dict[str, CategoryTemplates]) -> str:
+def templates_hash(t: HarmorTemplates) -> str:
     """Content hash of the template files used (recorded in the dataset's source)."""
     from spt.store.ids import content_id
 
-    return content_id({name: c.path.read_text(encoding="utf-8") for name, c in sorted(cats.items())})
+    return content_id({p.name: p.read_text(encoding="utf-8") for p in t.files()})
 
 
-def render(text: str, slots: dict[str, str]) -> str:
-    """Fill `{slot}` placeholders (only known slots; other braces were rejected by the check)."""
-    return _SLOT.sub(lambda m: slots[m.group(1)], text)
+def render(wrapper: Wrapper, phrase: str) -> str:
+    """A wrapper with its request slot filled."""
+    return re.sub(r"\{(harm|benign)\}", lambda _m: phrase, wrapper.text)
