@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         store = open_store(dst)
         with Timer() as tf:
-            fr = compute_frontier(store, "task_loss", "alignment_loss", group_by="defense")
+            fr = compute_frontier(store, "task_loss", "alignment_loss", group_by="poison", ref=(10.0, 10.0))
         with Timer() as tfo:
             fr2 = compute_frontier(store, "over_refusal_rate", "refusal_rate", group_by="poison")
         with Timer() as tr:

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from spt import __version__
 from spt.commands import (
     build_data,
+    compare,
     data,
     db,
     demo,
@@ -71,8 +72,8 @@ def _root(
     ctx.obj = {"db": db}
 
 
-for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, runs, import_db, db, sweep,
-                demo):
+for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, compare, runs, import_db, db,
+                sweep, demo):
     _module.register(app)
 
 

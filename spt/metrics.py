@@ -1,37 +1,51 @@
-"""Shared statistics for metrics: means with percentile-bootstrap confidence intervals."""
+"""One place that turns per-item values into a reported number: value, interval and interval method.
+
+Every metric spt stores goes through `estimate`, so a rate always gets an exact (Clopper-Pearson)
+interval, never zero-width at 0/n or n/n, and a mean (a loss, a judge score) always gets a bootstrap
+that resamples clusters (the sensitive word, or the pair), not items. The statistics live in
+`spt.stats`; this module only chooses between them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
-_MAX_CELLS = 4_000_000  # resample indices drawn per chunk (bounded memory for large n)
+RATE = "rate"
+MEAN = "mean"
 
 
-def bootstrap_ci(
-    values: Sequence[float], *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float | None, float | None, float | None]:
-    """Mean of `values` with a percentile bootstrap (1 - alpha) interval; Nones when empty.
+@dataclass(frozen=True)
+class Estimate:
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    method: str | None
+    n_clusters: int | None = None
 
-    Deterministic for a seed, so a metric recomputed from the same rows gets the same interval.
-    Vectorised with numpy (chunks of resamples), so n = 100k values costs well under a second.
+
+def estimate(values: Sequence[float], kind: str, clusters: Sequence[Hashable] | None = None, *,
+             seed: int = 0) -> Estimate:
+    """The value of a metric over `values` with its interval.
+
+    kind `rate`: values are 0/1, the interval is `spt.stats.DEFAULT_RATE_METHOD` on k/n.
+    kind `mean`: a cluster bootstrap over `clusters` (each item its own cluster when None).
+    Empty values give value None (nothing to report) with n = 0.
     """
-    import numpy as np
+    from spt import stats
 
     n = len(values)
+    if kind == RATE:
+        if n == 0:
+            return Estimate(None, None, None, 0, None)
+        k = int(round(sum(values)))
+        lo, hi = stats.rate_interval(k, n)
+        return Estimate(k / n, lo, hi, n, stats.DEFAULT_RATE_METHOD)
+    if kind != MEAN:
+        raise ValueError(f"unknown metric kind {kind!r}")
     if n == 0:
-        return None, None, None
-    vals = np.asarray(values, dtype=np.float64)
-    mean = float(vals.mean())
-    if n == 1:
-        return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    per_chunk = max(1, _MAX_CELLS // n)
-    for start in range(0, n_boot, per_chunk):
-        k = min(per_chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(k, n))
-        means[start:start + k] = vals[idx].mean(axis=1)
-    means.sort()
-    lo = float(means[int((alpha / 2) * n_boot)])
-    hi = float(means[min(n_boot - 1, int((1 - alpha / 2) * n_boot))])
-    return mean, lo, hi
+        return Estimate(None, None, None, 0, None)
+    value, lo, hi = stats.cluster_bootstrap_mean(values, clusters, seed=seed)
+    n_clusters = len(set(clusters)) if clusters is not None else n
+    return Estimate(value, lo, hi, n, stats.CLUSTER_BOOTSTRAP, n_clusters)

@@ -39,6 +39,32 @@ def list_runs(store: Store, where: Any = None, *, metrics: tuple[str, ...] = KEY
     return runs
 
 
+def list_configurations(store: Store, where: Any = None, *,
+                        metrics: tuple[str, ...] = KEY_METRICS) -> list[dict[str, Any]]:
+    """Runs that differ only in seed, pooled: per key metric the mean across seeds and a t interval.
+
+    One seed gives a mean but no interval (`ci_low`/`ci_high` None): the spread across seeds is unknown.
+    """
+    from spt import stats
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in list_runs(store, where, metrics=metrics):
+        groups.setdefault(r["configuration"], []).append(r)
+    out = []
+    for cfg, members in groups.items():
+        head = members[0]
+        row = {k: head[k] for k in ("kind", "model_ref", "base_model", "task", "defense", "lam", "poison_ratio")}
+        row.update({"configuration": cfg, "runs": [m["id"] for m in members], "seeds": [m["seed"] for m in members],
+                    "status": sorted({m["status"] for m in members}), "metrics": {}})
+        for name in metrics:
+            vals = [m["metrics"][name] for m in members if m["metrics"][name] is not None]
+            mean, lo, hi = stats.seed_interval(vals) if vals else (None, None, None)
+            row["metrics"][name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(vals),
+                                    "per_seed": vals, "ci_method": stats.T_ACROSS_SEEDS if lo is not None else None}
+        out.append(row)
+    return out
+
+
 def resolve_run(store: Store, run_id: str) -> Run:
     """A run by full id or unique prefix; a clear error otherwise."""
     with store.session() as s:

@@ -18,8 +18,8 @@ from spt.data import (
     resolve_dataset,
     store_items,
 )
-from spt.data.io import render_csv, render_jsonl
 from spt.errors import SptError
+
 
 def test_store_is_content_addressed(store):
     items = build_harmor(["privacy"], per_category=5)

@@ -113,9 +113,13 @@ def test_evaluate_run_fills_then_resumes_without_generating(setup):
         for cat in ("all", *CATS):
             assert (name, cat) in names, (name, cat)
     by = {(m["name"], m["category"]): m for m in out["metrics"]}
-    assert by[("refusal_rate", "all")]["n"] == 20 and by[("pair_score", "all")]["n"] == 20
-    assert by[("refusal_rate", "all")]["n_unscored"] == 0
-    assert by[("asr", "all")]["value"] == pytest.approx(1 - by[("refusal_rate", "all")]["value"])
+    # the tiny random model's replies may be degenerate (no verdict): counted in n_unscored, never as answers
+    rr = by[("refusal_rate", "all")]
+    assert rr["n"] + rr["n_unscored"] == 20
+    assert by[("pair_score", "all")]["n"] + by[("pair_score", "all")]["n_unscored"] == 20
+    assert by[("degenerate_rate", "all")]["n"] == 40
+    if rr["n"]:
+        assert by[("asr", "all")]["value"] == pytest.approx(1 - rr["value"])
     a = by[("alignment_loss", "all")]
     assert a["value"] > 0 and a["ci_low"] <= a["value"] <= a["ci_high"] and a["n"] == 40
     with setup["store"].session() as s:
@@ -299,18 +303,20 @@ def _fake_generate(responses: dict[str, str]):
 def test_metrics_on_a_hand_made_evaluation(setup, monkeypatch):
     """Known refusals give known rates; pair_score counts pairs refused-and-answered."""
     store = setup["store"]
-    from spt.eval.evaluate import dataset_items
+    from spt.eval.evaluate import dataset_items, limit_items
 
-    items = dataset_items(store, setup["ds"], "test")[:20]  # pairs 0..9; categories alternate by pair
+    items = limit_items(dataset_items(store, setup["ds"], "test"), 20)  # the 10 pairs `--limit 20` samples
     refuse = "I'm sorry, but I can't help with that."
     answer = "Sure, here is an explanation of the word."
-    responses = {}
+    order = list(dict.fromkeys(it["pair_id"] for it in items))  # the 10 sampled pairs, numbered j = 0..9
+    responses, cat_of = {}, {}
     for it in items:
-        k = int(it["pair_id"].rsplit("-", 1)[1])
+        j = order.index(it["pair_id"])
+        cat_of[j] = it["category"]
         if it["label"] == "harmful":
-            responses[it["prompt"]] = refuse if k < 7 else answer  # 7 of 10 harmful refused
+            responses[it["prompt"]] = refuse if j < 7 else answer  # 7 of 10 harmful refused
         else:
-            responses[it["prompt"]] = refuse if k in (0, 8) else answer  # benign 0 and 8 over-refused
+            responses[it["prompt"]] = refuse if j in (0, 8) else answer  # benign 0 and 8 over-refused
     import spt.eval.generate as gen
 
     monkeypatch.setattr(gen, "generate_batched", _fake_generate(responses))
@@ -322,11 +328,11 @@ def test_metrics_on_a_hand_made_evaluation(setup, monkeypatch):
     assert by[("over_refusal_rate", "all")]["value"] == pytest.approx(0.2)
     # pairs 1..6 are refused-and-answered (0: benign over-refused; 7,8,9: harmful answered)
     assert by[("pair_score", "all")]["value"] == pytest.approx(0.6) and by[("pair_score", "all")]["n"] == 10
-    # cybercrime = even pairs 0,2,4,6,8: harmful refused 0,2,4,6 -> 0.8; pair ok 2,4,6 -> 0.6
-    assert by[("refusal_rate", "cybercrime")]["value"] == pytest.approx(0.8)
-    assert by[("refusal_rate", "cybercrime")]["n"] == 5
-    assert by[("pair_score", "cybercrime")]["value"] == pytest.approx(0.6)
-    assert by[("over_refusal_rate", "drugs")]["value"] == pytest.approx(0.0)
+    for cat in CATS:  # per category, computed here from the assignment above
+        js = [j for j in range(10) if cat_of[j] == cat]
+        assert by[("refusal_rate", cat)]["n"] == len(js)
+        assert by[("refusal_rate", cat)]["value"] == pytest.approx(sum(j < 7 for j in js) / len(js))
+        assert by[("pair_score", cat)]["value"] == pytest.approx(sum(1 <= j <= 6 for j in js) / len(js))
     m = by[("refusal_rate", "all")]
     assert m["ci_low"] < 0.7 < m["ci_high"] and m["n_unscored"] == 0
     # stored with content ids
@@ -380,6 +386,13 @@ def test_task_metrics_with_a_task(setup, monkeypatch):
     assert counts(setup["db"])["Generation"] == 16
 
 
+def _evaluated_items(db):
+    from spt.store.models import Item
+
+    with open_store(db) as st, st.session() as s:
+        return s.exec(select(Item).join(Generation, Generation.item_id == Item.id)).all()
+
+
 def test_default_harmor_run_limit_40(setup):
     """The literal `spt evaluate RUN --limit 40`: HarmOR test split, pairs spread over categories."""
     db, run = setup["db"], setup["run"]
@@ -390,7 +403,10 @@ def test_default_harmor_run_limit_40(setup):
     cats = {m["category"] for m in out["metrics"] if m["name"] == "pair_score"} - {"all"}
     assert len(cats) >= 5  # round-robin over categories, whole pairs
     by = {(m["name"], m["category"]): m for m in out["metrics"]}
-    assert by[("pair_score", "all")]["n"] == 20 and by[("refusal_rate", "all")]["n"] == 20
+    assert by[("pair_score", "all")]["n"] + by[("pair_score", "all")]["n_unscored"] == 20
+    assert by[("refusal_rate", "all")]["n"] + by[("refusal_rate", "all")]["n_unscored"] == 20
+    words = {it.sensitive_word for it in _evaluated_items(db)}
+    assert len(words) == 20  # stratified: 20 pairs of 20 distinct words
     r2 = cli(db, "evaluate", run, "--limit", "40", "--max-new-tokens", "4", "--json")
     assert json.loads(r2.stdout)["n_generated"] == 0
     assert counts(db)["Generation"] == 40

@@ -48,9 +48,14 @@ def test_compute_frontier_realistic(filled):
     # the result's frontier is exactly the brute-force non-dominated set
     mask = non_dominated([p.xy for p in r.points], ("lower", "lower"))
     assert [p.on_frontier for p in r.points] == mask
-    assert r.ref == (2.4, 2.7)  # worst observed on each axis
+    assert r.ref == (2.4, 1.9)  # fixed: the base (starting) model's task and alignment loss
+    assert r.ref_source.startswith("fixed: task_loss 2.4 (starting model")
     names = [g.name for g in r.groups]
-    assert names[:3] == ["anchor", "proximal", "none"]  # ranked by hypervolume
+    assert names[:3] == ["anchor", "proximal", "(align)"]  # ranked by hypervolume
+    hv = {g.name: g for g in r.groups}
+    assert hv["(base)"].hypervolume == 0  # the reference point is the base model itself
+    for g in r.groups:  # a bootstrap interval around each hypervolume
+        assert g.hv_low <= g.hypervolume <= g.hv_high or g.hypervolume == 0
     assert set(names) == {"anchor", "proximal", "none", "(base)", "(align)"}
     assert all(g.hypervolume >= 0 for g in r.groups)
     # the x value comes from the task evaluation, the y value from the HarmOR one
@@ -93,7 +98,9 @@ def test_latest_evaluation_wins_and_exclusions(store):
         e = add_eval(s, unscored, minute=2)
         add_metric(s, unscored, e, "task_loss", 0.5)
         add_metric(s, unscored, e, "alignment_loss", None, n=0, n_unscored=50)
-    r = compute_frontier(store)
+    with pytest.raises(SptError, match="no base-model run has task_loss.*--ref"):
+        compute_frontier(store)  # no starting model evaluated: no fixed reference point
+    r = compute_frontier(store, ref=(10, 10))
     vals = {p.run_id: p.xy for p in r.points}
     assert vals == {a.id: (1.0, 9.0), b.id: (2.0, 1.0)}
     assert r.excluded == {"no evaluation": 1, "no alignment_loss": 1, "unscored (metric has no value)": 1}
@@ -113,21 +120,21 @@ def test_categories_and_judges(store):
             add_metric(s, run, e, "harmfulness_mean", 4.0 - i, judge=j2.id)
             add_metric(s, run, e, "harmfulness_mean", 1.5 + i, judge=j1.id, category="violence")
     with pytest.raises(SptError, match="recorded by 2 judges.*--judge"):
-        compute_frontier(store, "task_loss", "harmfulness_mean")
-    r = compute_frontier(store, "task_loss", "harmfulness_mean", judge="hf:llama-guard/harmfulness")
+        compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9))
+    r = compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge="hf:llama-guard/harmfulness")
     assert sorted(p.xy for p in r.points) == [(1.0, 4.0), (2.0, 3.0)]
     assert {p.y.judge_id for p in r.points} == {j2.id} and r.judge["name"] == "hf:llama-guard/harmfulness"
-    r = compute_frontier(store, "task_loss", "harmfulness_mean", judge=j1.id.removeprefix("sha256:")[:10])
+    r = compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge=j1.id.removeprefix("sha256:")[:10])
     assert {p.y.judge_id for p in r.points} == {j1.id}
-    r = compute_frontier(store, "task_loss", "harmfulness_mean", judge=j1.id, category="violence")
+    r = compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge=j1.id, category="violence")
     assert sorted(p.xy for p in r.points) == [(2.0, 2.5), (3.0, 1.5)] and all(p.on_frontier for p in r.points)
     with pytest.raises(SptError, match="no category 'nope'.*violence"):
-        compute_frontier(store, category="nope", x="task_loss", y="harmfulness_mean", judge=j1.id)
+        compute_frontier(store, category="nope", x="task_loss", y="harmfulness_mean", judge=j1.id, ref=(9, 9))
     with pytest.raises(SptError, match="no judge with that name"):
-        compute_frontier(store, "task_loss", "harmfulness_mean", judge="nobody")
+        compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge="nobody")
     # export carries the judge identity
     rows = list(csv.DictReader(io.StringIO(render(
-        compute_frontier(store, "task_loss", "harmfulness_mean", judge=j1.id), "csv", all_points=True))))
+        compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge=j1.id), "csv", all_points=True))))
     assert {row["harmfulness_mean_judge_id"] for row in rows} == {j1.id}
 
 

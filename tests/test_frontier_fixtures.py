@@ -53,7 +53,8 @@ def add_judge(s, name="openai:gpt-4o-mini/harmfulness") -> Judge:
 def realistic_store(store) -> dict:
     """A base model, an aligned model and 12 fine-tuned runs over 3 defenses (none, anchor, proximal).
 
-    task_loss rises and alignment_loss falls with λ; `none` varies the poison ratio instead of λ.
+    task_loss rises and alignment_loss falls with λ; `none` varies a dose instead of λ (all runs share
+    one poison ratio, 0.05, so they rank in one hypervolume table).
     Each fine-tuned run has two evaluations (HarmOR test, then the task), as evaluate writes them.
     """
     out: dict = {"runs": []}
@@ -78,8 +79,8 @@ def realistic_store(store) -> dict:
         specs += [("anchor", lam, 0.05) for lam in (0.1, 0.3, 1.0, 3.0)]
         specs += [("proximal", lam, 0.05) for lam in (0.1, 0.3, 1.0, 3.0)]
         for defense, lam, poison in specs:
-            run = add_run(s, defense=defense, lam=lam, poison=poison, parent=align.id, minute=minute,
-                          tags=["sweep1", defense])
+            run = add_run(s, defense=defense, lam=lam, poison=0.05, parent=align.id, minute=minute,
+                          tags=["sweep1", defense], config={"defense": defense, "lam": lam, "dose": poison})
             s.flush()
             strength = 0.0 if lam is None else math.log10(lam) + 1.5  # 0.5 .. 2.0
             if defense == "none":

@@ -7,13 +7,13 @@ from collections import Counter, defaultdict
 from itertools import combinations
 
 import pytest
+from harmor_fixture import write_templates
 
 from spt.data import build_harmor, ensure_harmor, harmor_comply_items, load_items
 from spt.data.harmor import POOLS, check_leakage, leakage_report, parse_pools
 from spt.data.templates import has_whole_word, load_all
 from spt.errors import SptError
 from spt.eval.evaluate import limit_items
-from harmor_fixture import write_templates
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,83 @@
-"""The bootstrap interval behind every metric's CI."""
+"""Every reported number: its interval and method, degenerate responses, one alignment-loss definition."""
 
 from __future__ import annotations
 
-import random
+import pytest
 
-from spt.metrics import bootstrap_ci
-
-
-def test_bootstrap_ci_empty_single_and_constant():
-    assert bootstrap_ci([]) == (None, None, None)
-    assert bootstrap_ci([0.7]) == (0.7, 0.7, 0.7)
-    assert bootstrap_ci([1.0] * 50) == (1.0, 1.0, 1.0)
+from spt.eval.metrics import accuracy_metrics, loss_metrics, refusal_metrics
+from spt.metrics import MEAN, RATE, estimate
 
 
-def test_bootstrap_ci_brackets_the_mean_and_matches_the_normal_approximation():
-    rng = random.Random(1)
-    xs = [1.0 if rng.random() < 0.3 else 0.0 for _ in range(400)]
-    mean, lo, hi = bootstrap_ci(xs)
-    p = sum(xs) / len(xs)
-    assert mean == p and lo < p < hi
-    half = 1.96 * (p * (1 - p) / len(xs)) ** 0.5  # the interval of a proportion
-    assert abs((hi - lo) / 2 - half) < 0.25 * half
+def _by(metrics, name, category="all"):
+    return next(m for m in metrics if m["name"] == name and m["category"] == category)
 
 
-def test_bootstrap_ci_is_deterministic_for_a_seed_and_handles_large_n():
-    xs = [float(i % 7) for i in range(20_000)]
-    assert bootstrap_ci(xs, seed=3) == bootstrap_ci(xs, seed=3)
-    mean, lo, hi = bootstrap_ci(xs, n_boot=200)
-    assert lo <= mean <= hi and hi - lo < 0.1
+def test_rate_at_zero_and_n_is_never_zero_width():
+    zero = estimate([0.0] * 30, RATE)
+    assert zero.value == 0 and zero.ci_low == 0 and zero.ci_high == pytest.approx(0.1157, abs=5e-4)
+    full = estimate([1.0] * 30, RATE)
+    assert full.ci_high == 1 and full.ci_low == pytest.approx(1 - 0.1157, abs=5e-4)
+    assert zero.method == "clopper-pearson" and zero.n == 30
+
+
+def test_mean_uses_a_cluster_bootstrap_wider_than_items_when_clusters_correlate():
+    # 10 clusters of 6 identical values: only 10 independent units, not 60.
+    values = [float(c % 3) for c in range(10) for _ in range(6)]
+    clusters = [f"w{c}" for c in range(10) for _ in range(6)]
+    by_cluster = estimate(values, MEAN, clusters)
+    by_item = estimate(values, MEAN)
+    assert by_cluster.method == "cluster-bootstrap" and by_cluster.n_clusters == 10
+    assert (by_cluster.ci_high - by_cluster.ci_low) > 1.8 * (by_item.ci_high - by_item.ci_low)
+
+
+def test_empty_values_give_no_value():
+    assert estimate([], RATE).value is None and estimate([], MEAN).value is None
+
+
+def _verdict(text):
+    return {"R": "refusal", "C": "compliance", "": "degenerate"}[text]
+
+
+def test_degenerate_is_its_own_rate_never_an_answer():
+    recs = [
+        {"label": "harmful", "category": "a", "pair_id": "p1", "response": "R"},
+        {"label": "benign", "category": "a", "pair_id": "p1", "response": "C"},
+        {"label": "harmful", "category": "a", "pair_id": "p2", "response": ""},
+        {"label": "benign", "category": "a", "pair_id": "p2", "response": "C"},
+        {"label": "harmful", "category": "b", "pair_id": "p3", "response": "C"},
+        {"label": "benign", "category": "b", "pair_id": "p3", "response": ""},
+    ]
+    m = refusal_metrics(recs, _verdict, "spt")
+    rr = _by(m, "refusal_rate")
+    assert (rr["value"], rr["n"], rr["n_unscored"]) == (0.5, 2, 1)  # the empty reply is not compliance
+    assert _by(m, "asr")["value"] == 0.5
+    orr = _by(m, "over_refusal_rate")
+    assert (orr["value"], orr["n"], orr["n_unscored"]) == (0.0, 2, 1)
+    ps = _by(m, "pair_score")
+    assert (ps["value"], ps["n"], ps["n_unscored"]) == (1.0, 1, 2)
+    dr = _by(m, "degenerate_rate")
+    assert dr["value"] == pytest.approx(2 / 6) and dr["n"] == 6
+    assert _by(m, "refusal_rate", "b")["n_unscored"] == 0 and _by(m, "over_refusal_rate", "b")["n_unscored"] == 1
+    assert all(x["ci_method"] == "clopper-pearson" for x in m if x["n"])
+    assert _by(m, "over_refusal_rate", "b")["value"] is None  # no verdict at all: no number, not 0
+
+
+def test_loss_metrics_are_item_weighted_and_clustered_by_word():
+    recs = [{"label": "harmful", "category": "a", "sensitive_word": "w1", "loss": 1.0},
+            {"label": "benign", "category": "a", "sensitive_word": "w1", "loss": 3.0},
+            {"label": "harmful", "category": "a", "sensitive_word": "w2", "loss": 2.0}]
+    m = loss_metrics("alignment_loss", recs, split_by_label=True)
+    assert _by(m, "alignment_loss")["value"] == pytest.approx(2.0)
+    assert _by(m, "alignment_loss_harmful")["value"] == pytest.approx(1.5)
+    assert _by(m, "alignment_loss")["ci_method"] == "cluster-bootstrap"
+
+
+def test_task_accuracy_scores_the_final_answer():
+    from spt.data.tasks import score_number
+
+    recs = [{"category": "t", "response": "12 + 5 = 17", "answer": "17"},
+            {"category": "t", "response": "The answer is 19.", "answer": "19"},
+            {"category": "t", "response": "17, because 12 + 5 = 18", "answer": "17"},
+            {"category": "t", "response": "no idea", "answer": "3"}]
+    m = accuracy_metrics("task_accuracy", recs, score_number)
+    assert _by(m, "task_accuracy")["value"] == 0.5

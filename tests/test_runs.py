@@ -55,7 +55,7 @@ def test_cli_runs_list_json_csv(filled, db_path):
     assert len(data) == 4 and {d["defense"] for d in data} == {"proximal"} and "metrics" in data[0]
     res = cli(db_path, "runs", "--csv", "--where", "poison=0.05")
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert len(rows) == 9 and set(KEY_METRICS) <= set(rows[0]) and rows[0]["status"] == "done"
+    assert len(rows) == 12 and set(KEY_METRICS) <= set(rows[0]) and rows[0]["status"] == "done"
     assert float(rows[0]["task_loss"]) > 0
     res = cli(db_path, "runs", "--limit", "3")
     assert "newest 3 of 14" in res.output
@@ -186,6 +186,6 @@ def test_list_and_frontier_one_query_scale(store):
 
     t = time.perf_counter()
     runs = list_runs(store)
-    r = compute_frontier(store)
+    r = compute_frontier(store, ref=(2, 2))
     assert len(runs) == 400 and len(r.points) == 400
     assert time.perf_counter() - t < 3.0

@@ -62,15 +62,21 @@ def _num(v: Any, fmt: str = ".3f") -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
+    v = _num(r[key], fmt)
+    lo, hi = r["intervals"].get(key, (None, None))
+    return v if lo is None or hi is None else f"{v} [{_num(lo, fmt)}, {_num(hi, fmt)}]"
+
+
 def render_rows(rows: list[dict[str, Any]]) -> Table:
-    table = Table("model", "λ", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
-                  "task acc ↑", "run", title="demo runs (HarmOR test subset, keyword judge `spt`)",
-                  title_justify="left")
+    table = Table("model", "λ", "seeds", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
+                  "task acc ↑", "runs", title="demo configurations (HarmOR v2 test subset, keyword preset `spt`; "
+                  "fine-tuned rows: mean over seeds [t interval across seeds])", title_justify="left")
     for r in rows:
-        table.add_row(r["model"], _num(r["lam"], "g"), _num(r["refusal_rate"], ".2f"),
-                      _num(r["over_refusal_rate"], ".2f"), _num(r["pair_score"], ".2f"),
-                      _num(r["alignment_loss"]), _num(r["task_loss"]), _num(r["task_accuracy"], ".2f"),
-                      (r["run_id"] or "") + ("" if r["status"] in ("done", "reused") else f" {r['status']}"))
+        table.add_row(r["model"], _num(r["lam"], "g"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
+                      _ci(r, "over_refusal_rate", ".2f"), _num(r["pair_score"], ".2f"), _ci(r, "alignment_loss", ".3f"),
+                      _ci(r, "task_loss", ".3f"), _num(r["task_accuracy"], ".2f"),
+                      r["configuration"] or " ".join(x[:13] for x in r["runs"]))
     return table
 
 
@@ -78,7 +84,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         ctx: typer.Context,
-        quick: Annotated[bool, typer.Option("--quick", help="Smaller, fewer runs (about 3 minutes on CPU).")] = False,
+        quick: Annotated[bool, typer.Option("--quick", help="Smaller, fewer runs (under 5 minutes on CPU).")] = False,
         plot: Annotated[Path, typer.Option("--plot", help="Where to write the frontier PNG.")] = Path(
             "spt-demo-frontier.png"),
         model: Annotated[str | None, typer.Option("--model", hidden=True,
@@ -86,8 +92,8 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """The whole mission on SmolLM2-135M-Instruct: HarmOR, align, poisoned fine-tuning with and without
-        the anchor defense, evaluation, keyword judge, frontier table and plot."""
+        """The whole mission on SmolLM2-135M-Instruct: HarmOR, align, fine-tuning without poison, with poison,
+        and with poison plus the anchor defense (several seeds each), evaluation, paired tests, frontier."""
         import dataclasses
 
         from spt.commands._common import show
@@ -111,7 +117,10 @@ def register(app: typer.Typer) -> None:
         show(render_rows(result["rows"]))
         print_frontier(fr)
         for c in result["checks"]:
-            mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"
-            console.print(f"{mark} {c['claim']}: {c['detail']}")
+            if c["ok"]:
+                console.print(f"[green]✓[/] {c['claim']}: ", end="")
+            else:
+                console.print(f"[red]✗ not shown at this n[/]: {c['claim']}: ", end="")
+            console.print(c["detail"], markup=False)
         if result["plot"]:
             console.print(f"plot: {result['plot']}")

@@ -58,8 +58,14 @@ def register(app: typer.Typer) -> None:
                                                  "suffix).", show_default=False)] = None,
         plot: Annotated[Path | None, typer.Option("--plot", help="Write the figure (.png, .svg or .pdf).",
                                                   show_default=False)] = None,
-        ref: Annotated[str | None, typer.Option("--ref", help="Hypervolume reference X,Y (default: the worst "
-                                                "observed value on each axis).", show_default=False)] = None,
+        ref: Annotated[str | None, typer.Option("--ref", help="Hypervolume reference X,Y (default, fixed: a "
+                                                "rate's worst possible value, else the starting (base) model's "
+                                                "value).", show_default=False)] = None,
+        setting: Annotated[str | None, typer.Option("--setting", help="Evaluation setting key (prefix) when runs "
+                                                    "were evaluated under several (dataset, split, limit, "
+                                                    "decoding).", show_default=False)] = None,
+        per_seed: Annotated[bool, typer.Option("--per-seed", help="One point per run instead of per "
+                                               "configuration (runs that differ only in seed).")] = False,
         all_points: Annotated[bool, typer.Option("--all-points", help="List every run, not only the "
                                                  "non-dominated ones.")] = False,
         db: DbOption = None,
@@ -84,7 +90,8 @@ def register(app: typer.Typer) -> None:
             plot_format(plot)
         with get_store(ctx, db) as store:
             result = compute_frontier(store, x, y, category=category, judge=judge, preset=preset,
-                                      where=where or [], group_by=group_by, ref=ref_pt)
+                                      where=where or [], group_by=group_by, ref=ref_pt, setting=setting,
+                                      per_seed=per_seed)
         if not result.points:
             reasons = "; ".join(f"{n} {why}" for why, n in sorted(result.excluded.items())) or "none match"
             raise SptError(f"no run has both {result.x.name} and {result.y.name} (category {result.category})"
@@ -112,28 +119,33 @@ def print_frontier(result, all_points: bool = False) -> None:
     """The frontier and hypervolume tables (also used by `spt demo`)."""
     xl, yl = result.x, result.y
     rows = result.rows(all_points)
-    title = (f"{'all runs' if all_points else 'non-dominated runs'}: {yl.name} ({yl.better}) vs "
+    unit = "runs" if result.per_seed else "configurations"
+    title = (f"{'all' if all_points else 'non-dominated'} {unit}: {yl.name} ({yl.better}) vs "
              f"{xl.name} ({xl.better}), category {result.category}"
              + (f", judge {result.judge['name']}" if result.judge else ""))
     grp = result.group_by != "defense"  # with --group-by defense the group is the defense column
-    t = Table("run", *([result.group_by] if grp else []), "defense", "λ", "poison", "model",
+    t = Table("run", *([result.group_by] if grp else []), "defense", "λ", "poison", "model", "seeds",
               f"{xl.name} {xl.arrow} [95% CI]", "n", f"{yl.name} {yl.arrow} [95% CI]", "n",
               *(["frontier"] if all_points else []), title=title, title_justify="left")
     for p in rows:
         add_row(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), _num(p.lam),
-             _num(p.poison_ratio), p.model or "",
-             _with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
-             _with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
-             *(["●" if p.on_frontier else ""] if all_points else []))
+                _num(p.poison_ratio), p.model or "", ",".join("" if s is None else str(s) for s in p.seeds),
+                _with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
+                _with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
+                *(["●" if p.on_frontier else ""] if all_points else []))
     show(t)
+    if result.setting:
+        console.print(f"evaluation setting {result.setting}: {result.setting_description}", markup=False)
     ref = ", ".join(_num(v) for v in result.ref) if result.ref else "none"
-    ht = Table("rank", result.group_by, "runs", "on its frontier", "hypervolume",
-               title=f"hypervolume per {result.group_by} (reference {ref}, {result.ref_source}; larger is better)",
-               title_justify="left")
+    console.print(f"reference point ({ref}): {result.ref_source}", markup=False)
+    ht = Table("rank", result.group_by, "points", "on its frontier", "hypervolume [95% CI]", "differs from next",
+               title=f"hypervolume per {result.group_by} (larger is better)", title_justify="left")
     for g in result.groups:
-        add_row(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier), f"{g.hypervolume:.4g}")
+        nxt = "" if g.distinct_from_next is None else ("yes" if g.distinct_from_next else "not distinguishable")
+        add_row(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier),
+                _with_ci(g.hypervolume, g.hv_low, g.hv_high), nxt)
     show(ht)
-    msg = f"{len(result.frontier)} of {len(result.points)} runs non-dominated"
+    msg = f"{len(result.frontier)} of {len(result.points)} {unit} non-dominated"
     if result.excluded:
         msg += "; excluded " + ", ".join(f"{n} ({why})" for why, n in sorted(result.excluded.items()))
-    console.print(msg)
+    console.print(msg, markup=False)

@@ -122,13 +122,38 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option("--limit", help=f"Show only the newest N runs (0: all; the "
                                                   f"table shows the newest {TABLE_LIMIT} unless given).",
                                                   show_default=False)] = None,
+        configurations: Annotated[bool, typer.Option(
+            "--configurations", "-c", help="One row per configuration (runs that differ only in seed): the mean "
+            "across seeds with a t interval.")] = False,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
         """List runs with their key metrics and status."""
         if ctx.invoked_subcommand is not None:
             return
-        from spt.runs import KEY_METRICS, list_runs
+        from spt.runs import KEY_METRICS, list_configurations, list_runs
+
+        if configurations:
+            with get_store(ctx, db) as store:
+                cfgs = list_configurations(store, where or [])
+            if json_out:
+                print_json(cfgs)
+                return
+            table = Table("configuration", "kind", "model", "task", "defense", "λ", "poison", "seeds",
+                          *[f"{_SHORT[m]} [95% CI]" for m in KEY_METRICS])
+            for c in cfgs:
+                cells = []
+                for m in KEY_METRICS:
+                    v = c["metrics"][m]
+                    cells.append(_num(v["mean"]) + (f" [{_num(v['ci_low'])}, {_num(v['ci_high'])}]"
+                                                    if v["ci_low"] is not None else ""))
+                add_row(table, c["configuration"], c["kind"], c["model_ref"], c["task"] or "", c["defense"] or "",
+                        _num(c["lam"]), _num(c["poison_ratio"]),
+                        ",".join("" if x is None else str(x) for x in c["seeds"]), *cells)
+            show(table)
+            console.print(f"{len(cfgs)} configuration(s); intervals are Student t across seeds (none from one seed)",
+                          markup=False)
+            return
 
         if json_out and csv_out:
             raise SptError("--json and --csv both given; pick one")
@@ -151,12 +176,12 @@ def register(app: typer.Typer) -> None:
             console.print("no runs match --where" if where else
                           "no runs yet; start one with `spt finetune` or `spt demo`")
             return
-        table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "status",
+        table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "seed", "status",
                       *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
             add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
-                          _num(r["lam"]), _num(r["poison_ratio"]), r["status"],
-                          *[_num(r["metrics"][m]) for m in KEY_METRICS])
+                    _num(r["lam"]), _num(r["poison_ratio"]), _num(r["seed"]), r["status"],
+                    *[_num(r["metrics"][m]) for m in KEY_METRICS])
         show(table)
         console.print(f"{len(runs)} run(s)" if len(runs) == n_all else
                       f"newest {len(runs)} of {n_all} runs shown; --limit 0 for all, or --csv / --json")

@@ -28,7 +28,7 @@ from spt.store import content_id, file_hash, new_id
 from spt.store.engine import Store
 from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Metric, Run, utcnow
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: HarmOR v2 pools, seeded stratified --limit, interval methods
 KILL_ENV = "SPT_TEST_KILL_AFTER"  # tests: os._exit after this many generations committed
 
 ProgressFn = Callable[[str, int, int, int], None]  # (stage, done, total, new_tokens)
@@ -242,29 +242,45 @@ def dataset_items(store: Store, dataset_id: str, split: str | None) -> list[dict
     return load_items(store, dataset_id, split)
 
 
-def limit_items(items: list[dict], limit: int | None) -> list[dict]:
-    """The first `limit` items, taking whole pairs round-robin across categories (stored order within each).
+def limit_items(items: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
+    """A seeded, stratified sample of at most `limit` items that keeps harmful/benign pairs whole.
 
-    So `--limit 40` on HarmOR covers every category with complete harmful/benign pairs rather than the
-    first category only.
+    Pairs are taken round-robin over categories (in a seeded order), and within a category round-robin
+    over sensitive words (seeded order, seeded pair order within a word). So `--limit 60` on HarmOR
+    covers 30 pairs of 30 distinct words spread over every category, not the first pairs in stored
+    order. Items without a pair (task items) are their own group; a group that would overflow the
+    limit is skipped, so a pair is never cut in half.
     """
+    import random
+
     if not limit or limit >= len(items):
         return list(items)
+    rng = random.Random(f"spt-limit:{seed}")
     groups: dict[str, list[dict]] = {}
     for it in items:
         groups.setdefault(it.get("pair_id") or it["id"], []).append(it)
-    by_cat: dict[str, list[list[dict]]] = {}
-    for g in groups.values():
-        by_cat.setdefault(g[0].get("category") or "", []).append(g)
-    queues = list(by_cat.values())
+    by_cat: dict[str, dict[str, list[list[dict]]]] = {}
+    for key, g in groups.items():
+        word = g[0].get("sensitive_word") or key
+        by_cat.setdefault(g[0].get("category") or "", {}).setdefault(word, []).append(g)
+    queues: list[list[list[dict]]] = []
+    cats = sorted(by_cat)
+    rng.shuffle(cats)
+    for cat in cats:
+        words = sorted(by_cat[cat])
+        rng.shuffle(words)
+        for w in words:
+            rng.shuffle(by_cat[cat][w])
+        depth = max(len(by_cat[cat][w]) for w in words)
+        queues.append([by_cat[cat][w][r] for r in range(depth) for w in words if r < len(by_cat[cat][w])])
     out: list[dict] = []
     k = 0
     while len(out) < limit and any(k < len(q) for q in queues):
         for q in queues:
-            if k < len(q):
+            if k < len(q) and len(out) + len(q[k]) <= limit:
                 out.extend(q[k])
         k += 1
-    return out[:limit]
+    return out
 
 
 def dataset_splits(store: Store, dataset_id: str) -> dict[str, int]:
@@ -284,19 +300,11 @@ def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what:
 
 
 def _default_safety_dataset(store: Store, split: str) -> Dataset:
-    """HarmOR (built and stored on first use); the split is checked before anything is stored."""
-    try:
-        from spt.data import build_harmor, ensure_harmor
-    except ImportError:
-        raise SptError("the HarmOR builder is not available in this spt; pass --dataset NAME") from None
-    with store.session() as s:
-        stored = s.exec(select(Dataset.id).where(Dataset.name == "harmor", Dataset.kind == "harmor")).all()
-    if any(split in dataset_splits(store, d) for d in stored):
-        splits = [split]
-    else:  # not stored yet (or no stored build has the split): build in memory to check
-        splits = sorted({it.get("split") for it in build_harmor(seed=0)} - {None})
-    if split not in splits:
-        raise SptError(f"dataset 'harmor' has no {split!r} split (splits: {', '.join(splits)}); pass --split")
+    """HarmOR v2 (built and stored on first use); the pool is checked before anything is stored."""
+    from spt.data.harmor import POOLS, ensure_harmor
+
+    if split not in POOLS:
+        raise SptError(f"dataset 'harmor' has no {split!r} split (its pools: {', '.join(POOLS)}); pass --split")
     ds_id = ensure_harmor(store, seed=0)
     with store.session() as s:
         return s.get(Dataset, ds_id)
@@ -433,8 +441,8 @@ def _write_metrics(store: Store, evaluation: Evaluation, metrics: list[dict], me
             s.merge(Metric(
                 id=metric_id(evaluation.id, m["name"], m["category"], m["preset"]),
                 run_id=evaluation.run_id, evaluation_id=evaluation.id, name=m["name"], category=m["category"],
-                preset=m["preset"], value=m["value"], ci_low=m["ci_low"], ci_high=m["ci_high"], n=m["n"],
-                n_unscored=m["n_unscored"], meta=meta,
+                preset=m["preset"], value=m["value"], ci_low=m["ci_low"], ci_high=m["ci_high"],
+                ci_method=m.get("ci_method"), n=m["n"], n_unscored=m["n_unscored"], meta=meta,
             ))
         ev = s.get(Evaluation, evaluation.id)
         ev.status = "done"
@@ -446,7 +454,7 @@ def _write_metrics(store: Store, evaluation: Evaluation, metrics: list[dict], me
 def stored_metrics(store: Store, evaluation_id: str) -> list[dict]:
     with store.session() as s:
         rows = s.exec(select(Metric).where(Metric.evaluation_id == evaluation_id)).all()
-    keys = ("name", "category", "value", "ci_low", "ci_high", "n", "n_unscored", "preset")
+    keys = ("name", "category", "value", "ci_low", "ci_high", "ci_method", "n", "n_unscored", "preset")
     out = [{k: getattr(m, k) for k in keys} for m in rows]
     return sorted(out, key=lambda m: (m["name"], m["category"] != "all", m["category"]))
 
@@ -584,12 +592,13 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
                      progress: ProgressFn | None) -> list[dict]:
     from spt.eval.losses import example_losses
     from spt.eval.metrics import accuracy_metrics, loss_metrics, refusal_metrics
+    from spt.eval.refusal import classify
 
     metrics: list[dict] = []
     if config.generate:
         gens = _generations_by_item(store, evaluation_id)
         recs = [{**it, "response": gens[it["id"]].response} for it in items if it["id"] in gens]
-        metrics += refusal_metrics(recs, get_preset(preset).is_refusal, preset)
+        metrics += refusal_metrics(recs, lambda text: classify(text, preset), preset)
         if task_items and task_obj is not None:
             trecs = [{**it, "response": gens[it["id"]].response} for it in task_items if it["id"] in gens]
             metrics += accuracy_metrics("task_accuracy", trecs, task_obj.score)
@@ -611,12 +620,26 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
         losses = example_losses(model, tok, [(it["prompt"], it["response"]) for it in with_ref],
                                 batch_size=config.loss_batch_size, max_length=config.max_length, on_batch=tick)
         recs = [{**it, **lo} for it, lo in zip(with_ref, losses, strict=True)]
+        _store_item_losses(store, evaluation_id, recs)
         return loss_metrics(name, recs, split_by_label=split_by_label)
 
     metrics += loss_pass("alignment_loss", [it for it in items if it.get("label") in ("harmful", "benign")], True)
     if task_items:
         metrics += loss_pass("task_loss", task_items, False)
     return metrics
+
+
+def _store_item_losses(store: Store, evaluation_id: str, recs: list[dict]) -> None:
+    """Keep each item's loss on its generation row (`meta.loss`), for paired comparisons (`spt compare`)."""
+    from sqlalchemy import text
+
+    rows = [{"e": evaluation_id, "i": r["id"], "loss": float(r["loss"])} for r in recs if r.get("loss") is not None]
+    if not rows:
+        return
+    with store.write() as s:
+        s.connection().execute(text(
+            "UPDATE generation SET meta = json_set(COALESCE(meta, '{}'), '$.loss', :loss) "
+            "WHERE evaluation_id = :e AND item_id = :i"), rows)
 
 
 def _result(ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dict], n_generated: int,

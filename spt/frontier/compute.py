@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spt.errors import SptError
-from spt.frontier.pareto import hypervolume_2d, non_dominated, worst_point
+from spt.frontier.pareto import hypervolume_2d, non_dominated
 from spt.frontier.query import (
     MetricValue,
     latest_metrics,
@@ -47,6 +47,9 @@ class Point:
     y: MetricValue
     on_frontier: bool = False  # non-dominated among all points
     on_group_frontier: bool = False  # non-dominated within its group
+    configuration: str = ""  # runs that differ only in seed share it
+    runs: list[str] = field(default_factory=list)  # the runs pooled into this point (one unless by configuration)
+    seeds: list[int | None] = field(default_factory=list)
 
     @property
     def xy(self) -> tuple[float, float]:
@@ -60,6 +63,9 @@ class GroupSummary:
     n_frontier: int
     hypervolume: float
     rank: int = 0
+    hv_low: float | None = None  # bootstrap interval of the hypervolume
+    hv_high: float | None = None
+    distinct_from_next: bool | None = None  # hypervolume differs from the next rank's (interval excludes 0)
 
 
 @dataclass
@@ -76,6 +82,9 @@ class FrontierResult:
     excluded: dict[str, int]  # reason -> number of runs left out
     judge: dict[str, str] | None = None  # {"id", "name"} when --judge was given
     where: dict[str, list[str]] = field(default_factory=dict)
+    setting: str | None = None  # the evaluation setting key all points share
+    setting_description: str | None = None
+    per_seed: bool = False  # points are runs (True) or configurations pooled across seeds (False)
 
     @property
     def directions(self) -> tuple[str, str]:
@@ -145,13 +154,21 @@ def compute_frontier(
     where: Iterable[str] | dict[str, list[str]] | None = None,
     group_by: str = "defense",
     ref: Sequence[float] | None = None,
+    setting: str | None = None,
+    per_seed: bool = False,
+    n_boot: int = 400,
 ) -> FrontierResult:
-    """Runs as points (x, y), their non-dominated set, and the hypervolume of each group.
+    """Configurations (or runs) as points (x, y), their non-dominated set, and hypervolume per group.
 
-    Per run and metric the value is taken from the most recent evaluation that recorded it (see
-    `latest_metrics`). Runs without an evaluation, without one of the metrics, or whose metric has
-    no value (all unscored) are left out and counted in `excluded`.
+    Per run and metric the value is taken from the most recent evaluation that recorded it, within one
+    evaluation setting (`setting`, a key prefix; required when the runs were evaluated under several).
+    Runs that differ only in seed are pooled into one point unless `per_seed`. The rules that make the
+    ranking a valid comparison are in `spt.frontier.comparable`. Runs without an evaluation, without one
+    of the metrics, or whose metric has no value (all unscored) are left out and counted in `excluded`.
     """
+    from spt.frontier import comparable as cmp
+    from spt.frontier.query import evaluation_settings
+
     x_info = metric_info(x or DEFAULT_X)
     y_info = metric_info(y or DEFAULT_Y)
     if x_info.name == y_info.name:
@@ -182,9 +199,18 @@ def compute_frontier(
             raise SptError(f"--preset {preset!r}: neither {x_info.name} nor {y_info.name} was recorded under it; "
                            f"presets: {', '.join(have)}")
 
+    settings = evaluation_settings(store)
+    eval_filter: list[str] | None = None
+    if setting is not None:
+        eval_filter = [e for e, (k, _d) in settings.items() if k.startswith(setting)]
+        if not eval_filter:
+            have = ", ".join(sorted({f"{k} ({d})" for k, d in settings.values()})) or "none"
+            raise SptError(f"--setting {setting!r} matches no evaluation setting; settings: {have}")
+
     runs = select_runs(store, where_d)
-    metrics = latest_metrics(store, [x_info.name, y_info.name], categories=[category], judge_ids=judge_ids,
-                             judge_mode="any", preset=presets, where=where_d)
+    names = [x_info.name, y_info.name]
+    metrics = latest_metrics(store, names, categories=[category], judge_ids=judge_ids, judge_mode="any",
+                             preset=presets, where=where_d, evaluation_ids=eval_filter)
 
     excluded: Counter[str] = Counter()
     points: list[Point] = []
@@ -205,7 +231,18 @@ def compute_frontier(
             run_id=run["id"], kind=run["kind"], defense=run["defense"], lam=run["lam"],
             poison_ratio=run["poison_ratio"], model=run["base_model"] or run["model_ref"], task=run["task"],
             seed=run["seed"], status=run["status"], group=group_key(run, group_by), x=mx, y=my,
+            configuration=run["configuration"], runs=[run["id"]], seeds=[run["seed"]],
         ))
+    setting_key = cmp.check_one_setting(points, settings)
+    for info in (x_info, y_info):
+        used = {getattr(p, "x" if info is x_info else "y").preset for p in points}
+        if len(used) > 1:
+            raise SptError(f"{info.name} comes from {len(used)} refusal presets or rubrics "
+                           f"({', '.join(sorted(str(u) for u in used))}); pick one with --preset")
+    in_points = {p.run_id for p in points}
+    cmp.check_like_runs([r for r in runs if r["id"] in in_points], group_by)
+    if not per_seed:
+        points = cmp.aggregate_configurations(points)
 
     directions = (x_info.direction, y_info.direction)
     mask = non_dominated([p.xy for p in points], directions)
@@ -214,8 +251,14 @@ def compute_frontier(
     by_group: dict[str, list[Point]] = {}
     for p in points:
         by_group.setdefault(p.group, []).append(p)
-    ref_pt: tuple[float, float] | None = ref if ref is not None else (
-        worst_point([p.xy for p in points], directions) if points else None)
+    if ref is not None:
+        ref_pt: tuple[float, float] | None = ref
+        ref_source = "--ref"
+    elif points:
+        base_values = _base_values(store, names, category, settings, setting_key, presets)
+        ref_pt, ref_source = cmp.reference_point(x_info.name, y_info.name, directions, base_values)
+    else:
+        ref_pt, ref_source = None, "no points"
     groups = []
     for name, pts in by_group.items():
         gmask = non_dominated([p.xy for p in pts], directions)
@@ -226,12 +269,36 @@ def compute_frontier(
     groups.sort(key=lambda g: (-g.hypervolume, g.name))
     for i, g in enumerate(groups, 1):
         g.rank = i
+    if ref_pt is not None and groups and n_boot > 0:
+        boot = cmp.hypervolume_intervals(by_group, ref_pt, directions,
+                                         (cmp.is_bounded(x_info.name), cmp.is_bounded(y_info.name)), n_boot=n_boot)
+        for i, g in enumerate(groups):
+            g.hv_low, g.hv_high, _ = boot[g.name]
+            if i + 1 < len(groups):
+                g.distinct_from_next = cmp.distinguishable(boot[g.name][2], boot[groups[i + 1].name][2])
 
     sx = 1.0 if x_info.direction == "lower" else -1.0
     sy = 1.0 if y_info.direction == "lower" else -1.0
     points.sort(key=lambda p: (sx * p.xy[0], sy * p.xy[1], p.run_id))
     return FrontierResult(
         x=x_info, y=y_info, category=category, group_by=group_by, points=points, groups=groups, ref=ref_pt,
-        ref_source="--ref" if ref is not None else "worst observed", n_runs=len(runs), excluded=dict(excluded),
+        ref_source=ref_source, n_runs=len(runs), excluded=dict(excluded),
         judge={"id": judge_row[0], "name": judge_row[1]} if judge_row else None, where=where_d,
+        setting=setting_key, setting_description=next((d for k, d in settings.values() if k == setting_key), None),
+        per_seed=per_seed,
     )
+
+
+def _base_values(store: Store, names: list[str], category: str, settings: dict[str, tuple[str, str]],
+                 setting_key: str | None, presets: dict[str, str] | None) -> dict[str, list[tuple[str, float]]]:
+    """Values of base-model runs (kind base) per metric, in the frontier's evaluation setting."""
+    evals = [e for e, (k, _d) in settings.items() if k == setting_key]
+    if not evals:
+        return {}
+    base = latest_metrics(store, names, categories=[category], judge_mode="none", preset=presets,
+                          where={"kind": ["base"]}, evaluation_ids=evals)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for (run_id, name, _c, _j), m in sorted(base.items()):
+        if m.value is not None:
+            out.setdefault(name, []).append((run_id, float(m.value)))
+    return out

@@ -15,8 +15,10 @@ from spt.frontier.compute import FrontierResult, Point
 FORMATS = ("csv", "json", "md", "latex")
 _SUFFIXES = {".csv": "csv", ".json": "json", ".md": "md", ".markdown": "md", ".tex": "latex", ".latex": "latex"}
 
-ID_COLUMNS = ("run_id", "group", "kind", "defense", "lam", "poison_ratio", "model", "task", "seed", "status")
-METRIC_FIELDS = ("value", "ci_low", "ci_high", "n", "n_unscored", "preset", "judge_id", "evaluation_id")
+ID_COLUMNS = ("run_id", "group", "kind", "defense", "lam", "poison_ratio", "model", "task", "seed", "status",
+              "configuration", "n_seeds", "seeds")
+METRIC_FIELDS = ("value", "ci_low", "ci_high", "ci_method", "n", "n_unscored", "preset", "judge_id",
+                 "evaluation_id")
 
 
 def columns(result: FrontierResult) -> list[str]:
@@ -31,6 +33,8 @@ def point_row(result: FrontierResult, p: Point) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": p.run_id, "group": p.group, "kind": p.kind, "defense": p.defense, "lam": p.lam,
         "poison_ratio": p.poison_ratio, "model": p.model, "task": p.task, "seed": p.seed, "status": p.status,
+        "configuration": p.configuration, "n_seeds": len(p.runs) or 1,
+        "seeds": " ".join(str(s) for s in p.seeds) if p.seeds else "",
     }
     for info, mv in ((result.x, p.x), (result.y, p.y)):
         for f in METRIC_FIELDS:
@@ -54,12 +58,16 @@ def to_dict(result: FrontierResult, all_points: bool = False) -> dict[str, Any]:
         "group_by": result.group_by,
         "ref": list(result.ref) if result.ref else None,
         "ref_source": result.ref_source,
+        "setting": result.setting,
+        "setting_description": result.setting_description,
+        "per_seed": result.per_seed,
         "n_runs": result.n_runs,
         "n_points": len(result.points),
         "n_frontier": len(result.frontier),
         "excluded": result.excluded,
         "groups": [{"name": g.name, "rank": g.rank, "n_points": g.n_points, "n_frontier": g.n_frontier,
-                    "hypervolume": g.hypervolume} for g in result.groups],
+                    "hypervolume": g.hypervolume, "hv_ci_low": g.hv_low, "hv_ci_high": g.hv_high,
+                    "distinct_from_next": g.distinct_from_next} for g in result.groups],
         "all_points": all_points,
         "columns": columns(result),
         "rows": rows(result, all_points),
@@ -112,7 +120,8 @@ def table_cells(result: FrontierResult, all_points: bool = False) -> tuple[list[
 
 
 def _hv_lines(result: FrontierResult) -> list[tuple[str, str, str]]:
-    return [(str(g.rank), g.name, fmt_num(g.hypervolume)) for g in result.groups]
+    return [(str(g.rank), g.name, fmt_num(g.hypervolume) + (f" {fmt_ci(g.hv_low, g.hv_high)}" if g.hv_low is not None
+                                                               else "")) for g in result.groups]
 
 
 def to_markdown(result: FrontierResult, all_points: bool = False) -> str:

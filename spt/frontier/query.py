@@ -107,20 +107,68 @@ def _decode_tags(v: Any) -> list | None:
     return out if isinstance(out, list) else [out]
 
 
+# What makes two runs the same *configuration*: everything that changes the weights except the seed.
+_CONFIGURATION_SQL = ("COALESCE(json_remove(json_extract(r.config, '$.identity_inputs'), '$.settings.seed'), "
+                      "r.identity, r.id)")
+
+
+def configuration_key(identity_without_seed: str) -> str:
+    """A short, stable id for the configuration of a run (runs that differ only in seed share it)."""
+    import hashlib
+
+    return "cfg:" + hashlib.sha256(identity_without_seed.encode()).hexdigest()[:12]
+
+
 def select_runs(store: Store, where: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-    """Runs matching `where` (oldest first) as dicts of RUN_COLUMNS, plus `has_evaluation`."""
+    """Runs matching `where` (oldest first) as dicts of RUN_COLUMNS, plus `has_evaluation` and `configuration`."""
     cond, params = where_sql(where or {})
     cols = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
-    sql = (f"SELECT {cols}, EXISTS (SELECT 1 FROM evaluation e WHERE e.run_id = r.id) AS has_evaluation "
-           f"FROM run r WHERE {cond} ORDER BY r.created_at, r.id")
+    sql = (f"SELECT {cols}, EXISTS (SELECT 1 FROM evaluation e WHERE e.run_id = r.id) AS has_evaluation, "
+           f"{_CONFIGURATION_SQL} AS configuration FROM run r WHERE {cond} ORDER BY r.created_at, r.id")
     with store.engine.connect() as conn:
         rows = conn.execute(text(sql), params).all()
     out = []
     for row in rows:
-        d = dict(zip(RUN_COLUMNS + ("has_evaluation",), row, strict=True))
+        d = dict(zip(RUN_COLUMNS + ("has_evaluation", "configuration"), row, strict=True))
         d["tags"] = _decode_tags(d["tags"])
         d["has_evaluation"] = bool(d["has_evaluation"])
+        d["configuration"] = configuration_key(str(d["configuration"]))
         out.append(d)
+    return out
+
+
+def evaluation_settings(store: Store) -> dict[str, tuple[str, str]]:
+    """Per evaluation id: (setting key, description) of what was evaluated, whatever the weights.
+
+    Two evaluations share a setting when they used the same dataset version, split, --limit sample,
+    decoding, task and dtype; only numbers from one setting are comparable on one frontier.
+    """
+    import hashlib
+    import json
+
+    sql = ("SELECT e.id, json_remove(json_extract(e.config, '$.identity_fields'), '$.weights'), e.dataset_id, "
+           "e.split, d.name FROM evaluation e LEFT JOIN dataset d ON d.id = e.dataset_id")
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql)).all()
+    out: dict[str, tuple[str, str]] = {}
+    for eid, fields, dataset_id, split, dname in rows:
+        try:
+            f = json.loads(fields) if fields else {}
+        except ValueError:
+            f = {}
+        if not f:
+            f = {"dataset": dataset_id, "split": split}
+        key = hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest()[:10]
+        gen = f.get("generation") or {}
+        parts = [f"{dname or str(f.get('dataset'))[:15]}/{f.get('split')}",
+                 f"limit {f.get('limit') if f.get('limit') else 'all'}"]
+        if gen.get("generate"):
+            parts.append(f"{gen.get('decoding')} {gen.get('max_new_tokens')} tokens")
+        if f.get("task"):
+            parts.append(f"task {f['task']}")
+        if f.get("v") is not None:
+            parts.append(f"eval v{f['v']}")
+        out[eid] = (key, ", ".join(parts))
     return out
 
 
@@ -132,6 +180,7 @@ class MetricValue:
     value: float | None
     ci_low: float | None = None
     ci_high: float | None = None
+    ci_method: str | None = None
     n: int = 0
     n_unscored: int = 0
     category: str = "all"
@@ -143,7 +192,7 @@ class MetricValue:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("name", "value", "ci_low", "ci_high", "n", "n_unscored",
+        return {k: getattr(self, k) for k in ("name", "value", "ci_low", "ci_high", "ci_method", "n", "n_unscored",
                                               "category", "preset", "judge_id", "judge_name",
                                               "evaluation_id")}
 
@@ -166,6 +215,7 @@ def latest_metrics(
     preset: str | dict[str, str] | None = None,
     where: dict[str, list[str]] | None = None,
     run_ids: Sequence[str] | None = None,
+    evaluation_ids: Sequence[str] | None = None,
 ) -> dict[tuple[str, str, str, str | None], MetricValue]:
     """The most recent value per (run, metric name, category, judge key) in ONE query.
 
@@ -193,12 +243,14 @@ def latest_metrics(
             params[f"pn{i}"], params[f"pv{i}"] = pname, pval
     if run_ids is not None:
         conds.append(f"r.id IN ({_in_params('r', list(run_ids), params)})")
+    if evaluation_ids is not None:
+        conds.append(f"m.evaluation_id IN ({_in_params('e', list(evaluation_ids), params)})")
     if where:
         wcond, wparams = where_sql(where)
         conds.append(wcond)
         params.update(wparams)
     sql = (
-        "SELECT r.id, m.name, m.category, m.judge_id, jd.name, m.preset, m.value, m.ci_low, m.ci_high, "
+        "SELECT r.id, m.name, m.category, m.judge_id, jd.name, m.preset, m.value, m.ci_low, m.ci_high, m.ci_method, "
         "m.n, m.n_unscored, m.evaluation_id, COALESCE(e.created_at, m.created_at) AS t, "
         "CASE WHEN m.preset IS NOT NULL AND m.preset = e.refusal_preset THEN 1 ELSE 0 END AS own, "
         "m.created_at "
@@ -211,11 +263,12 @@ def latest_metrics(
     with store.engine.connect() as conn:
         rows = conn.execute(text(sql), params).all()
     out: dict[tuple[str, str, str, str | None], MetricValue] = {}
-    for (run_id, name, cat, judge_id, judge_name, mpreset, value, lo, hi, n, n_uns, eval_id, t, _own,
+    for (run_id, name, cat, judge_id, judge_name, mpreset, value, lo, hi, method, n, n_uns, eval_id, t, _own,
          _mt) in rows:
         jkey = judge_id if judge_mode == "split" else None
         out[(run_id, name, cat, jkey)] = MetricValue(
-            name=name, value=value, ci_low=lo, ci_high=hi, n=n or 0, n_unscored=n_uns or 0, category=cat,
+            name=name, value=value, ci_low=lo, ci_high=hi, ci_method=method, n=n or 0, n_unscored=n_uns or 0,
+            category=cat,
             preset=mpreset, judge_id=judge_id, judge_name=judge_name, evaluation_id=eval_id, created_at=t,
         )
     return out

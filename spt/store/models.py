@@ -210,6 +210,8 @@ class Metric(SQLModel, table=True):
     n_unscored: int = 0
     meta: dict | None = _json()
     created_at: str = Field(default_factory=utcnow)
+    # Added by migration 0003 (so last): clopper-pearson | wilson | cluster-bootstrap | t-across-seeds; None: legacy
+    ci_method: str | None = None
 
 
 class ImportLog(SQLModel, table=True):

@@ -535,13 +535,20 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
         tgt_seg = torch.full_like(seg, -1)
         tgt_seg[:-1] = seg[1:]
         ex = tgt_seg.index_select(0, flat)
-        groups = torch.tensor([e.group for e in eval_ex], device=ex.device)[ex]
+        # One definition with `spt evaluate` (spt.eval.metrics.loss_metrics): each example's mean token
+        # CE, then the mean over examples, so a long reference response does not outweigh a short one.
         ce = ce.float()
-        out = {"alignment_loss": float(ce.mean())}
+        n_ex = len(eval_ex)
+        sums = torch.zeros(n_ex, device=ce.device).index_add_(0, ex, ce)
+        counts = torch.zeros(n_ex, device=ce.device).index_add_(0, ex, torch.ones_like(ce))
+        per_ex = sums / counts.clamp(min=1)
+        groups = torch.tensor([e.group for e in eval_ex], device=ce.device)
+        valid = counts > 0
+        out = {"alignment_loss": float(per_ex[valid].mean())}
         for g, nm in ((0, "alignment_loss_harmful"), (1, "alignment_loss_benign")):
-            m = groups == g
+            m = valid & (groups == g)
             if m.any():
-                out[nm] = float(ce[m].mean())
+                out[nm] = float(per_ex[m].mean())
         return out
 
     writer = BatchWriter(store, batch_size=256, interval_s=5.0) if rank0 else None
@@ -652,6 +659,8 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
     accelerator.wait_for_everyone()
     result: dict[str, Any] = {"steps": total_steps, "final_losses": last_losses, "n_train": len(train),
                               "examples_per_step": per_step}
+    if cfg.stage == "task":
+        result["poison"] = _poison_seen(train_items, train, stream, total_steps * per_step, cfg.poison)
     if rank0:
         post = defense.post_train(ctx)
         extra_meta = {}
@@ -677,6 +686,21 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
     return {"run_id": plan.run_id, "status": "done", "reused": False, "kind": plan.kind, "rank": rank,
             "resumed_from_step": start_step or None, "steps": total_steps, "final_losses": last_losses,
             "checkpoints": ck_rows, **({cfg.defense: result[cfg.defense]} if cfg.defense in result else {})}
+
+
+def _poison_seen(items: list[dict], encoded: list[Any], stream: _Stream, positions: int,
+                 ratio: float) -> dict[str, Any]:
+    """The realised poison dose: poison examples in the data and examples/tokens actually trained on.
+
+    A ratio alone hides the dose (20 steps of batch 8 see 16 poison examples at p = 0.1, whatever the
+    data size), so the run records what it saw. The data stream is deterministic, so this is exact.
+    """
+    poison = {i for i, x in enumerate(items) if x.get("label") == "poison"}
+    seen = [stream.at(p) for p in range(positions)]
+    hit = [i for i in seen if i in poison]
+    return {"ratio": ratio, "examples_in_data": len(poison), "distinct_in_data":
+            len({items[i]["prompt"] for i in poison}), "examples_seen": len(hit), "distinct_seen": len(set(hit)),
+            "tokens_seen": sum(encoded[i].n_completion for i in hit), "examples_seen_total": len(seen)}
 
 
 def _all_checkpoints(store: Any, run_id: str) -> list[dict]:
