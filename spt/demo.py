@@ -33,9 +33,9 @@ class DemoPlan:
     name: str
     model: str = "smollm2-135m"
     task: str = "builtin:arithmetic"
-    align_steps: int = 40
-    task_steps: int = 20
-    lams: tuple[float, ...] = (0.5,)
+    align_steps: int = 30
+    task_steps: int = 12
+    lams: tuple[float, ...] = (0.6,)
     poison: float = 0.1
     seeds: tuple[int, ...] = (0, 1, 2)
     eval_limit: int = 60  # HarmOR test items (whole pairs, spread over categories)
@@ -45,7 +45,8 @@ class DemoPlan:
     lr: float = 1e-3
     lora_r: int = 8
     # the alignment-loss curve in train_log: a small fixed batch, logged a few times per run
-    train: dict[str, Any] = field(default_factory=lambda: {"log_every": 20, "align_eval_pairs": 8})
+    train: dict[str, Any] = field(default_factory=lambda: {"log_every": 20, "align_eval_pairs": 8,
+                                                           "safety_batch_size": 4})
 
     @property
     def tag(self) -> str:
@@ -53,7 +54,7 @@ class DemoPlan:
 
 
 FULL = DemoPlan(name="full")
-QUICK = DemoPlan(name="quick", align_steps=10, task_steps=6, lams=(0.5,), seeds=(0, 1), eval_limit=16,
+QUICK = DemoPlan(name="quick", align_steps=8, task_steps=4, lams=(0.6,), seeds=(0, 1), eval_limit=16,
                  max_new_tokens=12,
                  batch_size=8, max_length=96, lr=2e-3,
                  train={"log_every": 100, "align_eval_pairs": 8, "safety_batch_size": 4,
@@ -160,7 +161,9 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
               **{f"anchor λ={lam:g}": runs_of(sweep, "anchor", lam) for lam in plan.lams}}
     from spt.runs import list_configurations
 
-    by_cfg = {c["configuration"]: c for c in list_configurations(store, [f"tag={plan.tag}", f"tag={plan.tag}:control"])}
+    keys = ("refusal_rate", "over_refusal_rate", "pair_score", "alignment_loss", "task_loss", "task_accuracy")
+    by_cfg = {c["configuration"]: c for c in list_configurations(store, [f"tag={plan.tag}", f"tag={plan.tag}:control"],
+                                                                 metrics=keys)}
     rows = [_row("base", None, [base["run_id"]], _overall(store, base["evaluation_id"])),
             _row("aligned", None, [align["run_id"]], _overall(store, aligned["evaluation_id"]))]
     for label, ids in groups.items():

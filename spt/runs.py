@@ -41,14 +41,19 @@ def list_runs(store: Store, where: Any = None, *, metrics: tuple[str, ...] = KEY
 
 def list_configurations(store: Store, where: Any = None, *,
                         metrics: tuple[str, ...] = KEY_METRICS) -> list[dict[str, Any]]:
-    """Runs that differ only in seed, pooled: per key metric the mean across seeds and a t interval.
+    """Runs that differ only in seed, pooled: per key metric the mean across seeds and its interval.
 
-    One seed gives a mean but no interval (`ci_low`/`ci_high` None): the spread across seeds is unknown.
+    The interval is `spt.metrics.pool_seeds`: a Student t across seeds, never narrower than the exact
+    interval of the pooled counts for a rate, nor than a single seed's own interval.
     """
-    from spt import stats
+    from spt.frontier.comparable import is_bounded
+    from spt.metrics import pool_seeds
 
+    where_d = parse_where(where)
+    runs = select_runs(store, where_d)
+    values = latest_metrics(store, list(metrics), categories=["all"], judge_mode="none", where=where_d)
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in list_runs(store, where, metrics=metrics):
+    for r in runs:
         groups.setdefault(r["configuration"], []).append(r)
     out = []
     for cfg, members in groups.items():
@@ -57,10 +62,13 @@ def list_configurations(store: Store, where: Any = None, *,
         row.update({"configuration": cfg, "runs": [m["id"] for m in members], "seeds": [m["seed"] for m in members],
                     "status": sorted({m["status"] for m in members}), "metrics": {}})
         for name in metrics:
-            vals = [m["metrics"][name] for m in members if m["metrics"][name] is not None]
-            mean, lo, hi = stats.seed_interval(vals) if vals else (None, None, None)
-            row["metrics"][name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(vals),
-                                    "per_seed": vals, "ci_method": stats.T_ACROSS_SEEDS if lo is not None else None}
+            mvs = [values[(m["id"], name, "all", None)] for m in members if (m["id"], name, "all", None) in values]
+            mvs = [mv for mv in mvs if mv.value is not None]
+            est = pool_seeds([mv.value for mv in mvs], ns=[mv.n for mv in mvs], bounded=is_bounded(name),
+                             run_intervals=[(mv.ci_low, mv.ci_high) for mv in mvs])
+            row["metrics"][name] = {"mean": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                                    "n_seeds": len(mvs), "per_seed": [mv.value for mv in mvs], "n": est.n,
+                                    "ci_method": est.method}
         out.append(row)
     return out
 

@@ -22,7 +22,7 @@ def test_demo_quick_on_tiny_model_runs_everything_and_resumes(tmp_path):
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
     names = [r["model"] for r in out["rows"]]
-    assert names == ["base", "aligned", "control", "none", "anchor λ=0.5"]
+    assert names == ["base", "aligned", "control", "none", "anchor λ=0.6"]
     assert [len(r["runs"]) for r in out["rows"]] == [1, 1, 2, 2, 2]  # two seeds per fine-tuned configuration
     assert all(r["alignment_loss"] is not None and r["task_loss"] is not None for r in out["rows"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -81,3 +81,16 @@ def test_task_accuracy_scores_the_final_answer():
             {"category": "t", "response": "no idea", "answer": "3"}]
     m = accuracy_metrics("task_accuracy", recs, score_number)
     assert _by(m, "task_accuracy")["value"] == 0.5
+
+
+def test_pooled_seeds_are_never_zero_width_nor_outside_0_1():
+    from spt.metrics import pool_seeds
+
+    agree = pool_seeds([0.0, 0.0, 0.0], ns=[30, 30, 30], bounded=True)
+    assert agree.value == 0 and agree.ci_low == 0 and agree.ci_high == pytest.approx(1 - 0.025 ** (1 / 90), rel=1e-6)
+    spread = pool_seeds([0.0, 0.5], ns=[16, 16], bounded=True)
+    assert 0.0 <= spread.ci_low and spread.ci_high <= 1.0 and spread.ci_high > 0.9  # t with 1 df is wide
+    one = pool_seeds([2.5], run_intervals=[(2.3, 2.7)])
+    assert (one.value, one.ci_low, one.ci_high) == (2.5, 2.3, 2.7)
+    losses = pool_seeds([1.0, 1.2, 1.1], run_intervals=[(0.9, 1.1), (1.1, 1.3), (1.0, 1.2)])
+    assert losses.ci_high - 1.1 == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-4)  # t across seeds

@@ -46,6 +46,15 @@ def test_cli_align_then_anchor_task(db_path):
         assert t.parent_run_id == a.id and t.defense == "anchor" and t.lam == 0.3 and t.poison_ratio == 0.1
         assert t.base_model == "tiny-random:0" and t.identity and t.identity != a.identity
         assert t.config["lr"] == 2e-4 and t.config["result"]["steps"] == 20
+        dose = t.config["result"]["poison"]  # the realised dose, not only the ratio
+        assert dose["ratio"] == 0.1 and dose["examples_seen_total"] == 20 * 4
+        assert 0 < dose["examples_seen"] < 20 and dose["tokens_seen"] > dose["examples_seen"]
+        # poison comes from HarmOR's poison pool; the safety (anchor) batches from its train pool
+        from spt.data import load_items
+
+        harmor = {it["prompt"]: it["split"] for it in load_items(st, t.config["safety_dataset"])}
+        poison = load_items(st, t.config["poison_dataset"])
+        assert poison and {harmor[it["prompt"]] for it in poison} == {"poison"}
         prov = t.provenance
         assert {"torch", "transformers", "peft", "trl"} <= set(prov["versions"]) and prov["host"] and prov["seeds"]
         cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == t.id)).all()

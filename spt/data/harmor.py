@@ -300,12 +300,49 @@ def category_summary(templates: str | os.PathLike[str] | None = None) -> list[di
     return out
 
 
-def ensure_harmor(store, seed: int = 0) -> str:
-    """The default HarmOR dataset (name "harmor", all categories, default pools), stored if missing."""
-    from spt.data.items import store_items
+def _stored_default(store, seed: int, templates_key: str) -> str | None:
+    """The id of a stored default build from these exact template files and seed, if any."""
+    from sqlmodel import col, select
 
+    from spt.store.models import Dataset
+
+    with store.session() as s:
+        rows = s.exec(select(Dataset).where(Dataset.name == DEFAULT_NAME, Dataset.kind == "harmor")
+                      .order_by(col(Dataset.created_at).desc())).all()
+    for d in rows:
+        src = d.source or {}
+        if (src.get("harmor_version") == HARMOR_VERSION and src.get("templates_hash") == templates_key
+                and src.get("seed") == seed and src.get("per_category") is None and src.get("pools") == DEFAULT_POOLS
+                and src.get("renderings") == DEFAULT_RENDERINGS and src.get("categories") and (src.get("leakage") or
+                                                                                            {}).get("clean")):
+            return d.id
+    return None
+
+
+def _stored_categories(store, dataset_id: str) -> list[str]:
+    from spt.store.models import Dataset
+
+    with store.session() as s:
+        d = s.get(Dataset, dataset_id)
+    return list((d.source or {}).get("categories") or []) if d else []
+
+
+def ensure_harmor(store, seed: int = 0) -> str:
+    """The default HarmOR dataset (name "harmor", all categories, default pools), stored if missing.
+
+    A stored build of the same template files, version and seed is found without rendering again (every
+    evaluation and training run asks for it).
+    """
+    from spt.data.items import store_items
+    from spt.data.templates import files_hash, folder_files
+
+    files = folder_files(None)
+    found = _stored_default(store, seed, files_hash(files))
+    if found is not None and set(_stored_categories(store, found)) == {p.stem for p in files if p.name[0] != "_"}:
+        return found
+    t = load_all(None)
     items = build_harmor(seed=seed)
-    report = leakage_report(items, load_all(None))
+    report = leakage_report(items, t)
     check_leakage(report)
     source = harmor_source(None, None, seed, leakage=report)
     return store_items(store, DEFAULT_NAME, "harmor", items, source)

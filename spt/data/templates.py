@@ -324,9 +324,21 @@ def load_all(directory: str | os.PathLike[str] | None = None) -> HarmorTemplates
 
 def templates_hash(t: HarmorTemplates) -> str:
     """Content hash of the template files used (recorded in the dataset's source)."""
+    return files_hash(t.files())
+
+
+def files_hash(files: list[Path]) -> str:
     from spt.store.ids import content_id
 
-    return content_id({p.name: p.read_text(encoding="utf-8") for p in t.files()})
+    return content_id({p.name: p.read_text(encoding="utf-8") for p in files})
+
+
+def folder_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The files a folder's build reads, in `HarmorTemplates.files()` order, without parsing them."""
+    d = Path(directory).expanduser() if directory is not None else templates_dir()
+    cats = sorted(p for p in d.iterdir()
+                  if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("_"))
+    return [d / f for f in SHARED_FILES] + cats
 
 
 def render(wrapper: Wrapper, phrase: str) -> str:

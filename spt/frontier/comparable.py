@@ -89,12 +89,12 @@ def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
     return (coords[0], coords[1]), "fixed: " + "; ".join(said)
 
 
-def aggregate_configurations(points: list[Any]) -> list[Any]:
-    """One point per configuration: the mean across its seeds, with a t interval when there are >= 2.
+def aggregate_configurations(points: list[Any], bounded: tuple[bool, bool]) -> list[Any]:
+    """One point per configuration: the mean across its seeds with `spt.metrics.pool_seeds`'s interval.
 
     A configuration with one seed keeps that run's own interval (no spread across seeds is known).
     """
-    from spt import stats
+    from spt.metrics import pool_seeds
 
     groups: dict[str, list[Any]] = defaultdict(list)
     for p in points:
@@ -107,13 +107,12 @@ def aggregate_configurations(points: list[Any]) -> list[Any]:
             out.append(replace(head, runs=[head.run_id], seeds=[head.seed]))
             continue
         axes = []
-        for axis in ("x", "y"):
-            vals = [float(getattr(p, axis).value) for p in members]
-            mean, lo, hi = stats.seed_interval(vals)
-            m0 = getattr(head, axis)
-            axes.append(replace(m0, value=mean, ci_low=lo, ci_high=hi, ci_method=stats.T_ACROSS_SEEDS,
-                                n=sum(getattr(p, axis).n for p in members),
-                                n_unscored=sum(getattr(p, axis).n_unscored for p in members),
+        for axis, bnd in zip(("x", "y"), bounded, strict=True):
+            ms = [getattr(p, axis) for p in members]
+            vals = [float(m.value) for m in ms]
+            est = pool_seeds(vals, ns=[m.n for m in ms], bounded=bnd, run_intervals=[(m.ci_low, m.ci_high) for m in ms])
+            axes.append(replace(ms[0], value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, ci_method=est.method,
+                                n=sum(m.n for m in ms), n_unscored=sum(m.n_unscored for m in ms),
                                 extra={"per_seed": vals}))
         out.append(replace(head, x=axes[0], y=axes[1], runs=[p.run_id for p in members],
                            seeds=[p.seed for p in members]))

@@ -242,7 +242,7 @@ def compute_frontier(
     in_points = {p.run_id for p in points}
     cmp.check_like_runs([r for r in runs if r["id"] in in_points], group_by)
     if not per_seed:
-        points = cmp.aggregate_configurations(points)
+        points = cmp.aggregate_configurations(points, (cmp.is_bounded(x_info.name), cmp.is_bounded(y_info.name)))
 
     directions = (x_info.direction, y_info.direction)
     mask = non_dominated([p.xy for p in points], directions)

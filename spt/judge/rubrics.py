@@ -35,7 +35,7 @@ class Verdict:
     """A parsed judge reply: scored with a score/label, or unscored with a reason."""
 
     status: str  # scored | unscored
-    reason: str | None = None  # parse_failure | out_of_range | judge_refused | api_error | timeout
+    reason: str | None = None  # parse_failure | out_of_range | judge_refused | api_error | timeout | degenerate
     score: float | None = None
     label: str | None = None
 
