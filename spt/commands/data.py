@@ -44,6 +44,37 @@ def _split_counts(store, dataset_id: str) -> dict[str, int]:
     return {sp: n for sp, n in sorted(rows)}
 
 
+def _import_format(ctx, file: Path, fmt: str, name: str | None, label: str | None, kind: str | None, db,
+                   json_out: bool, columns: dict[str, str | None]) -> None:
+    """`spt data import FILE --format NAME`: validated fully before the store is opened."""
+    from spt.data.formats import default_name, format_items, get_format, import_format
+    from spt.data.io import read_rows
+    from spt.errors import SptError
+
+    f = get_format(fmt)
+    if kind is not None:
+        raise SptError(f"--kind does not apply with --format {f.name}: the format decides the labels")
+    used = [k for k, v in columns.items() if v is not None]
+    if used:
+        raise SptError(f"{used[0]} does not apply with --format {f.name}: the format maps the columns")
+    rows, _ = read_rows(file)
+    items = format_items(rows, f, source_name=Path(file).name, path=file, label=label)
+    name = name if name is not None else default_name(f, file, label)
+    with get_store(ctx, db) as store:
+        did = import_format(store, file, f, name, label)
+        counts = _split_counts(store, did)
+    labels: dict[str, int] = {}
+    for it in items:
+        labels[it["label"]] = labels.get(it["label"], 0) + 1
+    n = sum(counts.values())
+    if json_out:
+        print_json({"dataset_id": did, "name": name, "format": f.name, "n_items": n, "splits": counts,
+                    "labels": labels})
+    else:
+        console.print(f"imported {n} items as [bold]{name}[/bold] ({f.name}: "
+                      + ", ".join(f"{v} {k}" for k, v in sorted(labels.items())) + f") {did}  splits: {counts}")
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Datasets: import, list, show, export.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
@@ -52,8 +83,17 @@ def register(app: typer.Typer) -> None:
     def import_cmd(
         ctx: typer.Context,
         file: Annotated[Path, typer.Argument(help="JSONL/JSON/CSV/parquet file or HF dataset folder.")],
-        kind: Annotated[str, typer.Option("--kind", help="task | harmful | benign | poison.")],
-        name: Annotated[str, typer.Option("--name", help="Dataset name in the store.")],
+        kind: Annotated[str | None, typer.Option("--kind", help="task | harmful | benign | poison (not with "
+                                                 "--format).", show_default=False)] = None,
+        name: Annotated[str | None, typer.Option("--name", help="Dataset name in the store (with --format default: "
+                                                 "the format, or the file's stem for orbench).",
+                                                 show_default=False)] = None,
+        fmt: Annotated[str | None, typer.Option(
+            "--format", help="A public set's own layout: xstest, advbench, harmbench, strongreject, orbench "
+            "(maps its columns, labels and categories).", show_default=False)] = None,
+        label: Annotated[str | None, typer.Option(
+            "--label", help="orbench only: harmful or benign (default from the file name: toxic -> harmful, "
+            "hard/80k -> benign).", show_default=False)] = None,
         prompt_col: Annotated[str | None, typer.Option("--prompt-col", show_default=False,
                                                        help="Prompt column (default: prompt).")] = None,
         response_col: Annotated[str | None, typer.Option("--response-col", show_default=False,
@@ -77,6 +117,17 @@ def register(app: typer.Typer) -> None:
         from spt.data.io import IMPORT_KINDS, import_dataset, read_rows, rows_to_items
         from spt.errors import SptError
 
+        if fmt is not None:
+            _import_format(ctx, file, fmt, name, label, kind, db, json_out,
+                           {"--prompt-col": prompt_col, "--response-col": response_col, "--messages-col": messages_col,
+                            "--category-col": category_col, "--label-col": label_col, "--pair-col": pair_col,
+                            "--split-col": split_col, "--answer-col": answer_col})
+            return
+        if label is not None:
+            raise SptError("--label applies with --format orbench; for other files use --kind and --label-col")
+        if kind is None or name is None:
+            raise SptError(f"pass --kind ({' | '.join(IMPORT_KINDS)}) and --name, or --format for a public set's "
+                           "layout (xstest, advbench, harmbench, strongreject, orbench)")
         if kind not in IMPORT_KINDS:
             raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
         cols = dict(prompt_col=prompt_col, response_col=response_col, messages_col=messages_col,

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, add_row, console, err_console, get_store, print_json
 
 
 class _DemoDisplay:
@@ -69,14 +70,15 @@ def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def render_rows(rows: list[dict[str, Any]]) -> Table:
+    title = ("demo configurations (HarmOR v2 test subset, keyword preset `spt`; fine-tuned rows: mean over seeds "
+             "[95% interval])")
     table = Table("model", "λ", "seeds", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
-                  "task acc ↑", "runs", title="demo configurations (HarmOR v2 test subset, keyword preset `spt`; "
-                  "fine-tuned rows: mean over seeds [t interval across seeds])", title_justify="left")
+                  "task acc ↑", "runs", title=escape(title), title_justify="left")
     for r in rows:
-        table.add_row(r["model"], _num(r["lam"], "g"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
-                      _ci(r, "over_refusal_rate", ".2f"), _num(r["pair_score"], ".2f"), _ci(r, "alignment_loss", ".3f"),
-                      _ci(r, "task_loss", ".3f"), _num(r["task_accuracy"], ".2f"),
-                      r["configuration"] or " ".join(x[:13] for x in r["runs"]))
+        add_row(table, r["model"], _num(r["lam"], "g"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
+                _ci(r, "over_refusal_rate", ".2f"), _num(r["pair_score"], ".2f"), _ci(r, "alignment_loss", ".3f"),
+                _ci(r, "task_loss", ".3f"), _num(r["task_accuracy"], ".2f"),
+                r["configuration"] or " ".join(x[:13] for x in r["runs"]))
     return table
 
 

@@ -46,6 +46,9 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield update
 
 
+_EXT = "Import completions generated elsewhere"
+_CI = "95% CIs: rates exact (Clopper-Pearson), means a bootstrap over sensitive words"
+
 _ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_loss", "alignment_loss_harmful",
           "alignment_loss_benign", "task_loss", "task_accuracy")
 
@@ -55,26 +58,8 @@ def _fmt(v: Any) -> str:
 
 
 def _render(result: dict) -> None:
-    metrics = result["metrics"]
-    order = list(dict.fromkeys([*_ORDER, *(m["name"] for m in metrics)]))
-    cats = sorted({m["category"] for m in metrics}, key=lambda c: (c != "all", c))
-    table = Table(title=f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
-                  caption=f"refusal preset: {result['refusal_preset']}; 95% bootstrap CIs")
-    for col, just in (("category", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"),
-                      ("n", "right"), ("unscored", "right")):
-        table.add_column(col, justify=just, no_wrap=col != "category")  # type: ignore[arg-type]
-    for c in cats:
-        rows = sorted((m for m in metrics if m["category"] == c), key=lambda m: order.index(m["name"]))
-        for k, m in enumerate(rows):
-            table.add_row(escape(c) if k == 0 else "", m["name"], _fmt(m["value"]),
-                          f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m["value"] is not None else "",
-                          str(m["n"]), str(m["n_unscored"]), end_section=k == len(rows) - 1)
-    if console.is_terminal:
-        console.print(table)
-    else:  # piped: do not squeeze the table into 80 columns
-        from rich.console import Console
-
-        Console(width=max(console.width, 160), soft_wrap=True).print(table)
+    _print_table(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
+                                f"refusal preset: {result['refusal_preset']}; {_CI}"))
     tps = result.get("tokens_per_s")
     console.print(
         f"dataset {escape(result['dataset'])} ({result['split']}, {result['n_items']} items)"
@@ -86,12 +71,62 @@ def _render(result: dict) -> None:
     )
 
 
+def _print_table(table: Table) -> None:
+    if console.is_terminal:
+        console.print(table)
+    else:  # piped: do not squeeze the table into 80 columns
+        from rich.console import Console
+
+        Console(width=max(console.width, 160), soft_wrap=True).print(table)
+
+
+def _render_external(result: dict) -> None:
+    _print_table(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (external run "
+                                f"{result['run_id']}, model {result['model_name']})",
+                                f"keyword preset: {result['refusal_preset']} on the imported responses; {_CI}"))
+    if result.get("human_metrics"):
+        _print_table(_metrics_table(result["human_metrics"], "human verdicts (judge `human`, refused = full or "
+                                    "partial refusal)", _CI))
+    what = "imported" if result["created"] else "already imported (nothing written)"
+    extra = []
+    if result["n_duplicates"]:
+        extra.append(f"{result['n_duplicates']} duplicate rows dropped")
+    if result["n_verdicts"] or result["n_no_verdict"]:
+        no = result["n_no_verdict"]
+        extra.append(f"{result['n_verdicts']} human verdicts"
+                     + (f", {no} row{'s' if no != 1 else ''} without one" if no else ""))
+    console.print(
+        f"{what}: {result['n_items']} responses of {escape(result['model_name'])} from {escape(result['source'])} "
+        f"as dataset {escape(str(result['dataset']))} ({result['split']})"
+        + (f"; {'; '.join(extra)}" if extra else "")
+        + "; compare with human verdicts: spt judge --agreement",
+        highlight=False,
+    )
+
+
+def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
+    order = list(dict.fromkeys([*_ORDER, *(m["name"] for m in metrics)]))
+    cats = sorted({m["category"] for m in metrics}, key=lambda c: (c != "all", c))
+    table = Table(title=title, caption=caption)
+    for col, just in (("category", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"),
+                      ("n", "right"), ("unscored", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "category")  # type: ignore[arg-type]
+    for c in cats:
+        rows = sorted((m for m in metrics if m["category"] == c), key=lambda m: order.index(m["name"]))
+        for k, m in enumerate(rows):
+            table.add_row(escape(c) if k == 0 else "", m["name"], _fmt(m["value"]),
+                          f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m["value"] is not None else "",
+                          str(m["n"]), str(m["n_unscored"]), end_section=k == len(rows) - 1)
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def _cmd(
         ctx: typer.Context,
-        target: Annotated[str, typer.Argument(help="Run id (or unique prefix): its final checkpoint; a checkpoint "
-                                              "id; or a model reference (tiny-random, smollm2-135m, a directory).")],
+        target: Annotated[str | None, typer.Argument(
+            help="Run id (or unique prefix): its final checkpoint; a checkpoint id; or a model reference "
+            "(tiny-random, smollm2-135m, a directory). Omit it with --responses.", show_default=False)] = None,
         dataset: Annotated[str | None, typer.Option("--dataset", help="Safety dataset name or id (default: HarmOR).",
                                                     show_default=False)] = None,
         split: Annotated[str, typer.Option("--split", help="Split of the safety dataset.")] = "test",
@@ -111,13 +146,88 @@ def register(app: typer.Typer) -> None:
         no_generate: Annotated[bool, typer.Option("--no-generate", help="Only teacher-forced losses.")] = False,
         dtype: Annotated[str | None, typer.Option("--dtype", help="float32 (default), bfloat16 or float16.",
                                                   show_default=False)] = None,
+        responses: Annotated[str | None, typer.Option(
+            "--responses", help="Import completions generated elsewhere (JSONL/CSV/parquet) as an external run "
+            "instead of generating; needs --model-name.", show_default=False, rich_help_panel=_EXT)] = None,
+        model_name: Annotated[str | None, typer.Option(
+            "--model-name", help="The model that wrote the --responses.", show_default=False,
+            rich_help_panel=_EXT)] = None,
+        prompt_col: Annotated[str | None, typer.Option(
+            "--prompt-col", help="Prompt column (default: prompt, else messages).", show_default=False,
+            rich_help_panel=_EXT)] = None,
+        response_col: Annotated[str | None, typer.Option(
+            "--response-col", help="Completion column (default: response, completion or output).",
+            show_default=False, rich_help_panel=_EXT)] = None,
+        label_col: Annotated[str | None, typer.Option(
+            "--label-col", help="harmful/benign column (harmful/unsafe/1 or benign/safe/0; default: label).",
+            show_default=False, rich_help_panel=_EXT)] = None,
+        label: Annotated[str | None, typer.Option(
+            "--label", help="One label for every row (harmful or benign) when the file has no label column.",
+            show_default=False, rich_help_panel=_EXT)] = None,
+        category_col: Annotated[str | None, typer.Option(
+            "--category-col", help="Category column (default: category).", show_default=False,
+            rich_help_panel=_EXT)] = None,
+        verdict_col: Annotated[str | None, typer.Option(
+            "--verdict-col", help="Human verdicts: refusal, partial_refusal, compliance (or XSTest's "
+            "full_refusal, ...); stored as judge `human`.", show_default=False, rich_help_panel=_EXT)] = None,
+        verdict_map: Annotated[str | None, typer.Option(
+            "--verdict-map", help="Map other verdict values: FILE_VALUE=refusal|partial_refusal|compliance|skip,... "
+            "(e.g. yes=refusal,no=compliance).", show_default=False, rich_help_panel=_EXT)] = None,
+        fmt: Annotated[str | None, typer.Option(
+            "--format", help="The prompts are in a public set's layout (xstest, advbench, harmbench, strongreject, "
+            "orbench): it maps prompt, label and category.", show_default=False, rich_help_panel=_EXT)] = None,
+        dataset_name: Annotated[str | None, typer.Option(
+            "--dataset-name", help="Name of the prompts' dataset (default: the file's stem).", show_default=False,
+            rich_help_panel=_EXT)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
         """Evaluate a run, checkpoint or model: refusal, over-refusal, pair score, losses, task accuracy.
 
-        Re-running the same command resumes: only missing generations are produced.
+        Re-running the same command resumes: only missing generations are produced. With --responses FILE
+        --model-name NAME, completions generated elsewhere are imported as an external run instead (no model
+        is loaded; importing the same file again writes nothing).
         """
+        from spt.errors import SptError
+
+        ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
+                     "--label-col": label_col, "--label": label, "--category-col": category_col,
+                     "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
+                     "--dataset-name": dataset_name}
+        if responses is not None:
+            if target is not None:
+                raise SptError(f"pass TARGET (evaluate a model) or --responses FILE (import completions), not both; "
+                               f"got TARGET {target!r}")
+            if not model_name:
+                raise SptError("--responses needs --model-name NAME (the model that wrote the responses)")
+            gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
+                         "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
+                         "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
+                         "--batch-size": batch_size != "auto", "--seed": seed != 0}
+            bad = [k for k, v in gen_flags.items() if v]
+            if bad:
+                raise SptError(f"{bad[0]} applies to generating with a model, not to --responses; drop it")
+            from spt.eval.external import ExternalSpec, import_responses, parse_verdict_map, plan_import
+
+            spec = ExternalSpec(responses=responses, model_name=model_name, prompt_col=prompt_col,
+                                response_col=response_col, label_col=label_col, label=label,
+                                category_col=category_col, verdict_col=verdict_col,
+                                verdict_map=parse_verdict_map(verdict_map), format=fmt, dataset_name=dataset_name,
+                                refusal_preset=refusal_preset)
+            plan = plan_import(spec)  # everything validated before the store is opened
+            with get_store(ctx, db) as store:
+                result = import_responses(store, spec, plan)
+            if json_out:
+                print_json(result)
+            else:
+                _render_external(result)
+            return
+        used = [k for k, v in ext_flags.items() if v is not None]
+        if used:
+            raise SptError(f"{used[0]} only applies with --responses FILE (importing completions)")
+        if target is None:
+            raise SptError("pass TARGET (a run, checkpoint or model to evaluate) or --responses FILE --model-name NAME "
+                           "(completions generated elsewhere)")
         from spt.eval.evaluate import EvaluateConfig, evaluate, parse_batch_size
 
         config = EvaluateConfig(

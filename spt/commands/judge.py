@@ -59,6 +59,52 @@ def _render_agreement(res: dict) -> None:
         console.print("fewer than two judges have judged these evaluations; pass several --judge options first")
 
 
+def _ci(lo: float | None, hi: float | None) -> str:
+    return "" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _render_human(res: dict) -> None:
+    """Accuracy, kappa and confusion of every judge and keyword preset against the human verdicts."""
+    from spt.commands._common import add_row, show
+
+    for h in res["human_judges"]:
+        rows = [r for r in res["rows"] if r["human_id"] == h["id"]]
+        if not rows:
+            continue
+        table = Table("against", "n", "accuracy [95% CI]", "kappa [95% CI]", "both refuse", "human refuses only",
+                      "judge refuses only", "neither", "degenerate", "unscored",
+                      title=f"agreement with {h['name']} ({h['n_verdicts']} verdicts; refused = full or partial "
+                      "refusal; all categories)",
+                      caption="accuracy: exact Clopper-Pearson; kappa: bootstrap over sensitive words (else items), "
+                      "widened to the exact accuracy bounds; degenerate / unscored replies are left out, not read "
+                      "as answers")
+        for r in rows:
+            a = r["categories"][0]
+            add_row(table, r["candidate"], str(a["n"]), f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}",
+                    f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}", str(a["tp"]), str(a["fn"]), str(a["fp"]),
+                    str(a["tn"]), str(a["n_degenerate"]), str(a["n_unscored"] + r["n_unjudged"]))
+        show(table)
+        conf = Table("against", "human", "refusal", "compliance", "degenerate", "unscored",
+                     title=f"confusion: {h['name']} class x verdict (all categories)")
+        for r in rows:
+            c = r["categories"][0]["confusion"]
+            for k, hc in enumerate(("full_refusal", "partial_refusal", "full_compliance")):
+                add_row(conf, r["candidate"] if k == 0 else "", hc, *(str(c[hc][p]) for p in
+                                                                      ("refusal", "compliance", "degenerate",
+                                                                       "unscored")))
+            conf.add_section()
+        show(conf)
+        cats = Table("against", "category", "n", "accuracy [95% CI]", "kappa [95% CI]", "tp/fn/fp/tn", "degenerate",
+                     title=f"agreement with {h['name']} per category")
+        for r in rows:
+            for k, a in enumerate(r["categories"][1:]):
+                add_row(cats, r["candidate"] if k == 0 else "", a["category"], str(a["n"]),
+                        f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}", f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}",
+                        f"{a['tp']}/{a['fn']}/{a['fp']}/{a['tn']}", str(a["n_degenerate"]))
+            cats.add_section()
+        show(cats)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("judge")
     def judge_cmd(
@@ -97,7 +143,9 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         agreement: Annotated[bool, typer.Option(
             "--agreement",
-            help="Report pairwise agreement (percent, Cohen's kappa) between judges; no calls.")] = False,
+            help="Report agreement, no calls: every judge and keyword preset against the human verdicts "
+            "(accuracy, Cohen's kappa with intervals, confusion matrix, per category) and judges pairwise. "
+            "Without EVAL_ID: every evaluation with human verdicts.")] = False,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -110,7 +158,7 @@ def register(app: typer.Typer) -> None:
         )
         from spt.judge import agreement as agreement_fn
 
-        if not evaluation_ids and not run and not all_pending:
+        if not evaluation_ids and not run and not all_pending and not agreement:
             raise SptError("nothing to judge: pass EVAL_ID, --run RUN_ID or --all-pending")
         if max_connections < 1:
             raise SptError(f"--max-connections must be at least 1 (got {max_connections})")
@@ -120,8 +168,28 @@ def register(app: typer.Typer) -> None:
             ids = resolve_evaluations(store, evaluation_ids, run, all_pending,
                                       judge_ids=[s.id for s in specs] if specs else None)
             if agreement:
+                from spt.judge.human import human_agreement, human_evaluations
+
+                if not ids:
+                    if evaluation_ids or run or all_pending:
+                        raise SptError("no evaluations to compare; pass EVAL_ID or --run RUN_ID")
+                    ids = human_evaluations(store)
+                    if not ids:
+                        raise SptError("--agreement without EVAL_ID compares with human verdicts, and no evaluation "
+                                       "has any; pass EVAL_ID or --run RUN_ID, or import verdicts with `spt evaluate "
+                                       "--responses FILE --model-name NAME --verdict-col COL`")
                 res = agreement_fn(store, ids, [s.id for s in specs] if judge else None)
-                print_json(res) if json_out else _render_agreement(res)
+                human = None
+                if set(ids) & set(human_evaluations(store)):
+                    human = human_agreement(store, ids, judge_ids=[s.id for s in specs] if judge else None)
+                res["human"] = human
+                if json_out:
+                    print_json(res)
+                    return
+                if human is not None:
+                    _render_human(human)
+                if res["pairs"] or human is None:
+                    _render_agreement(res)
                 return
             if not ids:
                 if json_out:

@@ -85,6 +85,17 @@ def read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
                    "HF dataset folder")
 
 
+def parse_label(value: Any) -> str | None:
+    """"harmful" or "benign" from a label cell (harmful/unsafe/1/true/yes/risky/contrast or
+    benign/safe/0/false/no/harmless, any case); None when it is neither."""
+    raw = (_text(value) or "").strip().lower()
+    if raw in _HARMFUL:
+        return "harmful"
+    if raw in _BENIGN:
+        return "benign"
+    return None
+
+
 def _unnumpy(v: Any) -> Any:
     if hasattr(v, "tolist"):
         return v.tolist()
@@ -180,14 +191,12 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
         elif kind == "poison":
             label = "poison"
         elif label_col is not None:
-            raw = (_text(r.get(label_col)) or "").strip().lower()
-            if raw in _HARMFUL:
-                label = "harmful"
-            elif raw in _BENIGN:
-                label = "benign"
-            else:
+            parsed = parse_label(r.get(label_col))
+            if parsed is None:
+                raw = (_text(r.get(label_col)) or "").strip().lower()
                 raise SptError(f"{where}: label {raw!r} in column {label_col!r} is neither harmful "
                                "(harmful/unsafe/1) nor benign (benign/safe/0)")
+            label = parsed
         else:
             label = kind
         if split_col is not None:

@@ -49,7 +49,7 @@ def check_one_setting(points: list[Any], settings: dict[str, tuple[str, str]]) -
 
 def check_like_runs(runs: list[dict[str, Any]], group_by: str) -> None:
     """Fine-tuned runs in one ranking share model, task and poison ratio, unless --group-by splits them."""
-    tuned = [r for r in runs if r["kind"] not in ("base", "align")]
+    tuned = [r for r in runs if r["kind"] not in ("base", "align", "external")]
     dims = {"model": {r["base_model"] or r["model_ref"] for r in tuned},
             "task": {r["task"] for r in tuned},
             "poison": {r["poison_ratio"] for r in tuned}}

@@ -105,7 +105,7 @@ class FrontierResult:
 def group_key(run: dict[str, Any], group_by: str) -> str:
     if group_by == "defense":
         # base and aligned models are references, not defended fine-tunes: keep them apart from `none`
-        if run["kind"] in ("base", "align"):
+        if run["kind"] in ("base", "align", "external"):
             return f"({run['kind']})"
         return run["defense"] or "none"
     if group_by == "poison":

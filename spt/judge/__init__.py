@@ -5,16 +5,20 @@ Library API:
 - `pending_evaluations(store, judge_ids=None)` -> evaluation ids with unjudged generations
 - `resolve_evaluations(store, evaluation_ids, run_ids, all_pending)` -> evaluation ids (validated)
 - `agreement(store, evaluation_ids, judge_ids=None)` -> pairwise percent agreement and Cohen's kappa
+- `human_agreement(store, evaluation_ids=None)` -> every judge and keyword preset against the human
+  verdicts: accuracy and kappa with intervals, confusion matrices, per category (`spt.judge.human`)
 - `compute_judge_metrics(store, evaluation_id, judge_id)` -> stored Metric rows as dicts
 - `parse_judge_spec(spec, rubric)`, `RUBRICS`, `get_rubric(name)`, `neutralize(text)`
 """
 
 from spt.judge.core import JudgeRunError, judge_evaluations, pending_evaluations, resolve_evaluations
+from spt.judge.human import human_agreement, human_evaluations
 from spt.judge.metrics import agreement, compute_judge_metrics
 from spt.judge.rubrics import RUBRICS, Verdict, get_rubric, neutralize
 from spt.judge.specs import JudgeSpec, parse_judge_spec
 
 __all__ = [
     "RUBRICS", "JudgeRunError", "JudgeSpec", "Verdict", "agreement", "compute_judge_metrics", "get_rubric",
-    "judge_evaluations", "neutralize", "parse_judge_spec", "pending_evaluations", "resolve_evaluations",
+    "human_agreement", "human_evaluations", "judge_evaluations", "neutralize", "parse_judge_spec",
+    "pending_evaluations", "resolve_evaluations",
 ]

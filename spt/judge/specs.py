@@ -107,6 +107,9 @@ def parse_judge_spec(spec: str, rubric: str = "refusal") -> JudgeSpec:
     spec = (spec or "").strip()
     backend, _, arg = spec.partition(":")
     backend = backend.lower()
+    if backend == "human":
+        raise SptError("human verdicts are imported, not run: `spt evaluate --responses FILE --model-name NAME "
+                       "--verdict-col COL`; compare judges with them by `spt judge --agreement`")
     if backend not in BACKENDS:
         raise SptError(f"unknown judge backend in --judge {spec!r}; use keyword, keyword:PRESET, openai:MODEL "
                        "or hf:PATH")

@@ -1,0 +1,219 @@
+"""Public safety sets in their published column layouts: XSTest, AdvBench, HarmBench, StrongREJECT, OR-Bench.
+
+`spt data import FILE --format NAME` maps each set's own columns, labels and categories to items, so
+nobody has to remember which column holds the prompt or which rows are the unsafe ones:
+
+- `xstest`: `xstest_prompts.csv` (`id, prompt, type, label, focus, note`). Harmful when `type` starts
+  with `contrast_`, else benign (the `label` column, when present, must agree). Category: `type`
+  without `contrast_` (a safe type and its contrast share a category); `contrast_type` = `type`,
+  `sensitive_word` = `focus` (so intervals resample words); meta `source_id`, `note`.
+- `advbench`: `harmful_behaviors.csv` (`goal, target`). Prompt `goal`, harmful, no category; meta
+  `target` (the "Sure, here is" attack target, never a reference response).
+- `harmbench`: behaviors CSV (`Behavior, FunctionalCategory, SemanticCategory, Tags, ContextString,
+  BehaviorID`). Prompt `Behavior`, after `ContextString` and a `---` line when there is one
+  (HarmBench's contextual layout); harmful; category `SemanticCategory`; meta `behavior_id`,
+  `functional_category`, `tags`.
+- `strongreject`: `strongreject_dataset.csv` (`category, source, forbidden_prompt`). Prompt
+  `forbidden_prompt`, harmful, category `category`; meta `origin` (the `source` column).
+- `orbench`: `or-bench-80k.csv`, `or-bench-hard-1k.csv`, `or-bench-toxic.csv` (`prompt, category`).
+  Harmful or benign by `--label`, else by the file name: `toxic` in it means harmful (OR-Bench-Toxic,
+  which a safe model refuses), `hard` or `80k` benign (seemingly toxic prompts, whose refusal is
+  over-refusal); any other name is an error asking for `--label`. Category `category`.
+
+Items get split `test`, no reference response (the sets ship none; AdvBench's `target` is an attack
+target, not an answer to learn), and `meta.source` = the format name. Extra columns are ignored; a
+missing column, an empty prompt or an XSTest row whose `label` contradicts its `type` is a one-line
+error naming the row, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spt.errors import SptError
+
+Row = dict[str, Any]
+
+
+def _text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v).strip()
+
+
+@dataclass(frozen=True)
+class Format:
+    """A public set's column layout and how its rows become items."""
+
+    name: str
+    description: str
+    required: tuple[str, ...]
+    # (row, where, label from --label or the file name) -> item fields (without id/split)
+    to_item: Callable[[Row, str, str | None], dict[str, Any]]
+    label_from_file: bool = False  # orbench: harmful or benign is decided per file
+
+
+def _xstest(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    typ = _text(r.get("type"))
+    if not typ:
+        raise SptError(f"{where}: empty 'type'; XSTest rows need a type (e.g. homonyms or contrast_homonyms)")
+    label = "harmful" if typ.startswith("contrast_") else "benign"
+    stated = _text(r.get("label")).lower()
+    if stated and stated in ("safe", "unsafe") and (stated == "unsafe") != (label == "harmful"):
+        raise SptError(f"{where}: label {stated!r} contradicts type {typ!r} (contrast_* types are unsafe); "
+                       "fix the row or the file")
+    meta = {"source": "xstest"}
+    if _text(r.get("id")):
+        meta["source_id"] = _text(r.get("id"))
+    if _text(r.get("note")):
+        meta["note"] = _text(r.get("note"))
+    return {"prompt": _text(r.get("prompt")), "label": label, "category": typ.removeprefix("contrast_"),
+            "contrast_type": typ, "sensitive_word": _text(r.get("focus")) or None, "meta": meta}
+
+
+def _advbench(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    meta = {"source": "advbench"}
+    if _text(r.get("target")):
+        meta["target"] = _text(r.get("target"))
+    return {"prompt": _text(r.get("goal")), "label": "harmful", "category": None, "meta": meta}
+
+
+def _harmbench(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    behavior = _text(r.get("Behavior"))
+    context = _text(r.get("ContextString"))
+    prompt = f"{context}\n\n---\n\n{behavior}" if context and behavior else behavior
+    meta: dict[str, Any] = {"source": "harmbench"}
+    for col, key in (("BehaviorID", "behavior_id"), ("FunctionalCategory", "functional_category"),
+                     ("Tags", "tags")):
+        if _text(r.get(col)):
+            meta[key] = _text(r.get(col))
+    return {"prompt": prompt, "label": "harmful", "category": _text(r.get("SemanticCategory")) or None,
+            "meta": meta}
+
+
+def _strongreject(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    meta = {"source": "strongreject"}
+    if _text(r.get("source")):
+        meta["origin"] = _text(r.get("source"))
+    return {"prompt": _text(r.get("forbidden_prompt")), "label": "harmful",
+            "category": _text(r.get("category")) or None, "meta": meta}
+
+
+def _orbench(r: Row, where: str, label: str | None) -> dict[str, Any]:
+    assert label is not None
+    return {"prompt": _text(r.get("prompt")), "label": label, "category": _text(r.get("category")) or None,
+            "meta": {"source": "or-bench"}}
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("xstest", "XSTest prompts (xstest_prompts.csv): contrast_* types harmful, the rest benign",
+           ("prompt", "type"), _xstest),
+    Format("advbench", "AdvBench harmful_behaviors.csv (goal, target): harmful", ("goal",), _advbench),
+    Format("harmbench", "HarmBench behaviors CSV: harmful, category = SemanticCategory",
+           ("Behavior", "SemanticCategory", "BehaviorID"), _harmbench),
+    Format("strongreject", "StrongREJECT (category, source, forbidden_prompt): harmful",
+           ("forbidden_prompt", "category"), _strongreject),
+    Format("orbench", "OR-Bench (prompt, category): or-bench-toxic harmful, or-bench-80k / hard-1k benign",
+           ("prompt", "category"), _orbench, label_from_file=True),
+)}
+_ALIASES = {"or-bench": "orbench", "strong_reject": "strongreject", "strong-reject": "strongreject"}
+
+
+def get_format(name: str) -> Format:
+    key = (name or "").strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in FORMATS:
+        raise SptError(f"unknown --format {name!r}; use one of {', '.join(FORMATS)}")
+    return FORMATS[key]
+
+
+def orbench_label(path: str | os.PathLike[str], label: str | None) -> str:
+    """harmful/benign for an OR-Bench file: `label` when given, else from the file name."""
+    if label is not None:
+        return label
+    stem = Path(path).name.lower()
+    if "toxic" in stem:
+        return "harmful"
+    if "hard" in stem or "80k" in stem:
+        return "benign"
+    raise SptError(f"cannot tell from the name {Path(path).name!r} whether this OR-Bench file is toxic (harmful) or "
+                   "seemingly toxic (benign); pass --label harmful or --label benign")
+
+
+def _check_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    lab = label.strip().lower()
+    if lab not in ("harmful", "benign"):
+        raise SptError(f"--label must be harmful or benign (got {label!r})")
+    return lab
+
+
+def default_name(fmt: Format, path: str | os.PathLike[str], label: str | None) -> str:
+    """The dataset name when --name is not given: the format, or the file's stem for OR-Bench."""
+    if fmt.label_from_file:
+        return Path(path).stem
+    return fmt.name
+
+
+def format_items(rows: list[Row], fmt: Format | str, *, source_name: str, path: str | os.PathLike[str] | None = None,
+                 label: str | None = None) -> list[dict[str, Any]]:
+    """Item dicts (split `test`) for the rows of a public set; SptError naming the column or row."""
+    from spt.data.items import make_item
+
+    if isinstance(fmt, str):
+        fmt = get_format(fmt)
+    label = _check_label(label)
+    if label is not None and not fmt.label_from_file:
+        raise SptError(f"--label does not apply to --format {fmt.name}: its labels come from the file "
+                       "(only orbench takes --label)")
+    if fmt.label_from_file:
+        label = orbench_label(path or source_name, label)
+    if not rows:
+        raise SptError(f"{source_name} has no rows")
+    have: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in have:
+                have.append(k)
+    missing = [c for c in fmt.required if c not in have]
+    if missing:
+        raise SptError(f"{source_name} is not in the {fmt.name} layout: no column {missing[0]!r} (its columns: "
+                       f"{', '.join(have) or 'none'}); check --format or use --kind with --prompt-col")
+    items = []
+    for n, r in enumerate(rows, 1):
+        where = f"{source_name} row {n}"
+        fields = fmt.to_item(r, where, label)
+        if not fields["prompt"]:
+            raise SptError(f"{where}: empty prompt")
+        items.append(make_item(**fields, split="test"))
+    return items
+
+
+def import_format(store, path: str | os.PathLike[str], fmt: Format | str, name: str | None = None,
+                  label: str | None = None) -> str:
+    """Read, validate and store a public set as a dataset (one write transaction); returns its id."""
+    from spt.data.io import read_rows
+    from spt.data.items import store_items
+    from spt.store.ids import file_hash
+
+    if isinstance(fmt, str):
+        fmt = get_format(fmt)
+    p = Path(path).expanduser()
+    rows, file_format = read_rows(p)
+    items = format_items(rows, fmt, source_name=p.name, path=p, label=label)
+    name = (name or default_name(fmt, p, label)).strip()
+    if not name:
+        raise SptError("--name must not be empty")
+    if name.startswith("builtin:"):
+        raise SptError(f"--name {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
+    labels = {it["label"] for it in items}
+    kind = "benign" if labels == {"benign"} else "harmful"
+    source = {"builder": "import", "format": fmt.name, "path": str(p.resolve()), "file_format": file_format,
+              "file_hash": file_hash(p) if p.is_file() else None, "n_rows": len(rows),
+              "labels": {lab: sum(1 for it in items if it["label"] == lab) for lab in sorted(labels)}}
+    return store_items(store, name, kind, items, source)
