@@ -212,7 +212,13 @@ def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset:
                                               n_dropped=dropped))
             continue
         d, lo, hi = stats.paired_bootstrap_diff(xa, xb, cl, n_boot=n_boot)
-        row = Difference(metric, len(xa), sum(xa) / len(xa), sum(xb) / len(xb), d, lo, hi, stats.PAIRED_BOOTSTRAP,
+        method = stats.PAIRED_BOOTSTRAP
+        if metric in BINARY and all(x == y for x, y in zip(xa, xb, strict=True)):
+            # No item differs, so every resample gives 0: a zero-width interval would claim certainty. The
+            # share of discordant items is 0/n, whose exact upper bound u bounds |B - A| from both sides.
+            u = stats.clopper_pearson_interval(0, len(xa))[1]
+            lo, hi, method = -u, u, "exact-discordant"
+        row = Difference(metric, len(xa), sum(xa) / len(xa), sum(xb) / len(xb), d, lo, hi, method,
                          n_dropped=dropped)
         if metric in BINARY and single:
             row.mcnemar_b, row.mcnemar_c, row.p_value = stats.mcnemar_from_pairs([v > 0.5 for v in xa],

@@ -62,7 +62,9 @@ def test_paired_difference_and_mcnemar_by_hand(store):
     assert (rr.mcnemar_b, rr.mcnemar_c) == (1, 8)
     # exact two-sided: 2 * P(X <= 1), X ~ Bin(9, 1/2) = 2 * (1 + 9) / 512
     assert rr.p_value == pytest.approx(20 / 512)
-    assert d["over_refusal_rate"].diff == 0 and d["over_refusal_rate"].p_value == 1.0
+    orr = d["over_refusal_rate"]  # no benign item differs: not a zero-width interval, the exact 0/20 bound
+    assert orr.diff == 0 and orr.p_value == 1.0 and orr.ci_high == pytest.approx(1 - 0.025 ** (1 / 20))
+    assert orr.ci_low == -orr.ci_high and orr.method == "exact-discordant"
     assert d["alignment_loss"].n == 40 and d["alignment_loss"].diff == pytest.approx(0.35 / 2)
     assert len(harmful) == 20
 
