@@ -12,6 +12,11 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+try:  # typer ≥ 0.26 vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import UsageError
+
 from spt import __version__
 from spt.commands import (
     build_data,
@@ -27,6 +32,7 @@ from spt.commands import (
     merge,
     runs,
     sweep,
+    view,
 )
 from spt.commands._common import err_console
 from spt.errors import SptError
@@ -39,8 +45,20 @@ class SptGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SptError as e:
-            err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+            print_error(str(e))
             raise typer.Exit(e.exit_code) from None
+        except UsageError as e:  # a bad flag value or a missing argument: one line, not a usage panel
+            where = e.ctx.command_path if e.ctx is not None else "spt"
+            print_error(f"{e.format_message()} (see `{where} --help`)")
+            raise typer.Exit(2) from None
+
+
+def print_error(message: str) -> None:
+    """One red `error:` line; the message is user text and is never parsed as rich markup."""
+    from rich.text import Text
+
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "failed"
+    err_console.print(Text.assemble(("error:", "red"), " ", line), highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -73,7 +91,7 @@ def _root(
 
 
 for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, compare, runs, import_db, db,
-                sweep, demo):
+                sweep, demo, view):
     _module.register(app)
 
 

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlmodel import select
 
 from spt.errors import SptError
@@ -33,10 +33,19 @@ def list_runs(store: Store, where: Any = None, *, metrics: tuple[str, ...] = KEY
     where_d = parse_where(where)
     runs = select_runs(store, where_d)
     values = latest_metrics(store, list(metrics), categories=["all"], judge_mode="none", where=where_d)
+    stale = _stale_ids(store) if any(r["status"] == "running" for r in runs) else set()
     for r in runs:
         r["metrics"] = {name: (values[(r["id"], name, "all", None)].value
                                if (r["id"], name, "all", None) in values else None) for name in metrics}
+        r["stale"] = r["id"] in stale
     return runs
+
+
+def _stale_ids(store: Store) -> set[str]:
+    """Running runs whose lease expired (their process is gone); `spt runs reap` marks them interrupted."""
+    from spt.store.lease import stale_runs
+
+    return {r["id"] for r in stale_runs(store)}
 
 
 def list_configurations(store: Store, where: Any = None, *,
@@ -75,11 +84,16 @@ def list_configurations(store: Store, where: Any = None, *,
 
 def resolve_run(store: Store, run_id: str) -> Run:
     """A run by full id or unique prefix; a clear error otherwise."""
+    run_id = run_id.strip()
+    if not run_id:
+        raise SptError("empty run id; give a run id or a unique prefix (list runs with `spt runs`)")
     with store.session() as s:
         run = s.get(Run, run_id)
         if run is not None:
             return run
-        matches = s.exec(select(Run).where(Run.id.startswith(run_id)).limit(2)).all() if run_id else []
+        # Exact prefix: substr, not LIKE, so `%` and `_` in what the user typed match only themselves.
+        matches = (s.exec(select(Run).where(func.substr(Run.id, 1, len(run_id)) == run_id).limit(2)).all()
+                   if run_id else [])
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -65,9 +65,15 @@ def test_cli_runs_list_json_csv(filled, db_path):
     assert res.exit_code == 2
 
 
-def test_cli_runs_empty(db_path):
+def test_cli_runs_empty(store, db_path):
     res = cli(db_path, "runs")
     assert res.exit_code == 0 and "no runs yet" in res.output
+
+
+def test_cli_runs_missing_store_creates_nothing(tmp_path):
+    missing = tmp_path / "typo.db"
+    res = cli(missing, "runs")
+    assert res.exit_code == 2 and "does not exist" in res.output and not missing.exists()
 
 
 def test_show_run_lineage_deltas_and_judgments(filled, db_path):

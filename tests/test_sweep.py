@@ -330,3 +330,25 @@ def test_real_stages_tiny_sweep(store):
     assert again["n_trained"] == 0 and len(_runs(store)) == len(runs)
     assert [r["status"] for r in again["configs"]] == ["reused", "failed"]
     assert again["configs"][1]["run_id"] == bad["run_id"]
+
+
+def test_a_configuration_another_worker_is_training_is_skipped_not_failed(store):
+    """A live lease held by another worker (spt.train.loop.LeaseHeld) is not a failure of this sweep."""
+    from spt.train.loop import LeaseHeld
+
+    with store.write() as s:
+        holder = Run(kind="finetune", model_ref="tiny-random", status="running")
+        s.add(holder)
+        s.flush()
+        holder_id = holder.id
+
+    def busy(store, spec, config, progress=None):
+        raise LeaseHeld(f"run {holder_id} is being trained by host pid 1", holder_id)
+
+    spec = SweepSpec(model="tiny-random", defenses=["none"], poisons=[0.1], seeds=[0])
+    summary = run_sweep(store, spec, stages=Stages(busy, FakeStages.evaluate, FakeStages.judge))
+    (cfg,) = summary["configs"]
+    assert cfg["status"] == "skipped" and cfg["run_id"] == holder_id
+    assert summary["n_failed"] == 0 and summary["n_skipped"] == 1
+    with store.session() as s:
+        assert [r.status for r in s.exec(select(Run)).all()] == ["running"]  # no failure row, holder untouched

@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         from spt.runs import KEY_METRICS, list_configurations, list_runs
 
         if configurations:
-            with get_store(ctx, db) as store:
+            with get_store(ctx, db, create=False) as store:
                 cfgs = list_configurations(store, where or [])
             if json_out:
                 print_json(cfgs)
@@ -151,7 +151,8 @@ def register(app: typer.Typer) -> None:
                         _num(c["lam"]), _num(c["poison_ratio"]),
                         ",".join("" if x is None else str(x) for x in c["seeds"]), *cells)
             show(table)
-            console.print(f"{len(cfgs)} configuration(s); intervals are Student t across seeds (none from one seed)",
+            console.print(f"{len(cfgs)} configuration(s); several seeds: mean with a Student t interval across seeds "
+                          "(never narrower than the pooled exact interval of a rate); one seed: its own interval",
                           markup=False)
             return
 
@@ -159,7 +160,7 @@ def register(app: typer.Typer) -> None:
             raise SptError("--json and --csv both given; pick one")
         if limit is not None and limit < 0:
             raise SptError("--limit must be 0 (all) or more")
-        with get_store(ctx, db) as store:
+        with get_store(ctx, db, create=False) as store:
             runs = list_runs(store, where or [])
         n_all = len(runs)
         if limit is None and not (json_out or csv_out) and n_all > TABLE_LIMIT:
@@ -180,11 +181,41 @@ def register(app: typer.Typer) -> None:
                       *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
             add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
-                    _num(r["lam"]), _num(r["poison_ratio"]), _num(r["seed"]), r["status"],
+                    _num(r["lam"]), _num(r["poison_ratio"]), _num(r["seed"]),
+                    r["status"] + (" (stale)" if r.get("stale") else ""),
                     *[_num(r["metrics"][m]) for m in KEY_METRICS])
         show(table)
         console.print(f"{len(runs)} run(s)" if len(runs) == n_all else
                       f"newest {len(runs)} of {n_all} runs shown; --limit 0 for all, or --csv / --json")
+        n_stale = sum(bool(r.get("stale")) for r in runs)
+        if n_stale:
+            console.print(f"{n_stale} running run(s) are stale (their process stopped renewing its lease); "
+                          "`spt runs reap` marks them interrupted, `--resume` continues them", markup=False)
+
+    @runs_app.command("reap")
+    def reap_cmd(
+        ctx: typer.Context,
+        timeout: Annotated[float | None, typer.Option(
+            "--timeout", help="Seconds without a heartbeat after which a running run's lease has expired "
+            "(default $SPT_LEASE_TIMEOUT_S, else 300).", show_default=False)] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stale runs; change nothing.")] = False,
+        db: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Mark running runs whose process is gone (lease expired) as interrupted, so --resume continues them."""
+        from spt.store.lease import describe, lease_timeout, reap
+
+        limit = lease_timeout(timeout)
+        with get_store(ctx, db, create=False) as store:
+            rows = reap(store, limit, dry_run=dry_run)
+        if json_out:
+            print_json({"timeout_s": limit, "dry_run": dry_run, "runs": rows})
+            return
+        for r in rows:
+            console.print(f"{'stale' if dry_run else 'interrupted'} {r['id']}  "
+                          f"({describe(r['owner'], r['heartbeat'], r['updated_at'])})", markup=False, highlight=False)
+        verb = "would be marked" if dry_run else "marked"
+        console.print(f"{len(rows)} stale running run(s) {verb} interrupted (lease timeout {limit:g} s)", markup=False)
 
     @runs_app.command("show")
     def show_cmd(
@@ -197,7 +228,7 @@ def register(app: typer.Typer) -> None:
         judgments and metadata changes."""
         from spt.runs import show_run
 
-        with get_store(ctx, db) as store:
+        with get_store(ctx, db, create=False) as store:
             info = show_run(store, run_id)
         if json_out:
             print_json(info)
@@ -217,7 +248,7 @@ def register(app: typer.Typer) -> None:
         """Correct a run's metadata; every change is kept (old value, new value, time) in the audit table."""
         from spt.runs import set_run
 
-        with get_store(ctx, db) as store:
+        with get_store(ctx, db, create=False) as store:
             result = set_run(store, run_id, assignments)
         if json_out:
             print_json(result)

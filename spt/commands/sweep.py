@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,7 +54,7 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 
 def _errors(summary: dict[str, Any]) -> list[str]:
     return [f"[{r['index']}] {r['label']} ({r.get('stage') or 'finetune'}): {r['error']}"
-            for r in summary["configs"] if r.get("error")]
+            for r in summary["configs"] if r.get("error") and r["status"] == "failed"]
 
 
 def _frontier_table(fr: dict[str, Any]) -> Table | str:
@@ -164,7 +165,31 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.",
                                                       show_default=False)] = None,
-        gpus_per_task: Annotated[int, typer.Option("--gpus-per-task", help="Slurm: GPUs per configuration.")] = 1,
+        gpus_per_task: Annotated[int, typer.Option("--gpus-per-task", help="Slurm: GPUs per configuration.")] = 0,
+        gres: Annotated[str | None, typer.Option(
+            "--gres", help="Slurm: generic resources per task, e.g. gpu:4 (N > 1 GPUs: finetune under accelerate "
+            "launch with N processes).", show_default=False)] = None,
+        account: Annotated[str | None, typer.Option("--account", help="Slurm account to charge.",
+                                                    show_default=False)] = None,
+        qos: Annotated[str | None, typer.Option("--qos", help="Slurm quality of service.", show_default=False)] = None,
+        sbatch_extra: Annotated[Path | None, typer.Option(
+            "--sbatch-extra", help="Slurm: a file of extra `#SBATCH --option=value` lines for both jobs.",
+            show_default=False)] = None,
+        submit: Annotated[bool | None, typer.Option(
+            "--submit/--no-submit", help="Slurm: submit with sbatch after writing (default: when sbatch is on "
+            "the PATH).", show_default=False)] = None,
+        status: Annotated[bool, typer.Option(
+            "--status", help="Slurm: show each array task's state (squeue/scontrol/sacct and the stores) for "
+            "--out-dir, then stop.")] = False,
+        retry_failed: Annotated[bool, typer.Option(
+            "--retry-failed", help="Slurm: resubmit only the failed array tasks of --out-dir (and a gather job).")]
+        = False,
+        finetune_only: Annotated[bool, typer.Option("--finetune-only", hidden=True,
+                                                    help="Run only the finetune stage (multi-GPU Slurm tasks).")]
+        = False,
+        evaluate_only: Annotated[bool, typer.Option(
+            "--evaluate-only", hidden=True, help="Evaluate and judge the run --finetune-only trained (multi-GPU "
+            "Slurm tasks).")] = False,
         cpus_per_task: Annotated[int | None, typer.Option("--cpus-per-task", help="Slurm: CPUs per configuration.",
                                                           show_default=False)] = None,
         time: Annotated[str | None, typer.Option("--time", help="Slurm time limit per task (e.g. 04:00:00).",
@@ -176,7 +201,9 @@ def register(app: typer.Typer) -> None:
         setup: Annotated[list[str] | None, typer.Option(
             "--setup", help="Slurm: a shell line run first in each job (module load, venv activation); "
             "repeatable.", show_default=False)] = None,
-        spt_command: Annotated[str, typer.Option("--spt-command", help="Slurm: how jobs invoke spt.")] = "spt",
+        spt_command: Annotated[str | None, typer.Option(
+            "--spt-command", help="Slurm: how jobs invoke spt (default: this Python's `python -m spt.cli`).",
+            show_default=False)] = None,
         gather_dir: Annotated[Path | None, typer.Option(
             "--gather", help="Import the task stores of the Slurm sweep written to this --out-dir into --db "
             "(what gather.sbatch runs), then stop.", show_default=False)] = None,
@@ -196,6 +223,24 @@ def register(app: typer.Typer) -> None:
         if gather_dir is not None:
             _gather(ctx, gather_dir, db, json_out)
             return
+        if status or retry_failed:
+            if out_dir is None and not (model or from_run):
+                raise SptError(f"{'--status' if status else '--retry-failed'} needs the sweep's --out-dir (or "
+                               "its --model/--from and axes, for the default folder)")
+            if out_dir is None:
+                tmp = SweepSpec(model=model, from_run=from_run, task=task, defenses=split_list(defense, "--defense"),
+                                lams=split_list(lam, "--lam") or [None], poisons=split_list(poison, "--poison")
+                                or [None], seeds=split_list(seeds, "--seeds") or [None], max_steps=max_steps,
+                                train=parse_assignments(train_set, "--set"), evaluate=evaluate,
+                                eval_options=parse_assignments(eval_set, "--eval-set"),
+                                judges=[] if judge.strip().lower() == "none" else split_list(judge, "--judge"),
+                                rubric=rubric)
+                out_dir = Path(f"spt-sweep-{tmp.tag.removeprefix('sweep:')[:8]}")
+            if retry_failed:
+                _retry_failed(ctx, out_dir, db, json_out)
+            else:
+                _status(ctx, out_dir, db, json_out)
+            return
         if executor not in EXECUTORS:
             raise SptError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
         spec = SweepSpec(
@@ -210,10 +255,28 @@ def register(app: typer.Typer) -> None:
         )
         spec.validate()
         configs = plan_sweep(spec)
+        if not dry_run:  # a dry run only prints the plan; a real one checks all of it before the first job
+            from spt.sweep.run import check_spec, default_stages, validate_plan
+
+            check = default_stages().check
+            check = validate_plan if check is check_spec else check  # injected stages check themselves
+            if check is not None:
+                check(spec)
 
         if executor == "slurm":
-            _slurm(ctx, spec, db, out_dir, partition, gpus_per_task, cpus_per_task, time, mem, accelerate,
-                   setup or [], spt_command, dry_run, only_index, json_out)
+            from spt.sweep.slurm import SlurmOptions
+
+            if only_index:
+                raise SptError("--only-index runs one configuration here; use it with --executor local "
+                               "(Slurm tasks do)")
+            short = spec.tag.removeprefix("sweep:")[:8]
+            opts = SlurmOptions(
+                out_dir=out_dir or Path(f"spt-sweep-{short}"), main_db=db_path(ctx, db), partition=partition,
+                gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time=time, mem=mem, accelerate=accelerate,
+                spt_command=spt_command, setup=setup or [], gres=gres, account=account, qos=qos,
+                sbatch_extra=sbatch_extra, env=_job_env(),
+            )
+            _slurm(spec, opts, dry_run, submit, json_out)
             return
         if dry_run:
             from spt.sweep.run import select_configs
@@ -229,34 +292,49 @@ def register(app: typer.Typer) -> None:
         from spt.sweep.run import run_sweep
 
         with get_store(ctx, db) as store, _Display(quiet=json_out) as display:
-            summary = run_sweep(store, spec, progress=display, only_index=only_index, frontier=frontier)
+            summary = run_sweep(store, spec, progress=display, only_index=only_index, frontier=frontier,
+                                finetune_only=finetune_only, evaluate_only=evaluate_only)
+        if os.environ.get("RANK", "0") != "0":  # under accelerate launch only rank 0 reports
+            raise typer.Exit(1 if summary["n_failed"] else 0)
         if json_out:
             print_json(summary)
         else:
             console.print(_summary_table(summary))
             for line in _errors(summary):
                 console.print(f"[red]failed[/red] {line}", highlight=False)
+            for r in summary["configs"]:
+                if r["status"] == "interrupted":
+                    console.print(f"[{r['index']}] {r['label']}: {r['error']}", highlight=False, markup=False)
+                step = (r.get("finetune") or {}).get("resumed_from_step")
+                if step:
+                    console.print(f"[{r['index']}] {r['label']}: finetune resumed from step {step}", highlight=False)
             console.print(f"{summary['n_done']} done, {summary['n_failed']} failed, "
                           f"{summary['n_trained']} trained now; runs tagged {summary['tag']} in {summary['store']}")
             if summary.get("frontier"):
                 console.print(_frontier_table(summary["frontier"]))
         if summary["n_failed"]:
             raise typer.Exit(1)
+        if summary.get("n_interrupted"):
+            from spt.sweep.slurm import INTERRUPTED_EXIT
+
+            codes = [r.get("exit_code") for r in summary["configs"] if r["status"] == "interrupted"]
+            # 128 + signal (143 for SIGTERM), as spt finetune exits; a Slurm task requeues itself and resumes
+            raise typer.Exit(next((c for c in codes if c), INTERRUPTED_EXIT))
 
 
-def _slurm(ctx: typer.Context, spec: Any, db: Path | None, out_dir: Path | None, partition: str | None,
-           gpus_per_task: int, cpus_per_task: int | None, time: str | None, mem: str | None, accelerate: bool,
-           setup: list[str], spt_command: str, dry_run: bool, only_index: list[int] | None, json_out: bool) -> None:
-    from spt.sweep.slurm import SlurmOptions, slurm_files, write_slurm
+def _job_env() -> dict[str, str]:
+    import os
 
-    if only_index:
-        raise SptError("--only-index runs one configuration here; use it with --executor local (Slurm tasks do)")
-    short = spec.tag.removeprefix("sweep:")[:8]
-    opts = SlurmOptions(
-        out_dir=out_dir or Path(f"spt-sweep-{short}"), main_db=db_path(ctx, db), partition=partition,
-        gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time=time, mem=mem, accelerate=accelerate,
-        spt_command=spt_command, setup=setup,
-    )
+    from spt.sweep.slurm import ENV_VARS
+
+    return {k: os.environ[k] for k in ENV_VARS if os.environ.get(k)}
+
+
+def _slurm(spec: Any, opts: Any, dry_run: bool, submit: bool | None, json_out: bool) -> None:
+    import shutil
+
+    from spt.sweep.slurm import slurm_files, submit_sweep, write_slurm
+
     if dry_run:
         files = slurm_files(spec, opts)
         if json_out:
@@ -268,7 +346,11 @@ def _slurm(ctx: typer.Context, spec: Any, db: Path | None, out_dir: Path | None,
             console.print(files[name], markup=False, highlight=False)
         console.print(f"# dry run: nothing written or submitted ({spec.tag})", style="dim", highlight=False)
         return
+    if submit is None:
+        submit = shutil.which("sbatch") is not None
     info = write_slurm(spec, opts)
+    if submit:
+        info["submitted"] = submit_sweep(opts.out_dir)
     if json_out:
         print_json(info)
         return
@@ -276,11 +358,71 @@ def _slurm(ctx: typer.Context, spec: Any, db: Path | None, out_dir: Path | None,
                   highlight=False)
     for path in info["files"].values():
         console.print(f"  {path}", highlight=False)
-    console.print(f"submit with:  {info['submit']}", highlight=False)
-    console.print(f"  (or: {info['manual'][0]}; then {info['manual'][1]})", highlight=False, markup=False)
+    if submit:
+        sub = info["submitted"]
+        console.print(f"submitted array job {sub['array_job']} ({info['n_tasks']} tasks) and gather job "
+                      f"{sub['gather_job']} (afterany); watch with: spt sweep --status --out-dir {info['out_dir']}",
+                      highlight=False, markup=False)
+    else:
+        console.print(f"submit with:  {info['submit']}", highlight=False)
+        console.print(f"  (or: {info['manual'][0]}; then {info['manual'][1]})", highlight=False, markup=False)
     console.print(f"results are gathered into {info['main_db']}; see them with "
                   f"`spt runs --where tag={info['tag']}` and `spt frontier --where tag={info['tag']}`",
                   highlight=False)
+
+
+def _status_table(st: dict[str, Any]) -> Table:
+    table = Table("#", "config", "job", "slurm", "restarts", "run", "checkpoint", "gathered", "error",
+                  title=f"sweep {st['tag']} ({st['out_dir']})", title_justify="left")
+    colors = {"done": "green", "failed": "red", "running": "yellow", "interrupted": "magenta"}
+    for t in st["tasks"]:
+        slurm = t["slurm_state"] + (f" ({t['reason']})" if t.get("reason") else "")
+        run = t["run_status"] or "-"
+        table.add_row(str(t["index"]), t["label"], t["job"] or "-", slurm, str(t.get("restarts") or 0),
+                      f"[{colors.get(run, 'white')}]{run}[/]", _g(t.get("checkpoint_step")),
+                      "yes" if t["gathered"] else "no", (t.get("error") or "")[:80], )
+    return table
+
+
+def _status(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) -> None:
+    from spt.sweep.slurm import sweep_status
+
+    st = sweep_status(out_dir, db_path(ctx, db) if db else None)
+    if json_out:
+        print_json(st)
+        return
+    console.print(_status_table(st))
+    for g in st["gather"]:
+        console.print(f"gather job {g['job']}: {g['state'] or 'unknown'}", highlight=False)
+    if not st["submissions"]:
+        console.print("not submitted yet (no slurm.json); submit with spt sweep ... --executor slurm --submit "
+                      "or bash submit.sh", highlight=False)
+    if st["failed"]:
+        console.print(f"failed: {', '.join(map(str, st['failed']))}; resubmit them with "
+                      f"spt sweep --retry-failed --out-dir {st['out_dir']}", highlight=False, markup=False)
+
+
+def _retry_failed(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) -> None:
+    from spt.sweep.slurm import submit_sweep, sweep_status
+
+    st = sweep_status(out_dir, db_path(ctx, db) if db else None)
+    busy = [t["index"] for t in st["tasks"] if t["index"] in st["failed"] and
+            (t["slurm_state"] or "").split()[0] in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")]
+    if busy:
+        raise SptError(f"array task(s) {', '.join(map(str, busy))} are still queued or running; wait, or scancel "
+                       "them first")
+    if not st["failed"]:
+        if json_out:
+            print_json({"resubmitted": [], "tag": st["tag"]})
+        else:
+            console.print(f"no failed task in {st['out_dir']}; nothing resubmitted", highlight=False)
+        return
+    sub = submit_sweep(out_dir, indices=st["failed"])
+    if json_out:
+        print_json({"resubmitted": st["failed"], **sub})
+        return
+    console.print(f"resubmitted {len(st['failed'])} failed task(s) ({', '.join(map(str, st['failed']))}) as array "
+                  f"job {sub['array_job']}, gather job {sub['gather_job']}", highlight=False)
 
 
 def _gather(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) -> None:

@@ -6,6 +6,7 @@ busy_timeout instead of failing with "database is locked" when a read lock is up
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,22 @@ from spt.errors import NotAStoreError, SchemaTooNewError, SptError
 from spt.store.schema import HEAD, REVISIONS, migrations_dir
 
 BUSY_TIMEOUT_MS = 60_000
+WRITE_WAIT_ENV = "SPT_WRITE_WAIT_S"  # how long a writer waits in all for the write lock (default 3600 s)
+DEFAULT_WRITE_WAIT_S = 3600.0
+
+
+def write_wait_s() -> float:
+    """The bound on waiting for the write lock: $SPT_WRITE_WAIT_S, else one hour."""
+    try:
+        v = float(os.environ.get(WRITE_WAIT_ENV, DEFAULT_WRITE_WAIT_S))
+    except ValueError:
+        raise SptError(f"{WRITE_WAIT_ENV} must be a number of seconds") from None
+    return v if v >= 0 else DEFAULT_WRITE_WAIT_S
+
+
+def _is_locked(e: BaseException) -> bool:
+    msg = str(getattr(e, "orig", e)).lower()
+    return "database is locked" in msg or "database is busy" in msg
 
 
 def readonly_uri(path: str | Path) -> str:
@@ -61,14 +78,18 @@ def check_revision(path: str | Path, revision: str | None) -> None:
 def _make_engine(path: Path) -> Engine:
     # URL.create, not an f-string: a `?` or `#` in the path must not be parsed as URL syntax.
     url = URL.create("sqlite", database=str(path))
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    busy_ms = BUSY_TIMEOUT_MS
+    env_ms = os.environ.get("SPT_BUSY_TIMEOUT_MS")  # one wait for the lock, before a retry (tests shorten it)
+    if env_ms and env_ms.isdigit() and int(env_ms) > 0:
+        busy_ms = int(env_ms)
+    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_con: Any, _record: Any) -> None:
         dbapi_con.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
         cur = dbapi_con.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -132,10 +153,47 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction that takes the write lock up front and commits on exit."""
+        """A write transaction that takes the write lock up front and commits on exit.
+
+        The lock is taken before the body runs (BEGIN IMMEDIATE). A writer that finds it held for longer
+        than the busy timeout (a large import, another process's long transaction) retries with backoff,
+        reporting each wait on stderr, for up to $SPT_WRITE_WAIT_S seconds, instead of failing.
+        """
         with Session(self._write_engine, expire_on_commit=False) as s:
+            self._acquire(s)
             yield s
             s.commit()
+
+    def _acquire(self, s: Session) -> None:
+        import random
+        import sys
+        import time
+
+        from sqlalchemy.exc import OperationalError
+
+        t0 = time.monotonic()
+        limit = write_wait_s()
+        attempt = 0
+        while True:
+            try:
+                s.connection()  # BEGIN IMMEDIATE: waits up to the busy timeout for the write lock
+                if attempt:
+                    sys.stderr.write(f"spt: got the write lock of {self.path} after "
+                                     f"{time.monotonic() - t0:.0f} s\n")
+                return
+            except OperationalError as e:
+                if not _is_locked(e):
+                    raise
+                s.rollback()
+                waited = time.monotonic() - t0
+                if waited >= limit:
+                    raise SptError(f"{self.path} stayed locked by another writer for {waited:.0f} s "
+                                   f"(limit {WRITE_WAIT_ENV}={limit:g}); retry when it is done") from None
+                attempt += 1
+                sys.stderr.write(f"spt: {self.path} is locked by another writer; waited {waited:.0f} s, "
+                                 f"retrying (up to {limit:g} s)\n")
+                sys.stderr.flush()
+                time.sleep(min(limit - waited, min(5.0, 0.1 * 2 ** attempt) * (0.5 + random.random())))
 
     def revision(self) -> str | None:
         return read_revision(self.path)

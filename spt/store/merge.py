@@ -60,6 +60,19 @@ def _copy_consistent(source: Path, dest: Path) -> None:
         dst.close()
 
 
+def clean_import_leftovers(tmp_root: Path | str | None = None) -> list[str]:
+    """Remove source copies (`spt-import-PID-*`) left in the temp folder by imports that were killed."""
+    from spt.store.lease import _pid_alive
+
+    removed = []
+    for d in Path(tmp_root or tempfile.gettempdir()).glob("spt-import-*-*"):
+        pid = d.name.split("-")[2]
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
+
+
 def import_store(target: Path | str, source: Path | str, on_conflict: str = "ignore") -> dict[str, Any]:
     """Merge the store at `source` into the store at `target`; returns per-table counts."""
     if on_conflict not in ON_CONFLICT:
@@ -68,7 +81,8 @@ def import_store(target: Path | str, source: Path | str, on_conflict: str = "ign
     revision = _validate_source(source, target)
     source_hash = file_hash(source)
 
-    tmpdir = Path(tempfile.mkdtemp(prefix="spt-import-"))
+    clean_import_leftovers()
+    tmpdir = Path(tempfile.mkdtemp(prefix=f"spt-import-{os.getpid()}-"))
     try:
         copy = tmpdir / "source.db"
         _copy_consistent(source, copy)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Index, UniqueConstraint
+from sqlalchemy import JSON, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from spt.store.ids import new_id
@@ -67,6 +67,9 @@ class DatasetItem(SQLModel, table=True):
 class Run(SQLModel, table=True):
     """A model state produced by a stage: base model, alignment, task fine-tuning or a merge."""
 
+    # One `running` row per identity: two planners racing on the same settings end with one run.
+    __table_args__ = (Index("ux_run_identity_running", "identity", unique=True,
+                            sqlite_where=text("status = 'running'")),)
     id: str = Field(default_factory=new_id, primary_key=True)
     kind: str  # base | align | finetune | merge
     parent_run_id: str | None = Field(default=None, foreign_key="run.id", index=True)
@@ -80,7 +83,7 @@ class Run(SQLModel, table=True):
     lora: bool | None = None
     config: dict | None = _json()  # the full resolved configuration
     identity: str | None = Field(default=None, index=True)  # hash of everything that changes weights
-    status: str = Field(default="pending", index=True)  # pending | running | done | failed
+    status: str = Field(default="pending", index=True)  # pending | running | done | failed | interrupted
     error: str | None = None
     provenance: dict | None = _json()  # versions, git commit, host, device, dtype, seeds
     tags: list | None = _json()
@@ -88,6 +91,8 @@ class Run(SQLModel, table=True):
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
     finished_at: str | None = None
+    lease_owner: str | None = None  # "HOST:PID:START" of the process working on a running run
+    lease_heartbeat: str | None = None  # renewed while it works; see spt.store.lease
 
 
 class Checkpoint(SQLModel, table=True):

@@ -22,6 +22,7 @@ import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import select
@@ -143,7 +144,11 @@ def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluatio
 
 
 def check_spec(spec: SweepSpec) -> None:
-    """Refuse unknown defense names up front (a typo would fail every configuration of that defense)."""
+    """Refuse unknown defense names up front (a typo would fail every configuration of that defense).
+
+    `run_sweep` records a configuration whose own settings are refused as failed and goes on with the
+    rest; `validate_plan` (what `spt sweep` runs first) refuses the whole plan instead.
+    """
     try:
         from spt.train.defense_base import get_defense
     except ImportError:
@@ -153,6 +158,104 @@ def check_spec(spec: SweepSpec) -> None:
             get_defense(d)
         except ImportError:
             return
+
+
+def validate_plan(spec: SweepSpec) -> None:
+    """Refuse a plan any configuration of which would fail on its input, before the first job runs.
+
+    Checks the model reference, data names, every configuration's finetune settings (defenses, λ,
+    poison, `--set` values with types and NaN), the evaluation options and the judges (with the key an
+    OpenAI judge needs). Nothing is built, loaded or written.
+    """
+    try:
+        from spt.train import FinetuneConfig
+    except ImportError:
+        return
+    import dataclasses
+
+    if spec.model:
+        _check_model_ref(spec.model)
+    _check_data_refs(spec)
+    for config in plan_sweep(spec):
+        values = _dataclass_kwargs(FinetuneConfig, finetune_config_values(spec, config), "spt finetune (--set)")
+        try:
+            FinetuneConfig(**values).resolve()
+        except SptError as e:
+            raise SptError(f"configuration [{config['index']}] {config_label(config)}: {e}") from None
+    if spec.evaluate:
+        try:
+            from spt.eval import EvaluateConfig
+        except ImportError:
+            EvaluateConfig = None  # noqa: N806
+        if EvaluateConfig is not None:
+            values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate (--eval-set)")
+            cfg = EvaluateConfig(**values)
+            _check_eval_types(cfg, dataclasses.fields(EvaluateConfig))
+            cfg.validate()
+        if spec.judges:
+            _check_judges(spec)
+
+
+def _check_model_ref(ref: str) -> None:
+    """The model reference resolves (without materialising or downloading anything)."""
+    import re
+
+    from spt.models.resolve import PACKAGED
+
+    p = Path(ref).expanduser()
+    if ref in PACKAGED or re.fullmatch(r"tiny-random(?::\d+)?", ref):
+        return
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise SptError(f"model directory {p} has no config.json; pass a saved transformers model")
+        return
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref) and not p.exists():
+        return
+    raise SptError(f"model reference {ref!r} does not resolve: use {', '.join(PACKAGED)}, a local model "
+                   "directory, or a hub id like org/name")
+
+
+def _check_data_refs(spec: SweepSpec) -> None:
+    """`builtin:` data names exist (stored dataset names are checked against the store by the stage)."""
+    from spt.data import BUILTIN_POISON, BUILTIN_TASKS
+
+    task = spec.task or spec.train.get("task")
+    if isinstance(task, str) and task.startswith("builtin:") and task not in BUILTIN_TASKS:
+        raise SptError(f"--task {task!r} is not a built-in task; use {', '.join(BUILTIN_TASKS)} or a stored dataset")
+    pdata = spec.train.get("poison_data")
+    if isinstance(pdata, str) and pdata.startswith("builtin:") and pdata != BUILTIN_POISON:
+        raise SptError(f"poison_data {pdata!r} is not built in; use {BUILTIN_POISON} or a stored dataset")
+
+
+def _check_eval_types(cfg: Any, fields: Any) -> None:
+    import math
+
+    for f in fields:
+        v = getattr(cfg, f.name)
+        if v is None:
+            continue
+        default = f.default
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise SptError(f"--eval-set {f.name}={v!r} is not true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                if not (f.name == "batch_size" and v == "auto"):
+                    raise SptError(f"--eval-set {f.name}={v!r} is not a finite number")
+            if isinstance(default, int) and isinstance(v, float) and f.name != "temperature":
+                raise SptError(f"--eval-set {f.name}={v!r} is not a whole number")
+        if isinstance(default, str) and f.name != "batch_size" and not isinstance(v, str):
+            raise SptError(f"--eval-set {f.name}={v!r} is not text")
+
+
+def _check_judges(spec: SweepSpec) -> None:
+    try:
+        from spt.judge.specs import parse_judge_spec
+    except ImportError:
+        return
+    specs = [parse_judge_spec(j, spec.rubric or "refusal") for j in spec.judges]
+    if any(s.backend == "openai" for s in specs) and not os.environ.get("OPENAI_API_KEY"):
+        raise SptError("--judge openai:… needs OPENAI_API_KEY; export it, or judge later with "
+                       "`spt judge --base-url URL` (or --judge keyword)")
 
 
 def default_stages() -> Stages:
@@ -290,8 +393,30 @@ def _evaluation_ids(result: dict[str, Any]) -> list[str]:
     return ids
 
 
+def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+    """The done run this sweep already trained for `config` (its tag and key), instead of training."""
+    tag = sweep_tag(spec)
+    with store.session() as s:
+        rows = s.exec(select(Run).where(Run.status == "done").order_by(Run.id)).all()
+    mine = [r for r in rows
+            if tag in (r.tags or []) and ((r.config or {}).get("sweep") or {}).get("key") == config["key"]]
+    if not mine:
+        raise SptError(f"no finished finetune of configuration [{config['index']}] {config_label(config)} in "
+                       f"{store.path}; run it first (spt sweep ... --only-index {config['index']} --finetune-only)")
+    return {"run_id": mine[-1].id, "status": "done", "reused": True}
+
+
+def _is_interrupted(e: BaseException) -> bool:
+    """Training stopped by a signal at a checkpoint (spt.train.signals.Interrupted): resumable, not failed."""
+    try:
+        from spt.train.signals import Interrupted
+    except ImportError:
+        return False
+    return isinstance(e, Interrupted)
+
+
 def run_config(store: Store, spec: SweepSpec, config: dict[str, Any], stages: Stages,
-               progress: ProgressFn | None = None) -> dict[str, Any]:
+               progress: ProgressFn | None = None, finetune_only: bool = False) -> dict[str, Any]:
     """One configuration through its stages; never raises for a failing configuration."""
     emit = progress or (lambda *a, **k: None)
     out: dict[str, Any] = {
@@ -315,6 +440,15 @@ def run_config(store: Store, spec: SweepSpec, config: dict[str, Any], stages: St
     except Exception as e:  # noqa: BLE001 - a failing configuration must not stop the sweep
         err = _error_text(e)
         run_id = getattr(e, "run_id", None)
+        if run_id is not None and _is_interrupted(e):  # SIGTERM/SIGINT: checkpointed and marked interrupted
+            tag_run(store, run_id, spec, config)
+            out.update(run_id=run_id, status="interrupted", error=err, exit_code=getattr(e, "exit_code", None))
+            return out
+        holder = getattr(e, "holder_run_id", None)
+        if holder is not None:  # another live worker is training this configuration: not a failure
+            tag_run(store, holder, spec, config)
+            out.update(run_id=holder, status="skipped", error=err)
+            return out
         if run_id is None:
             since = _runs_since(store, marker, config)
             run_id = since[-1].id if since else None
@@ -329,9 +463,14 @@ def run_config(store: Store, spec: SweepSpec, config: dict[str, Any], stages: St
         return out
     run_id = ft.get("run_id")
     out["run_id"] = run_id
+    if run_id is not None and ft.get("status") == "interrupted":  # SIGTERM: checkpointed; resumes on re-run
+        tag_run(store, run_id, spec, config)
+        out.update(status="interrupted", error=ft.get("error") or "interrupted (SIGTERM); re-run to resume")
+        return out
     out["reused"] = bool(ft.get("reused"))
     out["trained"] = not out["reused"]
-    out["finetune"] = {k: v for k, v in ft.items() if k in ("status", "reused", "final_losses", "losses", "steps")}
+    out["finetune"] = {k: v for k, v in ft.items()
+                       if k in ("status", "reused", "final_losses", "losses", "steps", "resumed_from_step")}
     if run_id is None or ft.get("status", "done") not in ("done", None):
         err = ft.get("error") or f"finetune ended with status {ft.get('status')!r}"
         if run_id is not None:
@@ -343,8 +482,8 @@ def run_config(store: Store, spec: SweepSpec, config: dict[str, Any], stages: St
         return out
     tag_run(store, run_id, spec, config)
 
-    # evaluate → judge
-    if spec.evaluate:
+    # evaluate → judge (not with finetune_only: a multi-GPU Slurm task runs them in a second, single process)
+    if spec.evaluate and not finetune_only:
         for stage in ("evaluate", "judge") if spec.judges else ("evaluate",):
             out["stage"] = stage
             emit("stage", index=config["index"], stage=stage)
@@ -384,11 +523,13 @@ def select_configs(configs: list[dict[str, Any]], only_index: list[int] | int | 
 
 def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None, *,
               stages: Stages | None = None, only_index: list[int] | int | None = None,
-              frontier: bool = True) -> dict[str, Any]:
+              frontier: bool = True, finetune_only: bool = False, evaluate_only: bool = False) -> dict[str, Any]:
     """Run every configuration (or those at `only_index`) and summarise; failures are recorded."""
     spec.validate()
     configs = select_configs(plan_sweep(spec), only_index)
     stages = stages or default_stages()
+    if evaluate_only:  # a multi-GPU Slurm task: the finetune ran before, under accelerate launch (another world size)
+        stages = Stages(_finished_finetune, stages.evaluate, stages.judge, stages.check)
     if stages.check is not None:
         stages.check(spec)
     emit = progress or (lambda *a, **k: None)
@@ -396,18 +537,22 @@ def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None,
     results = []
     for config in configs:
         emit("config", index=config["index"], label=config_label(config))
-        res = run_config(store, spec, config, stages, progress)
+        res = run_config(store, spec, config, stages, progress, finetune_only=finetune_only)
         results.append(res)
         emit("config_done", result=res)
+        if res["status"] == "interrupted":
+            break  # a signal asked the whole process to stop; a re-run resumes this configuration
     summary: dict[str, Any] = {
         "sweep_id": sweep_id(spec), "tag": sweep_tag(spec), "store": str(store.path),
         "n_configs": len(plan_sweep(spec)), "n_run": len(results),
         "n_done": sum(r["status"] in ("done", "reused") for r in results),
         "n_failed": sum(r["status"] == "failed" for r in results),
+        "n_skipped": sum(r["status"] == "skipped" for r in results),
+        "n_interrupted": sum(r["status"] == "interrupted" for r in results),
         "n_trained": sum(bool(r["trained"]) for r in results),
         "spec": spec.to_dict(), "configs": results, "frontier": None,
     }
-    if frontier and spec.evaluate:
+    if frontier and spec.evaluate and not finetune_only:
         summary["frontier"] = sweep_frontier(store, spec)
     emit("end", summary=summary)
     return summary

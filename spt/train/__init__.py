@@ -14,6 +14,7 @@ from typing import Any
 
 from spt.train.config import FinetuneConfig
 from spt.train.defense_base import DEFENSES, Defense, get_defense, register
+from spt.train.signals import INTERRUPTED, Interrupted
 
 DEFENSE_MODULES = (
     "spt.train.defense_none",
@@ -47,5 +48,6 @@ def _load_defenses() -> None:
 
 _load_defenses()
 
-__all__ = ["DEFENSES", "DEFENSE_MODULES", "Defense", "FinetuneConfig", "finetune", "get_defense", "merge_run",
+__all__ = ["DEFENSES", "DEFENSE_MODULES", "INTERRUPTED", "Defense", "FinetuneConfig", "Interrupted", "finetune",
+           "get_defense", "merge_run",
            "register"]

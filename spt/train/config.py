@@ -96,11 +96,25 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     # ------------------------------------------------------------------ resolution
+    def checked_types(self) -> FinetuneConfig:
+        """A copy whose values have the field's type (numbers from YAML strings like `1e-4` parsed, NaN and
+        infinities refused); SptError naming the setting otherwise."""
+        c = dataclasses.replace(self)
+        for name, kind in _TYPES.items():
+            v = getattr(c, name)
+            if v is None:
+                if name in _OPTIONAL:
+                    continue
+                raise SptError(f"{_flag(name)} must be set (a {kind}); drop the empty value to use the default")
+            setattr(c, name, _coerce(name, kind, v))
+        return c
+
     def resolve(self) -> FinetuneConfig:
         """A copy with defaults filled in and every value checked (SptError on bad input)."""
         from spt.train.defense_base import get_defense
 
-        c = dataclasses.replace(self, lora_targets=list(self.lora_targets or []))
+        c = self.checked_types()
+        c.lora_targets = list(c.lora_targets or [])
         if c.stage not in STAGES:
             raise SptError(f"unknown stage {c.stage!r}; use one of {', '.join(STAGES)}")
         if c.model and c.from_run:
@@ -157,6 +171,12 @@ class FinetuneConfig:
             c.safety_batch_size = c.batch_size
         if c.safety_batch_size < 2:
             raise SptError("safety_batch_size must be ≥ 2 (both halves of a HarmOR pair)")
+        if not (0 <= c.warmup_ratio < 1):
+            raise SptError(f"warmup_ratio {c.warmup_ratio:g} must be in [0, 1)")
+        if c.weight_decay < 0 or c.max_grad_norm < 0:
+            raise SptError("weight_decay and max_grad_norm must be ≥ 0")
+        if c.pack_length < 16 or c.align_eval_pairs < 1:
+            raise SptError("pack_length must be ≥ 16 and align_eval_pairs ≥ 1")
         d.validate_config(c)
         return c
 
@@ -178,3 +198,76 @@ class FinetuneConfig:
         elif self.poison == 0:
             d.pop("poison_data")
         return d
+
+
+# ------------------------------------------------------------------ types of the settings
+_TYPES: dict[str, str] = {
+    "model": "str", "from_run": "str", "stage": "str", "task": "str", "safety_data": "str", "poison": "float",
+    "poison_data": "str", "defense": "str", "lam": "float", "lora": "bool", "lora_r": "int", "lora_alpha": "int",
+    "lora_targets": "list", "lora_dropout": "float", "epochs": "float", "max_steps": "int", "lr": "float",
+    "batch_size": "int", "grad_accum": "int", "max_length": "int", "seed": "int", "save_every": "int",
+    "log_every": "int", "resume": "bool", "warmup_ratio": "float", "weight_decay": "float",
+    "max_grad_norm": "float", "safety_batch_size": "int", "safelora_mode": "str", "pack_length": "int",
+    "align_eval_pairs": "int", "compile": "bool", "config_path": "str",
+}
+_OPTIONAL = {"model", "from_run", "lam", "epochs", "max_steps", "lr", "safety_batch_size", "config_path"}
+_EXAMPLES = {"float": "e.g. 0.1 or 2e-4", "int": "e.g. 8", "bool": "", "str": "",
+             "list": "a list of module names like [q_proj, v_proj]"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bad(name: str, kind: str, v: Any, why: str = "") -> SptError:
+    what = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text",
+            "list": "a list"}[kind]
+    hint = f" ({_EXAMPLES[kind]})" if _EXAMPLES[kind] else ""
+    return SptError(f"{_flag(name)} {v!r} {why or 'is not ' + what}{hint}")
+
+
+def _coerce(name: str, kind: str, v: Any) -> Any:
+    import math
+
+    if kind == "str":
+        if not isinstance(v, str) or not v.strip():
+            raise _bad(name, kind, v, "is not a non-empty text value")
+        return v
+    if kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no"):
+            return v.strip().lower() in ("true", "yes")
+        raise _bad(name, kind, v)
+    if kind == "list":
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in v):
+            raise _bad(name, kind, v)
+        return list(v)
+    if isinstance(v, bool):
+        raise _bad(name, kind, v)
+    if kind == "int":
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            return int(v)
+        if isinstance(v, str):
+            try:
+                return int(v.strip())
+            except ValueError:
+                raise _bad(name, kind, v) from None
+        if not isinstance(v, int):
+            raise _bad(name, kind, v)
+        return v
+    # float: YAML 1.1 reads `1e-4` (no dot) as a string, so numeric text is accepted
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            raise _bad(name, kind, v) from None
+    elif isinstance(v, (int, float)):
+        f = float(v)
+    else:
+        raise _bad(name, kind, v)
+    if not math.isfinite(f):
+        raise _bad(name, kind, v, "is not a finite number")
+    return f

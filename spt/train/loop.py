@@ -23,14 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from spt.errors import SptError
 from spt.train.config import FinetuneConfig
+from spt.train.signals import INTERRUPTED, Interrupted, StopOnSignal, signal_name
 
 ALGO_VERSION = 1
 STATE_FILE = "trainer_state.pt"
 
 
 # ----------------------------------------------------------------------------------- helpers
+class LeaseHeld(SptError):
+    """Another live process holds the lease of the run with these settings (it is being trained now)."""
+
+    def __init__(self, message: str, holder_run_id: str):
+        super().__init__(message)
+        self.holder_run_id = holder_run_id
+
+
 def weights_hash(path: str | Path) -> str:
     """Content hash of a model or adapter directory's weights (safetensors files)."""
     from spt.store import content_id, file_hash
@@ -134,11 +145,9 @@ def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
 
 def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
     """Validate everything, build data, compute the identity, and create or find the run row."""
-    from sqlmodel import col, select
 
     from spt.models import chat_template_hash, load_tokenizer, resolve_model
     from spt.store import content_id
-    from spt.store.models import Checkpoint, Run
     from spt.train import data as tdata
     from spt.train.defense_base import get_defense
 
@@ -196,44 +205,74 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
                   parent_start_path=parent_start, train_dataset=task_id or safety_id,
                   poison_dataset=poison_id, safety_dataset=safety_id)
 
-    with store.session() as s:
-        same = s.exec(select(Run).where(Run.identity == identity).order_by(col(Run.created_at).desc())).all()
-    done = [r for r in same if r.status == "done"]
-    if done:
-        return Plan(config=cfg.to_dict(), run_id=done[0].id, reused=True, **common)
-
     resolved = cfg.to_dict()
     resolved.update({"start_path": str(start_path), "start_hash": start_hash, "chat_template_hash": tok_hash,
                      "train_dataset": task_id or safety_id, "safety_dataset": safety_id,
                      "poison_dataset": poison_id, "world_size": world, "identity_inputs": ident_obj})
-    resume_ck = None
-    if cfg.resume:
-        for r in same:
-            if r.status in ("running", "failed", "pending"):
-                with store.session() as s:
-                    cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == r.id)
-                                 .order_by(col(Checkpoint.step).desc())).all()
-                for ck in cks:
-                    st = (ck.meta or {}).get("state_path")
-                    if st and Path(st).exists():
-                        resume_ck = ck.model_dump()
-                        break
-                from spt.store.models import utcnow
-
-                with store.write() as s:
-                    row = s.get(Run, r.id)
-                    row.status, row.error, row.updated_at = "running", None, utcnow()
-                    row.config = resolved
-                    s.add(row)
-                return Plan(config=cfg.to_dict(), run_id=r.id, resume_from=resume_ck, **common)
     from spt.models import default_device
 
-    run = Run(kind=kind, parent_run_id=parent.id if parent else None, model_ref=model_ref, base_model=base_model,
-              task=cfg.task if cfg.stage == "task" else None, defense=cfg.defense, lam=cfg.lam,
-              poison_ratio=cfg.poison if cfg.stage == "task" else None, seed=cfg.seed, lora=cfg.lora,
-              config=resolved, identity=identity, status="running",
-              provenance=provenance(default_device(), "float32", cfg.seed, world))
-    with store.write() as s:
+    prov = provenance(default_device(), "float32", cfg.seed, world)
+    for attempt in range(3):
+        try:
+            return _claim_run(store, cfg, identity, resolved, common, prov, model_ref, base_model, parent)
+        except IntegrityError:  # another planner inserted the running row first: plan again against it
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _claim_run(store: Any, cfg: FinetuneConfig, identity: str, resolved: dict, common: dict, prov: dict,
+               model_ref: str, base_model: str | None, parent: Any) -> Plan:
+    """In one write transaction: reuse a done run, adopt a resumable one whose lease expired, or insert a
+    new running row holding this process's lease. A live lease on the same settings is refused."""
+    from sqlmodel import col, select
+
+    from spt.store.lease import describe, is_stale, my_owner
+    from spt.store.models import Checkpoint, Run, utcnow
+
+    owner, now = my_owner(), utcnow()
+    with store.write() as s:  # BEGIN IMMEDIATE: planners of one store decide one at a time
+        same = s.exec(select(Run).where(Run.identity == identity).order_by(col(Run.created_at).desc())).all()
+        done = [r for r in same if r.status == "done"]
+        if done:
+            return Plan(config=cfg.to_dict(), run_id=done[0].id, reused=True, **common)
+        running = [r for r in same if r.status == "running"]
+        # A lease is released when its process ends the run (done, failed, interrupted); one still held and
+        # renewed means a process is working on the run, whatever its status says.
+        live = [r for r in same if (r.lease_owner or r.status == "running")
+                and not is_stale(r.lease_owner, r.lease_heartbeat, r.updated_at)]
+        if live:
+            r = live[0]
+            raise LeaseHeld(f"run {r.id} with these settings is being trained by "
+                            f"{describe(r.lease_owner, r.lease_heartbeat, r.updated_at)}; wait for it, or if that "
+                            "process is gone run `spt runs reap` (or lower SPT_LEASE_TIMEOUT_S)", r.id)
+        resume_ck = None
+        adopt = None
+        if cfg.resume:
+            adopt = next((r for r in same if r.status in ("running", "failed", "pending", INTERRUPTED)), None)
+        for r in running:  # stale rows not adopted become interrupted (one running row per identity)
+            if r is not adopt:
+                r.status, r.error, r.updated_at = INTERRUPTED, "lease expired; superseded by a new run", now
+                s.add(r)
+        if adopt is not None:
+            cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == adopt.id)
+                         .order_by(col(Checkpoint.step).desc())).all()
+            for ck in cks:
+                st = (ck.meta or {}).get("state_path")
+                if st and Path(st).exists():
+                    resume_ck = ck.model_dump()
+                    break
+            adopt.status, adopt.error, adopt.updated_at = "running", None, now
+            adopt.lease_owner, adopt.lease_heartbeat = owner, now
+            adopt.config = resolved
+            s.add(adopt)
+            return Plan(config=cfg.to_dict(), run_id=adopt.id, resume_from=resume_ck, **common)
+        s.flush()
+        run = Run(kind=common["kind"], parent_run_id=parent.id if parent else None, model_ref=model_ref,
+                  base_model=base_model, task=cfg.task if cfg.stage == "task" else None, defense=cfg.defense,
+                  lam=cfg.lam, poison_ratio=cfg.poison if cfg.stage == "task" else None, seed=cfg.seed,
+                  lora=cfg.lora, config=resolved, identity=identity, status="running", provenance=prov,
+                  lease_owner=owner, lease_heartbeat=now)
         s.add(run)
     return Plan(config=cfg.to_dict(), run_id=run.id, **common)
 
@@ -351,6 +390,8 @@ def _broadcast(obj: Any, accelerator: Any) -> Any:
 
 
 def _mark(store: Any, run_id: str, **fields: Any) -> None:
+    """Set the run's fields; ending the run (done, failed, interrupted) releases this process's lease."""
+    from spt.store.lease import my_owner
     from spt.store.models import Run, utcnow
 
     with store.write() as s:
@@ -359,6 +400,8 @@ def _mark(store: Any, run_id: str, **fields: Any) -> None:
             return
         for k, v in fields.items():
             setattr(row, k, v)
+        if fields.get("status") in ("done", "failed", INTERRUPTED) and row.lease_owner == my_owner():
+            row.lease_owner = row.lease_heartbeat = None
         row.updated_at = utcnow()
         s.add(row)
 
@@ -406,7 +449,10 @@ def finetune(store: Any, config: FinetuneConfig, progress: Callable[..., Any] | 
     if plan.reused:
         return _reused_summary(store, plan.run_id)
     try:
-        return _train(store, plan, accelerator, progress)
+        with StopOnSignal() as stop, _heartbeat(store, plan.run_id, rank0):
+            return _train(store, plan, accelerator, progress, stop)
+    except Interrupted:
+        raise  # the run is already marked interrupted, with a resumable checkpoint
     except BaseException as e:
         if rank0:
             err = f"{type(e).__name__}: {e}".strip()
@@ -417,7 +463,88 @@ def finetune(store: Any, config: FinetuneConfig, progress: Callable[..., Any] | 
         raise
 
 
-def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any] | None) -> dict[str, Any]:
+def _heartbeat(store: Any, run_id: str, rank0: bool) -> Any:
+    """Rank 0 renews the run's lease while it trains (see spt.store.lease)."""
+    from spt.store.lease import Heartbeat
+
+    return Heartbeat(store, run_id) if rank0 else _nullcontext()
+
+
+def _trainer_state(step: int, optimizer: Any, scheduler: Any, model: Any, cfg: FinetuneConfig, world: int) -> dict:
+    """Everything a resumed run needs to continue exactly (tensors, numbers, tuples: loadable weights_only)."""
+    import torch
+
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+             "world_size": world}
+    if cfg.lora:
+        state["trainable"] = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+    return state
+
+
+def _load_state(ck: dict) -> dict:
+    """A checkpoint's trainer state, read without unpickling code (`weights_only=True`).
+
+    The path comes from the store, which may have been imported from another machine, so it must lie in
+    the checkpoint's own folder, and only tensors and plain values are accepted.
+    """
+    import pickle
+
+    import torch
+
+    path = Path((ck.get("meta") or {}).get("state_path") or "")
+    folder = Path(ck["path"]).resolve()
+    if path.resolve().parent != folder:
+        raise SptError(f"checkpoint {ck['id']} names a trainer state outside its folder ({path}); "
+                       "start a fresh run without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        raise SptError(f"trainer state {path} holds more than tensors and plain values "
+                       f"({str(e).splitlines()[0][:120]}); refusing to load it") from None
+
+
+def _clean_run_dir(store: Any, run_id: str) -> list[str]:
+    """Remove what a killed attempt left in the run's folder: temporary copies whose writer is gone,
+    and checkpoint folders renamed into place without their store row (the kill fell in between)."""
+    from sqlmodel import select
+
+    from spt.paths import artifacts_dir
+    from spt.store.models import Checkpoint
+
+    run_dir = artifacts_dir(store.path) / run_id
+    if not run_dir.is_dir():
+        return []
+    with store.session() as s:
+        known = {Path(p).name for p in s.exec(select(Checkpoint.path).where(Checkpoint.run_id == run_id)).all()}
+    removed = []
+    for d in run_dir.iterdir():
+        if not d.is_dir():
+            continue
+        tmp_pid = d.name.rpartition(".tmp-")[2] if ".tmp-" in d.name else None
+        if tmp_pid is not None:
+            if tmp_pid.isdigit() and _pid_alive(int(tmp_pid)) and int(tmp_pid) != os.getpid():
+                continue  # another live process is still writing it
+        elif d.name in known or not (d.name == "final" or d.name.startswith("step-")):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any] | None,
+           stop: StopOnSignal | None = None) -> dict[str, Any]:
     import torch
 
     from spt.models import load_tokenizer
@@ -489,7 +616,7 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     start_step = 0
     if plan.resume_from:
-        state = torch.load(plan.resume_from["meta"]["state_path"], map_location="cpu", weights_only=False)
+        state = _load_state(plan.resume_from)
         if cfg.lora:
             named = dict(model.named_parameters())
             with torch.no_grad():
@@ -505,6 +632,8 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
 
     if rank0:  # a resumed run: drop log rows the interrupted attempt wrote after its last checkpoint
         from sqlmodel import delete
+
+        _clean_run_dir(store, plan.run_id)
 
         with store.write() as s:
             s.exec(delete(TrainLog).where(TrainLog.run_id == plan.run_id, TrainLog.step > start_step))
@@ -644,17 +773,28 @@ def _train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any
         elif progress is not None and rank0:
             progress(step, total_steps, {})
 
-        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps and rank0:
-            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                     "world_size": world}
-            if cfg.lora:
-                state["trainable"] = {k: v.detach().cpu().clone() for k, v in model.named_parameters()
-                                      if v.requires_grad}
+        saved_now = bool(cfg.save_every and step % cfg.save_every == 0 and step < total_steps)
+        if saved_now and rank0:
+            state = _trainer_state(step, optimizer, scheduler, model, cfg, world)
             if writer is not None:
                 writer.flush()
             checkpoints.append(_save_checkpoint(store, plan, cfg, model, tokenizer, step, False, state))
+
+        signum = stop.poll(accelerator) if (stop is not None and step < total_steps) else None
+        if signum:  # SIGTERM / SIGINT: checkpoint this step boundary, mark the run interrupted, stop
+            name = signal_name(signum)
+            msg = f"interrupted by {name} at step {step}/{total_steps}; continue with --resume"
+            if rank0:
+                if not saved_now:
+                    state = _trainer_state(step, optimizer, scheduler, model, cfg, world)
+                    if writer is not None:
+                        writer.flush()
+                    _save_checkpoint(store, plan, cfg, model, tokenizer, step, False, state)
+                if writer is not None:
+                    writer.flush()
+                _mark(store, plan.run_id, status=INTERRUPTED, error=msg)
+            accelerator.wait_for_everyone()
+            raise Interrupted(f"run {plan.run_id} {msg}", signum, step, plan.run_id)
 
     accelerator.wait_for_everyone()
     result: dict[str, Any] = {"steps": total_steps, "final_losses": last_losses, "n_train": len(train),

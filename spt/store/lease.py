@@ -1,0 +1,169 @@
+"""Leases on running runs: who works on a row (host, pid, start time) and a heartbeat renewed meanwhile.
+
+A `running` run holds a lease: `run.lease_owner` = "HOST:PID:START" and `run.lease_heartbeat`, an
+ISO time renewed every `heartbeat_interval()` seconds by a background thread while the process trains.
+A lease is *stale* when its heartbeat is older than the lease timeout ($SPT_LEASE_TIMEOUT_S, default
+300 s), or at once when its owner is a process on this host that no longer exists. `--resume` and
+sweeps adopt only runs whose lease is stale; `spt runs` marks stale rows and `spt runs reap` sets them
+`interrupted`. A unique index (migration 0004) allows one `running` row per identity, so two planners
+racing on the same settings end with one row.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from spt.errors import SptError
+
+LEASE_ENV = "SPT_LEASE_TIMEOUT_S"
+DEFAULT_LEASE_S = 300.0
+PROCESS_START = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
+
+
+def lease_timeout(value: float | None = None) -> float:
+    """The lease timeout in seconds: `value`, else $SPT_LEASE_TIMEOUT_S, else 300."""
+    if value is None:
+        raw = os.environ.get(LEASE_ENV)
+        if raw is None:
+            return DEFAULT_LEASE_S
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SptError(f"{LEASE_ENV}={raw!r} is not a number of seconds") from None
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise SptError(f"the lease timeout must be a positive number of seconds (got {value!r})")
+    return float(value)
+
+
+def heartbeat_interval(timeout: float | None = None) -> float:
+    return max(0.05, min(30.0, lease_timeout(timeout) / 4))
+
+
+def my_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS_START}"
+
+
+def _parse_time(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def lease_age(heartbeat: str | None, updated_at: str | None = None) -> float | None:
+    t = _parse_time(heartbeat) or _parse_time(updated_at)
+    if t is None:
+        return None
+    return (datetime.now(timezone.utc) - t).total_seconds()
+
+
+def is_stale(owner: str | None, heartbeat: str | None, updated_at: str | None = None,
+             timeout: float | None = None) -> bool:
+    """Whether a running row's lease has expired (its worker is gone or silent past the timeout)."""
+    if owner:
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+            return True
+        if owner == my_owner():
+            return False
+    age = lease_age(heartbeat, updated_at)
+    return age is None or age > lease_timeout(timeout)
+
+
+def describe(owner: str | None, heartbeat: str | None, updated_at: str | None = None) -> str:
+    host, _, rest = (owner or "unknown:?").partition(":")
+    pid = rest.partition(":")[0]
+    age = lease_age(heartbeat, updated_at)
+    return f"{host} pid {pid}" + (f", heartbeat {age:.0f} s ago" if age is not None else "")
+
+
+class Heartbeat:
+    """Renews `run.lease_heartbeat` in the background while this process owns the run."""
+
+    def __init__(self, store: Any, run_id: str, owner: str | None = None, interval: float | None = None):
+        self.store, self.run_id = store, run_id
+        self.owner = owner or my_owner()
+        self.interval = interval if interval is not None else heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"spt-heartbeat-{run_id[:8]}", daemon=True)
+        self.beats = 0
+
+    def beat(self) -> None:
+        from sqlalchemy import text
+
+        from spt.store.models import utcnow
+
+        with self.store.write() as s:
+            s.execute(text("UPDATE run SET lease_heartbeat = :t WHERE id = :i AND lease_owner = :o"),
+                      {"t": utcnow(), "i": self.run_id, "o": self.owner})
+        self.beats += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a missed beat is retried; training must go on
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def stale_runs(store: Any, timeout: float | None = None) -> list[dict[str, Any]]:
+    """Running runs whose lease has expired."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, identity, lease_owner, lease_heartbeat, updated_at FROM run "
+                                 "WHERE status = 'running' ORDER BY id")).all()
+    return [{"id": r[0], "identity": r[1], "owner": r[2], "heartbeat": r[3], "updated_at": r[4],
+             "age_s": lease_age(r[3], r[4])}
+            for r in rows if is_stale(r[2], r[3], r[4], timeout)]
+
+
+def reap(store: Any, timeout: float | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Mark running runs with an expired lease `interrupted` (resumable with --resume); returns them."""
+    from sqlmodel import select
+
+    from spt.store.models import Run, utcnow
+
+    timeout = lease_timeout(timeout)
+    found = stale_runs(store, timeout)
+    if dry_run or not found:
+        return found
+    reaped = []
+    with store.write() as s:  # re-checked under the write lock: a heartbeat may have arrived meanwhile
+        for r in s.exec(select(Run).where(Run.id.in_([f["id"] for f in found]))).all():  # type: ignore[attr-defined]
+            if r.status != "running" or not is_stale(r.lease_owner, r.lease_heartbeat, r.updated_at, timeout):
+                continue
+            r.status = "interrupted"
+            r.error = f"lease expired ({describe(r.lease_owner, r.lease_heartbeat, r.updated_at)}); reaped"
+            r.updated_at = utcnow()
+            s.add(r)
+            reaped.append(next(f for f in found if f["id"] == r.id))
+    return reaped
