@@ -91,3 +91,13 @@ def test_seeds_pool_into_configurations(store):
     assert cfg_point.x.ci_high - 1.1 == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-4)
     assert cfg_point.x.ci_method == "t-across-seeds"
     assert len(compute_frontier(store, per_seed=True).points) == 5
+
+
+def test_hypervolume_bootstrap_is_bounded_for_large_frontiers(store, monkeypatch):
+    import spt.frontier.compute as compute
+
+    realistic_store(store)
+    assert all(g.hv_low is not None for g in compute_frontier(store).groups)
+    monkeypatch.setattr(compute, "HV_BOOT_CELLS", 14 * 50)  # 14 points: 50 replicates < HV_BOOT_MIN
+    r = compute_frontier(store)
+    assert all(g.hv_low is None and g.distinct_from_next is None for g in r.groups) and r.groups[0].hypervolume > 0

@@ -27,6 +27,8 @@ DEFAULT_X = "task_loss"
 DEFAULT_Y = "alignment_loss"
 OR_BENCH = ("over_refusal_rate", "refusal_rate")
 GROUP_BY = ("defense", "poison", "model", "stage")
+HV_BOOT_CELLS = 200_000  # points x replicates the hypervolume bootstrap may cost
+HV_BOOT_MIN = 100  # fewer replicates than this give no interval
 
 
 @dataclass
@@ -269,9 +271,13 @@ def compute_frontier(
     groups.sort(key=lambda g: (-g.hypervolume, g.name))
     for i, g in enumerate(groups, 1):
         g.rank = i
-    if ref_pt is not None and groups and n_boot > 0:
+    # The bootstrap recomputes every group's hypervolume per replicate; bound the work so a frontier over
+    # thousands of runs stays interactive (intervals are then left out rather than computed from few draws).
+    n_boot_eff = min(n_boot, HV_BOOT_CELLS // max(1, len(points)))
+    if ref_pt is not None and groups and n_boot_eff >= HV_BOOT_MIN:
         boot = cmp.hypervolume_intervals(by_group, ref_pt, directions,
-                                         (cmp.is_bounded(x_info.name), cmp.is_bounded(y_info.name)), n_boot=n_boot)
+                                         (cmp.is_bounded(x_info.name), cmp.is_bounded(y_info.name)),
+                                         n_boot=n_boot_eff)
         for i, g in enumerate(groups):
             g.hv_low, g.hv_high, _ = boot[g.name]
             if i + 1 < len(groups):
