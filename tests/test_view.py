@@ -255,6 +255,27 @@ def test_pair_filters_match_their_definition(filled, params):
     assert {p["key"] for p in got["pairs"]} == want and got["total"] == len(want)
 
 
+def test_cached_filters_match_their_definition_and_are_shared_per_evaluation(filled, monkeypatch):
+    """One cache across pages: a comparison reuses the single-run pages' passes and still matches the definition."""
+    path, ro, f = filled
+    a, b = f["evals"]["anchor"], f["evals"]["poisoned"]
+    cache = q.StoreCache(path)
+    calls: list[str] = []
+    real = q.verdicts
+    monkeypatch.setattr(q, "verdicts", lambda store, e: calls.append(e) or real(store, e))
+    filt = q.PairFilters.from_params({"disagree": "1", "q": "here is how"})
+    single = q.pairs_page(ro, a, None, filt, per_page=1000, presets=False, cache=cache)
+    assert calls == [a]
+    both = q.pairs_page(ro, a, b, filt, per_page=1000, presets=False, cache=cache)
+    assert sorted(calls) == sorted([a, b])  # A's judgments came from the cache
+    assert {p["key"] for p in both["pairs"]} == _expected(_all_pairs(ro, a, b), filt, True)
+    assert {p["key"] for p in single["pairs"]} == _expected(_all_pairs(ro, a, None), filt, False)
+    verdict = q.PairFilters.from_params({"verdict": "refused", "side": "benign", "disagree": "1"})
+    got = q.pairs_page(ro, a, b, verdict, per_page=1000, presets=False, cache=cache)
+    assert len(calls) == 2  # other filters on the same evaluations: no new pass over the judgments
+    assert {p["key"] for p in got["pairs"]} == _expected(_all_pairs(ro, a, b), verdict, True)
+
+
 def test_disagree_filter(client, filled):
     _path, _ro, f = filled
     ev = f["evals"]["poisoned"]

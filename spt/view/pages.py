@@ -535,10 +535,12 @@ class Site:
 
     def warm(self, n_evaluations: int = 8) -> None:
         """Fill the cache with the slowest computations (judge agreement over the store, the pair order of
-        the newest evaluations), so the first visits to those pages are fast. Run in the background."""
+        the newest evaluations and their current judgments), so the first visits to those pages are fast.
+        Run in the background."""
         self.cache.get(("judges", None), lambda: q.judges_overview(self.store, None))
         for e in q.evaluations(self.store, with_counts=False)[-n_evaluations:][::-1]:
             self.cache.get(("pairs", e["id"]), lambda e=e: q.pair_index(self.store, e["id"]))
+            self.cache.get(("verdicts", e["id"]), lambda e=e: q.verdicts(self.store, e["id"]))
 
     # ------------------------------------------------------------------ judges
 

@@ -105,6 +105,24 @@ class StoreCache:
                 out.append(None)
         return tuple(out)
 
+    def peek(self, key: Any) -> Any:
+        """The cached value of `key`, or None (dropping everything when the store has changed)."""
+        sig = self.signature()
+        with self._lock:
+            if sig != self._sig:
+                self._data.clear()
+                self._sig = sig
+            return self._data.get(key)
+
+    def put(self, key: Any, value: Any, sig: Any) -> Any:
+        """Cache `value` under `key` unless the store changed since `sig` (taken before computing it)."""
+        with self._lock:
+            if self._sig == sig:
+                if len(self._data) >= self.max_entries:
+                    self._data.pop(next(iter(self._data)))
+                self._data[key] = value
+        return value
+
     def get(self, key: Any, compute: Any) -> Any:
         sig = self.signature()
         with self._lock:
@@ -291,23 +309,6 @@ class PairFilters:
         return bool(self.category or self.q or self.verdict or self.disagree or self.items != "safety")
 
 
-def _verdict_cond(f: PairFilters, params: dict[str, Any]) -> str:
-    conds = []
-    if f.judge:
-        conds.append("j.judge_id = :vjudge")
-        params["vjudge"] = f.judge
-    if f.verdict == "refused":
-        conds.append(f"j.status = 'scored' AND {REFUSED_SQL} = 1")
-    elif f.verdict == "answered":
-        conds.append(f"j.status = 'scored' AND {REFUSED_SQL} = 0")
-    elif f.verdict == "unscored":
-        conds.append("j.status != 'scored'")
-    else:
-        conds.append("j.status = 'scored' AND j.label = :vlabel")
-        params["vlabel"] = f.verdict.removeprefix("label:")
-    return " AND ".join(conds)
-
-
 @dataclass
 class PairIndex:
     """The pairs of one evaluation in browsing order: pair key = the items' pair_id (an unpaired item is its
@@ -356,18 +357,15 @@ def matching_pairs(store: Store, idx: PairIndex, eval_id: str, compare_id: str |
       refused / answered / unscored / has the label;
     - disagree: on some response of the pair (either run), two judges' scored verdicts differ on the refusal
       axis.
-    Each filter is one SQL pass over the evaluation's generations, cached until the store changes.
+    The SQL behind them is one pass per evaluation (its word matches; its current judgments, see `Verdicts`),
+    cached per evaluation until the store changes: a comparison page reuses what the single-run pages and the
+    start-up warm-up computed, and the passes still missing run concurrently.
     """
     keys: set[str] | None = None
 
     def narrow(found: set[str]) -> None:
         nonlocal keys
         keys = found if keys is None else keys & found
-
-    def memo(name: str, compute: Any) -> set[str]:
-        if cache is None:
-            return compute()
-        return cache.get(("filter", eval_id, compare_id, name), compute)
 
     evs = [eval_id] + ([compare_id] if compare_id else [])
     if f.items == "safety":
@@ -376,37 +374,107 @@ def matching_pairs(store: Store, idx: PairIndex, eval_id: str, compare_id: str |
         narrow({k for k in idx.order if k not in idx.safety})
     if f.category:
         narrow({k for k in idx.order if idx.category[k] == f.category})
+    # the SQL passes: a word search per evaluation, and the current judgments of each evaluation needed
+    jobs: dict[Any, Any] = {}
     if f.q:
-        def by_word() -> set[str]:
-            params: dict[str, Any] = {"q": "%" + _like_escape(f.q) + "%", "e": eval_id}
-            sql = ("SELECT item_id FROM generation WHERE evaluation_id = :e AND (prompt LIKE :q ESCAPE '\\' "
-                   "OR response LIKE :q ESCAPE '\\')")
-            if compare_id:
-                params["c"] = compare_id
-                sql += " UNION SELECT item_id FROM generation WHERE evaluation_id = :c AND response LIKE :q ESCAPE '\\'"
-            return {idx.pk_of[r[0]] for r in _rows(store, sql, params) if r[0] in idx.pk_of}
-        narrow(memo(("q", f.q), by_word))
+        for e in evs:
+            jobs[("q", e, f.q, e == eval_id)] = lambda e=e: frozenset(word_items(store, e, f.q, prompts=e == eval_id))
+    verdict_ev = compare_id if (f.of == "b" and compare_id) else eval_id
+    for e in ([verdict_ev] if f.verdict else []) + (evs if f.disagree else []):
+        jobs[("verdicts", e)] = lambda e=e: verdicts(store, e)
+    got = _run_passes(jobs, cache)
+
+    def narrow_items(items: set[str] | frozenset[str]) -> None:
+        narrow({idx.pk_of[i] for i in items if i in idx.pk_of})
+
+    if f.q:
+        narrow_items(set().union(*(got[("q", e, f.q, e == eval_id)] for e in evs)))
     if f.verdict:
-        def by_verdict() -> set[str]:
-            params: dict[str, Any] = {"e": compare_id if (f.of == "b" and compare_id) else eval_id}
-            cond = _verdict_cond(f, params)
-            rows = _rows(store, "SELECT DISTINCT g.item_id FROM generation g JOIN judgment j ON j.generation_id = g.id "
-                                "JOIN judge jd ON jd.id = j.judge_id WHERE g.evaluation_id = :e "
-                                f"AND j.superseded_by IS NULL AND {cond}", params)
-            return {idx.pk_of[r[0]] for r in rows if r[0] in idx.pk_of
-                    and (f.side == "any" or idx.label_of[r[0]] == f.side)}
-        narrow(memo(("verdict", f.verdict, f.judge, f.side, f.of), by_verdict))
+        found = got[("verdicts", verdict_ev)].matching(f)
+        narrow_items(found if f.side == "any" else {i for i in found if idx.label_of.get(i) == f.side})
     if f.disagree:
-        def by_disagreement() -> set[str]:
-            params: dict[str, Any] = {}
-            rows = _rows(store, "SELECT g.item_id FROM generation g JOIN judgment j ON j.generation_id = g.id "
-                                "JOIN judge jd ON jd.id = j.judge_id "
-                                f"WHERE g.evaluation_id IN ({_in('e', evs, params)}) AND j.superseded_by IS NULL "
-                                f"AND j.status = 'scored' GROUP BY g.id HAVING COUNT(DISTINCT {REFUSED_SQL}) > 1",
-                         params)
-            return {idx.pk_of[r[0]] for r in rows if r[0] in idx.pk_of}
-        narrow(memo(("disagree",), by_disagreement))
+        narrow_items(set().union(*(got[("verdicts", e)].disagreeing() for e in evs)))
     return list(idx.order) if keys is None else [k for k in idx.order if k in keys]
+
+
+def _run_passes(jobs: dict[Any, Any], cache: StoreCache | None) -> dict[Any, Any]:
+    """Each job's value ({cache key: compute}), from the cache where present; the missing ones run in parallel
+    threads (SQLite releases the GIL while it scans, so two evaluations are read at once)."""
+    out: dict[Any, Any] = {}
+    sig = cache.signature() if cache is not None else None
+    todo = []
+    for key, compute in jobs.items():
+        hit = cache.peek(key) if cache is not None else None
+        if hit is not None:
+            out[key] = hit
+        else:
+            todo.append((key, compute))
+    if len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(4, len(todo))) as pool:
+            results = list(pool.map(lambda kc: kc[1](), todo))
+    else:
+        results = [c() for _k, c in todo]
+    for (key, _c), value in zip(todo, results, strict=True):
+        out[key] = cache.put(key, value, sig) if cache is not None else value
+    return out
+
+
+def word_items(store: Store, eval_id: str, word: str, *, prompts: bool = True) -> set[str]:
+    """Items of the evaluation whose response (and prompt, when `prompts`) contains `word` (ASCII case-folded)."""
+    params: dict[str, Any] = {"q": "%" + _like_escape(word) + "%", "e": eval_id}
+    cond = "response LIKE :q ESCAPE '\\'"
+    if prompts:
+        cond = f"(prompt LIKE :q ESCAPE '\\' OR {cond})"
+    return {r[0] for r in _rows(store, f"SELECT item_id FROM generation WHERE evaluation_id = :e AND {cond}", params)}
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The current judgments of one evaluation's responses, compact: item id -> ((judge id, scored, label,
+    refused), ...), refused being the refusal axis (True / False / None when the rubric has none). One SQL pass
+    per evaluation (warmed at start-up), after which every verdict and "judges disagree" filter is a scan in
+    memory instead of a join per request."""
+
+    by_item: dict[str, tuple[tuple[str, bool, str | None, bool | None], ...]]
+
+    def matching(self, f: PairFilters) -> set[str]:
+        """Items with some current judgment (by `f.judge`, if given) matching `f.verdict` (any side)."""
+        label = f.verdict.removeprefix("label:") if f.verdict.startswith("label:") else None
+
+        def hit(j: tuple[str, bool, str | None, bool | None]) -> bool:
+            judge, scored, lab, refused = j
+            if f.judge and judge != f.judge:
+                return False
+            if f.verdict == "unscored":
+                return not scored
+            if not scored:
+                return False
+            if f.verdict == "refused":
+                return refused is True
+            if f.verdict == "answered":
+                return refused is False
+            return lab == label
+
+        return {i for i, js in self.by_item.items() if any(hit(j) for j in js)}
+
+    def disagreeing(self) -> set[str]:
+        """Items whose response two scored judgments put on different sides of the refusal axis."""
+        return {i for i, js in self.by_item.items()
+                if len({r for _j, scored, _l, r in js if scored and r is not None}) > 1}
+
+
+def verdicts(store: Store, eval_id: str) -> Verdicts:
+    """The evaluation's current judgments in one pass (see `Verdicts`)."""
+    rows = _rows(store, f"SELECT g.item_id, j.judge_id, j.status = 'scored', j.label, {REFUSED_SQL} "
+                        "FROM generation g JOIN judgment j ON j.generation_id = g.id "
+                        "JOIN judge jd ON jd.id = j.judge_id WHERE g.evaluation_id = :e AND j.superseded_by IS NULL",
+                 {"e": eval_id})
+    by_item: dict[str, list[tuple[str, bool, str | None, bool | None]]] = defaultdict(list)
+    for item_id, judge, scored, label, refused in rows:
+        by_item[item_id].append((judge, bool(scored), label, None if refused is None else bool(refused)))
+    return Verdicts({k: tuple(v) for k, v in by_item.items()})
 
 
 def pairs_page(store: Store, eval_id: str, compare_id: str | None, f: PairFilters, *, page: int = 1,
