@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spt.metrics import SUMMARY_METRICS
+from spt.store import queries
 from spt.store.engine import Store
-from spt.store.models import Metric, Run
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,12 @@ Event = Callable[..., None]
 
 
 def _tag_run(store: Store, run_id: str, tag: str) -> None:
-    with store.write() as s:
-        run = s.get(Run, run_id)
-        tags = list(run.tags or [])
-        if tag not in tags:
-            run.tags = [*tags, tag]
-            s.add(run)
+    queries.tag_run(store, run_id, tag)
 
 
 def _overall(store: Store, evaluation_id: str) -> dict[str, float | None]:
-    from sqlmodel import select
-
     with store.session() as s:
-        rows = s.exec(select(Metric).where(Metric.evaluation_id == evaluation_id, Metric.category == "all",
-                                           Metric.judge_id.is_(None))).all()
-    return {m.name: m.value for m in rows}
+        return {m.name: m.value for m in queries.evaluation_metrics(s, evaluation_id, category="all", judged=False)}
 
 
 def _eval_config(plan: DemoPlan) -> Any:
@@ -163,7 +155,7 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
               **{f"anchor λ={lam:g}": runs_of(sweep, "anchor", lam) for lam in plan.lams}}
     from spt.runs import list_configurations
 
-    keys = ("refusal_rate", "over_refusal_rate", "pair_score", "alignment_loss", "task_loss", "task_accuracy")
+    keys = SUMMARY_METRICS
     by_cfg = {c["configuration"]: c for c in list_configurations(store, [f"tag={plan.tag}", f"tag={plan.tag}:control"],
                                                                  metrics=keys)}
     rows = [_row("base", None, [base["run_id"]], _overall(store, base["evaluation_id"])),
@@ -185,7 +177,7 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
 def _row(name: str, lam: float | None, run_ids: list[str], m: dict[str, float | None],
          intervals: dict[str, tuple[float | None, float | None]] | None = None,
          configuration: str | None = None) -> dict[str, Any]:
-    keys = ("refusal_rate", "over_refusal_rate", "pair_score", "alignment_loss", "task_loss", "task_accuracy")
+    keys = SUMMARY_METRICS
     return {"model": name, "lam": lam, "runs": run_ids, "configuration": configuration,
             **{k: m.get(k) for k in keys}, "intervals": intervals or {}}
 

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 RATE = "rate"
 MEAN = "mean"
 
+# The overall numbers a run is summarised by (runs tables, sweep summaries, the viewer), in display order.
+KEY_METRICS = ("refusal_rate", "over_refusal_rate", "alignment_loss", "task_loss", "task_accuracy")
+# ... and with the pair score, which the demo and comparisons report too.
+SUMMARY_METRICS = ("refusal_rate", "over_refusal_rate", "pair_score", "alignment_loss", "task_loss", "task_accuracy")
+
 
 @dataclass(frozen=True)
 class Estimate:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlmodel import select
 
 from spt.errors import SptError
 from spt.frontier.query import MetricValue, latest_metrics, parse_where, select_runs
+from spt.metrics import KEY_METRICS
+from spt.store import queries
 from spt.store.engine import Store
-from spt.store.models import Checkpoint, Evaluation, Run, RunAudit, utcnow
+from spt.store.models import Evaluation, Run, RunAudit, utcnow
 
-KEY_METRICS = ("refusal_rate", "over_refusal_rate", "alignment_loss", "task_loss", "task_accuracy")
 SETTABLE = ("defense", "lam", "tags", "notes")
 _DEFENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -84,30 +84,12 @@ def list_configurations(store: Store, where: Any = None, *,
 
 def resolve_run(store: Store, run_id: str) -> Run:
     """A run by full id or unique prefix; a clear error otherwise."""
-    run_id = run_id.strip()
-    if not run_id:
-        raise SptError("empty run id; give a run id or a unique prefix (list runs with `spt runs`)")
-    with store.session() as s:
-        run = s.get(Run, run_id)
-        if run is not None:
-            return run
-        # Exact prefix: substr, not LIKE, so `%` and `_` in what the user typed match only themselves.
-        matches = (s.exec(select(Run).where(func.substr(Run.id, 1, len(run_id)) == run_id).limit(2)).all()
-                   if run_id else [])
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise SptError(f"no run {run_id!r} in {store.path}; list runs with `spt runs`")
-    raise SptError(f"run prefix {run_id!r} is ambiguous (several runs); give more characters")
+    return queries.run_by_prefix(store, run_id)
 
 
 def _run_metrics(store: Store, run_ids: list[str]) -> dict[str, dict[str, MetricValue]]:
     """Every overall metric of each run (latest evaluation wins), keyed `name` or `name@judge`."""
-    with store.engine.connect() as conn:
-        names = [r[0] for r in conn.execute(text(
-            "SELECT DISTINCT m.name FROM metric m LEFT JOIN evaluation e ON e.id = m.evaluation_id "
-            f"WHERE COALESCE(m.run_id, e.run_id) IN ({', '.join(f':r{i}' for i in range(len(run_ids)))})"),
-            {f"r{i}": r for i, r in enumerate(run_ids)}).all()]
+    names = queries.metric_names_of_runs(store, run_ids)
     if not names:
         return {r: {} for r in run_ids}
     values = latest_metrics(store, names, categories=["all"], judge_mode="split", run_ids=run_ids)
@@ -120,16 +102,7 @@ def _run_metrics(store: Store, run_ids: list[str]) -> dict[str, dict[str, Metric
 
 def lineage(store: Store, run: Run) -> list[Run]:
     """The run's ancestors and the run itself, root first."""
-    chain = [run]
-    seen = {run.id}
-    with store.session() as s:
-        while chain[-1].parent_run_id and chain[-1].parent_run_id not in seen:
-            parent = s.get(Run, chain[-1].parent_run_id)
-            if parent is None:
-                break
-            chain.append(parent)
-            seen.add(parent.id)
-    return chain[::-1]
+    return queries.lineage(store, run)
 
 
 def judgment_summary(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -176,16 +149,14 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
                       "metrics": ms})
         prev = cur
     with store.session() as s:
-        ckpts = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id).order_by(Checkpoint.step)).all()
+        ckpts = queries.checkpoints(s, run.id)
         evals = s.exec(select(Evaluation).where(Evaluation.run_id == run.id).order_by(Evaluation.created_at)).all()
         audits = s.exec(select(RunAudit).where(RunAudit.run_id == run.id).order_by(RunAudit.changed_at)).all()
     with store.engine.connect() as conn:
-        counts = dict(conn.execute(text(
-            "SELECT evaluation_id, COUNT(*) FROM metric WHERE run_id = :r GROUP BY evaluation_id"),
-            {"r": run.id}).all())
         gens = dict(conn.execute(text(
             "SELECT g.evaluation_id, COUNT(*) FROM generation g JOIN evaluation e ON e.id = g.evaluation_id "
             "WHERE e.run_id = :r GROUP BY g.evaluation_id"), {"r": run.id}).all())
+    counts = queries.metric_counts_by_evaluation(store, run.id)
     evaluations = []
     for e in evals:
         d = e.model_dump()
@@ -237,16 +208,6 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
     return key, raw if raw != "" else None  # notes: kept verbatim
 
 
-def _audit_str(key: str, v: Any) -> str | None:
-    if v is None:
-        return None
-    if key == "tags":
-        return json.dumps(v, ensure_ascii=False)
-    if key == "lam":
-        return repr(float(v))
-    return str(v)
-
-
 def set_run(store: Store, run_id: str, assignments: list[str]) -> dict[str, Any]:
     """Change run metadata (defense, lam, tags, notes), writing one RunAudit row per actual change.
 
@@ -271,9 +232,8 @@ def set_run(store: Store, run_id: str, assignments: list[str]) -> dict[str, Any]
             if old == new:
                 unchanged.append(key)
                 continue
+            queries.audit(s, row, key, old, new, now=now)
             setattr(row, key, new)
-            s.add(RunAudit(run_id=row.id, key=key, old_value=_audit_str(key, old), new_value=_audit_str(key, new),
-                           changed_at=now))
             changes.append({"key": key, "old": old, "new": new})
         if changes:
             row.updated_at = now

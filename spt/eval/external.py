@@ -36,7 +36,7 @@ from typing import Any
 from sqlmodel import select
 
 from spt.errors import SptError
-from spt.store import content_id, new_id, text_hash
+from spt.store import content_id, new_id, queries, text_hash
 from spt.store.engine import Store
 from spt.store.models import Dataset, Evaluation, Generation, Judge, Judgment, Metric, Run, utcnow
 
@@ -344,7 +344,8 @@ def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None
 
     # 3. Run, evaluation, generations, metrics and human judgments in one transaction.
     with store.write() as s:
-        run = s.exec(select(Run).where(Run.kind == "external", Run.identity == run_ident).order_by(Run.id)).first()
+        found = queries.runs_with_identity(s, run_ident, kind="external")
+        run = found[0] if found else None
         if run is None:
             run = Run(kind="external", model_ref=spec.model_name, base_model=spec.model_name, status="done",
                       identity=run_ident,
@@ -417,8 +418,8 @@ def _ensure_human_metrics(store: Store, evaluation_id: str, hid: str, n_verdicts
     if not n_verdicts:
         return
     with store.session() as s:
-        have = s.exec(select(Metric.id).where(Metric.evaluation_id == evaluation_id, Metric.judge_id == hid)).first()
-    if have is None:
+        have = queries.evaluation_metrics(s, evaluation_id, judge_id=hid)
+    if not have:
         from spt.judge.metrics import compute_judge_metrics
 
         compute_judge_metrics(store, evaluation_id, hid)
@@ -427,7 +428,7 @@ def _ensure_human_metrics(store: Store, evaluation_id: str, hid: str, n_verdicts
 def _summary(store: Store, ev: Evaluation, ds: Dataset | None, plan: _Plan, preset: str, hid: str, n_verdicts: int,
              *, created: bool) -> dict[str, Any]:
     with store.session() as s:
-        rows = s.exec(select(Metric).where(Metric.evaluation_id == ev.id)).all()
+        rows = queries.evaluation_metrics(s, ev.id)
         run = s.get(Run, ev.run_id)
     keys = ("name", "category", "value", "ci_low", "ci_high", "ci_method", "n", "n_unscored", "preset")
     keyword = sorted(({k: getattr(m, k) for k in keys} for m in rows if m.judge_id is None),

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
-
 from spt.errors import SptError
+from spt.metrics import KEY_METRICS
+from spt.store import queries
 from spt.store.engine import Store
 from spt.store.ids import new_id
-from spt.store.models import Metric, Run, utcnow
+from spt.store.models import Run, utcnow
 from spt.sweep.plan import SweepSpec, config_label, plan_sweep, sweep_id, sweep_tag
 
-KEY_METRICS = ("refusal_rate", "over_refusal_rate", "task_accuracy", "task_loss", "alignment_loss")
 STAGES_ENV = "SPT_SWEEP_STAGES"
 
 # progress(event, **info): events "start" (total), "config" (index, label), "stage" (index, stage),
@@ -286,11 +285,7 @@ def tag_run(store: Store, run_id: str, spec: SweepSpec, config: dict[str, Any],
         run = s.get(Run, run_id)
         if run is None:
             return
-        tags = list(run.tags or [])
-        changed = False
-        if tag not in tags:
-            run.tags = [*tags, tag]
-            changed = True
+        changed = queries.add_tags(s, run, [tag])
         cfg = dict(run.config or {})
         info = dict(cfg.get("sweep") or {})
         if not info:  # a run reused by a second sweep keeps its first sweep's index (tags list both)
@@ -314,8 +309,8 @@ def tag_run(store: Store, run_id: str, spec: SweepSpec, config: dict[str, Any],
 def _failure_row(store: Store, spec: SweepSpec, config: dict[str, Any], error: str) -> str:
     """Record a configuration refused before a run row existed; update the earlier record if any."""
     with store.write() as s:
-        run = s.exec(select(Run).where(Run.identity == config["key"], Run.status == "failed")
-                     .order_by(Run.id)).first()
+        found = queries.runs_with_identity(s, config["key"], status="failed")
+        run = found[0] if found else None
         if run is None:
             run = Run(
                 id=new_id(), kind="finetune", parent_run_id=None,
@@ -332,45 +327,25 @@ def _failure_row(store: Store, spec: SweepSpec, config: dict[str, Any], error: s
         }
         run.error = error
         run.updated_at = run.finished_at = utcnow()
-        if sweep_tag(spec) not in (run.tags or []):
-            run.tags = [*(run.tags or []), sweep_tag(spec)]
         s.add(run)
+        queries.add_tags(s, run, [sweep_tag(spec)])
         return run.id
 
 
 def _runs_since(store: Store, marker: str, config: dict[str, Any]) -> list[Run]:
     """Run rows created after `marker` (a UUIDv7 taken before the stage) that match the configuration."""
-    with store.session() as s:
-        rows = s.exec(select(Run).where(Run.id > marker).order_by(Run.id)).all()
+    rows = queries.runs_created_after(store, marker)
     return [r for r in rows if r.defense in (None, config["defense"])
             and (config["lam"] is None or r.lam is None or abs(r.lam - config["lam"]) < 1e-12)]
 
 
 def _mark_failed(store: Store, run_id: str, error: str) -> None:
-    with store.write() as s:
-        run = s.get(Run, run_id)
-        if run is not None and run.status not in ("done", "failed"):
-            run.status = "failed"
-            run.error = run.error or error
-            run.updated_at = run.finished_at = utcnow()
-            s.add(run)
+    queries.mark_failed(store, run_id, error)
 
 
 def run_metrics(store: Store, run_id: str, evaluation_ids: list[str] | None = None) -> dict[str, float | None]:
     """The key overall metrics of a run: per name the most recent row (un-judged rows first)."""
-    with store.session() as s:
-        q = select(Metric).where(Metric.run_id == run_id, Metric.category == "all",
-                                 Metric.name.in_(KEY_METRICS))  # type: ignore[attr-defined]
-        if evaluation_ids:
-            q = q.where(Metric.evaluation_id.in_(evaluation_ids))  # type: ignore[union-attr]
-        rows = s.exec(q).all()
-    best: dict[str, Metric] = {}
-    for m in rows:
-        cur = best.get(m.name)
-        key = (m.judge_id is None, m.created_at or "")
-        if cur is None or key > (cur.judge_id is None, cur.created_at or ""):
-            best[m.name] = m
-    return {n: best[n].value for n in KEY_METRICS if n in best}
+    return queries.latest_run_metrics(store, run_id, KEY_METRICS, evaluation_ids=evaluation_ids)
 
 
 # ---------------------------------------------------------------- the executor
@@ -396,8 +371,7 @@ def _evaluation_ids(result: dict[str, Any]) -> list[str]:
 def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """The done run this sweep already trained for `config` (its tag and key), instead of training."""
     tag = sweep_tag(spec)
-    with store.session() as s:
-        rows = s.exec(select(Run).where(Run.status == "done").order_by(Run.id)).all()
+    rows = queries.runs_with_status(store, "done")
     mine = [r for r in rows
             if tag in (r.tags or []) and ((r.config or {}).get("sweep") or {}).get("key") == config["key"]]
     if not mine:

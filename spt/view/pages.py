@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from spt.errors import SptError
+from spt.metrics import KEY_METRICS
 from spt.view import queries as q
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -27,7 +28,6 @@ EVALS_PER_PAGE = 200
 PAIRS_PER_PAGE = 25
 UNSET = "__unset__"  # filter value meaning "not set" (an empty value means "any")
 
-KEY_METRICS = ("refusal_rate", "over_refusal_rate", "alignment_loss", "task_loss", "task_accuracy")
 SHORT = {"refusal_rate": "refusal", "over_refusal_rate": "over-refusal", "alignment_loss": "align loss",
          "task_loss": "task loss", "task_accuracy": "task acc"}
 RUN_SORTS = ("created_at", "id", "kind", "model_ref", "task", "defense", "lam", "poison_ratio", "seed", "status")
