@@ -85,7 +85,7 @@ def fetch(url: str) -> tuple[float, int, bytes]:
 def measure(path: Path, repeat: int) -> dict:
     from sqlalchemy import text
 
-    from spt.view.queries import open_readonly
+    from spt.store.browse import open_readonly
 
     store = open_readonly(path)
     with store.engine.connect() as conn:

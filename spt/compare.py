@@ -59,8 +59,8 @@ class Comparison:
 
 def _side(store: Store, ref: str) -> dict[str, Any]:
     """A run (id or unique prefix) or a configuration (`cfg:...`) as {label, runs}."""
-    from spt.frontier.query import select_runs
     from spt.runs import resolve_run
+    from spt.store.selection import select_runs
 
     ref = (ref or "").strip()
     if ref.startswith("cfg:"):
@@ -145,8 +145,8 @@ def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset:
     """Paired differences B − A on the same prompts, with intervals and McNemar p-values (see module doc)."""
     from spt import stats
     from spt.eval.refusal import get_preset
-    from spt.frontier.query import evaluation_settings
     from spt.store.models import Evaluation
+    from spt.store.selection import evaluation_settings
 
     side_a, side_b = _side(store, a), _side(store, b)
     settings = evaluation_settings(store)

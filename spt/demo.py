@@ -201,7 +201,7 @@ def claim_holds(ci_low: float, ci_high: float, p_value: float | None, sign: int,
 def check_claims(store: Store, base_run: str, align_run: str, groups: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Each claim as a paired test on the same prompts: shown only when the interval excludes 0."""
     from spt.compare import compare
-    from spt.frontier.query import select_runs
+    from spt.store.selection import select_runs
 
     cfg_of = {r["id"]: r["configuration"] for r in select_runs(store)}
 

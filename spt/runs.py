@@ -10,11 +10,11 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from spt.errors import SptError
-from spt.frontier.query import MetricValue, latest_metrics, parse_where, select_runs
 from spt.metrics import KEY_METRICS
 from spt.store import queries
 from spt.store.engine import Store
 from spt.store.models import Evaluation, Run, RunAudit, utcnow
+from spt.store.selection import MetricValue, latest_metrics, parse_where, select_runs
 
 SETTABLE = ("defense", "lam", "tags", "notes")
 _DEFENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

@@ -81,7 +81,7 @@ def test_a_configuration_pools_its_seeds(store):
             c["identity_inputs"]["settings"]["seed"] = seed
             _run_with(s, items, {it.id: it.label == "harmful" and int(it.pair_id[1:]) < cut for it in items},
                       seed=seed, config=c)
-    from spt.frontier.query import select_runs
+    from spt.store.selection import select_runs
 
     cfg_id = next(r["configuration"] for r in select_runs(store) if r["seed"] == 1)
     res = compare(store, ra, cfg_id)

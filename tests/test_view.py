@@ -24,7 +24,7 @@ from spt.errors import SptError
 from spt.frontier import compute_frontier
 from spt.frontier.export import to_dict
 from spt.judge.metrics import agreement
-from spt.view import queries as q
+from spt.store import browse as q
 from spt.view.pages import STATIC
 
 runner = CliRunner()

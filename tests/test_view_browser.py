@@ -66,7 +66,7 @@ class _Recorder:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from spt.store import open_store
-    from spt.view.queries import open_readonly
+    from spt.store.browse import open_readonly
 
     root = tmp_path_factory.mktemp("view-browser")
     path = root / "spt.db"

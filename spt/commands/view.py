@@ -102,8 +102,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Browse the store in a web page: runs, run details, the frontier, every response pair with its
         verdicts, and judge agreement. Read-only: the store is never written."""
-        from spt.frontier.query import parse_where
-        from spt.view.queries import open_readonly
+        from spt.store.browse import open_readonly
+        from spt.store.selection import parse_where
 
         if export is None and (where or force):
             raise SptError("--where and --force go with --export DIR; in the browser, filter on the pages")

@@ -21,8 +21,8 @@ from spt.frontier.compute import (
 from spt.frontier.export import FORMATS, render, to_dict, write_export
 from spt.frontier.pareto import dominates, hypervolume_2d, non_dominated, staircase, worst_point
 from spt.frontier.plot import plot_frontier
-from spt.frontier.query import MetricValue, latest_metrics, parse_where
 from spt.frontier.registry import METRICS, MetricInfo, metric_info
+from spt.store.selection import MetricValue, latest_metrics, parse_where
 
 __all__ = [
     "DEFAULT_X", "DEFAULT_Y", "FORMATS", "GROUP_BY", "METRICS", "OR_BENCH", "FrontierResult", "GroupSummary",

@@ -9,7 +9,9 @@ from typing import Any
 
 from spt.errors import SptError
 from spt.frontier.pareto import hypervolume_2d, non_dominated
-from spt.frontier.query import (
+from spt.frontier.registry import MetricInfo, metric_info
+from spt.store.engine import Store
+from spt.store.selection import (
     MetricValue,
     latest_metrics,
     metric_judges,
@@ -20,8 +22,6 @@ from spt.frontier.query import (
     resolve_judge,
     select_runs,
 )
-from spt.frontier.registry import MetricInfo, metric_info
-from spt.store.engine import Store
 
 DEFAULT_X = "task_loss"
 DEFAULT_Y = "alignment_loss"
@@ -169,7 +169,7 @@ def compute_frontier(
     of the metrics, or whose metric has no value (all unscored) are left out and counted in `excluded`.
     """
     from spt.frontier import comparable as cmp
-    from spt.frontier.query import evaluation_settings
+    from spt.store.selection import evaluation_settings
 
     x_info = metric_info(x or DEFAULT_X)
     y_info = metric_info(y or DEFAULT_Y)

@@ -22,7 +22,7 @@ __all__ = ["create_app", "export_site", "open_readonly"]
 
 
 def open_readonly(path: Any):
-    from spt.view.queries import open_readonly as _open
+    from spt.store.browse import open_readonly as _open
 
     return _open(path)
 

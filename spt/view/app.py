@@ -32,7 +32,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def create_app(store: Any, *, allowed_hosts: list[str] | None = None):
-    """A Starlette app serving `store` (open it with `spt.view.queries.open_readonly`).
+    """A Starlette app serving `store` (open it with `spt.store.browse.open_readonly`).
 
     `allowed_hosts`: Host header values to accept (default: loopback names), which keeps other web pages
     from reading the store through DNS rebinding; pass ["*"] to accept any.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import SptError
-from spt.view import queries as q
+from spt.store import browse as q
 from spt.view.pages import STATIC, Exported, Params, Site, frontier_file, frontier_key, pairs_file
 
 # Frontier views written by an export (those the store has metrics for): the default, the OR-Bench view,
@@ -40,7 +40,7 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
 def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, force: bool = False,
                 progress: Any = None) -> dict[str, Any]:
     """Write the static bundle for the runs matching `where` into `out`; returns what was written."""
-    from spt.frontier.query import parse_where, select_runs
+    from spt.store.selection import parse_where, select_runs
 
     out = check_out_dir(out, force)
     where = list(where or [])

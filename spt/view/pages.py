@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 from spt.errors import SptError
 from spt.metrics import KEY_METRICS
-from spt.view import queries as q
+from spt.store import browse as q
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -219,7 +219,7 @@ class Site:
 
     def _where(self, params: Params) -> tuple[list[str], dict[str, list[str]]]:
         """Run filters from the page's parameters (server) or the export's selection (static)."""
-        from spt.frontier.query import parse_where
+        from spt.store.selection import parse_where
 
         where: list[str] = list(self.scope_where)
         selected: dict[str, list[str]] = {}
@@ -244,8 +244,8 @@ class Site:
         return {k: [fmt_value(v) for v in vals] for k, vals in opts.items()}
 
     def runs_page(self, params: Params) -> tuple[str, dict[str, Any]]:
-        from spt.frontier.query import latest_metrics, parse_where
         from spt.runs import list_configurations, list_runs
+        from spt.store.selection import latest_metrics, parse_where
 
         view = params.get("view") or "runs"
         if view not in ("runs", "configurations"):
@@ -357,8 +357,8 @@ class Site:
     # ------------------------------------------------------------------ frontier
 
     def frontier_options(self) -> dict[str, Any]:
-        from spt.frontier.query import evaluation_settings, recorded_metrics
         from spt.frontier.registry import METRICS
+        from spt.store.selection import evaluation_settings, recorded_metrics
 
         names = recorded_metrics(self.store)
         settings: dict[str, str] = {}

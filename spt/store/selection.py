@@ -1,4 +1,4 @@
-"""SQL behind the frontier and `spt runs`: run filters and the latest value of metrics per run.
+"""Selecting runs by `--where` filters, and the latest value of metrics per run (the frontier, `spt runs`, the viewer).
 
 Everything here is one query per question (never one per run), so 10k runs take well under a second.
 """

@@ -1,4 +1,4 @@
-"""Read-only queries behind `spt view`: the store opened read-only, and one SQL query per question.
+"""Browsing the store read-only (the queries behind `spt view`): opened read-only, one SQL query per question.
 
 Nothing here writes: the store is opened through a `file:...?mode=ro` URI with `PRAGMA query_only`, so
 even a bug cannot change it. The evaluation browser pages through pairs with LIMIT/OFFSET over indexed
