@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
@@ -246,3 +247,30 @@ def metric_counts_by_evaluation(store: Store, run_id: str) -> dict[str, int]:
         return {k: int(v) for k, v in conn.execute(text(
             "SELECT evaluation_id, COUNT(*) FROM metric WHERE run_id = :r GROUP BY evaluation_id"),
             {"r": run_id}).all()}
+
+
+def tagged_run_rows(db: Path, tag: str, *, with_untagged_in_flight: bool = False) -> list[tuple[Any, ...]]:
+    """(id, status, error, sweep index, sweep errors JSON, updated_at, last checkpoint step) of the runs
+    tagged `tag` in the store file `db`, read through a read-only connection (another process may be
+    writing it); with `with_untagged_in_flight`, also untagged running or interrupted runs. [] when the file
+    is missing, empty or unreadable: the caller reports that task as not started."""
+    import sqlite3
+
+    if not db.exists() or db.stat().st_size == 0:
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return []
+    try:
+        return con.execute(
+            "SELECT r.id, r.status, r.error, json_extract(r.config, '$.sweep.index'), "
+            "json_extract(r.config, '$.sweep.errors'), r.updated_at, "
+            "(SELECT max(c.step) FROM checkpoint c WHERE c.run_id = r.id) "
+            "FROM run r WHERE EXISTS (SELECT 1 FROM json_each(r.tags) je WHERE je.value = ?) "
+            "OR (? AND r.status IN ('running', 'interrupted') AND json_extract(r.config, '$.sweep') IS NULL) "
+            "ORDER BY r.id", (tag, with_untagged_in_flight)).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()

@@ -527,26 +527,9 @@ def _store_runs(db: Path, tag: str, in_flight: int | None = None) -> dict[int, d
     A run is tagged when its finetune returns; `in_flight` (a task store's index) also takes the untagged
     run that is training right now (running, or interrupted at a checkpoint).
     """
-    import sqlite3
+    from spt.store.queries import tagged_run_rows
 
-    if not db.exists() or db.stat().st_size == 0:
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error:
-        return {}
-    try:
-        rows = con.execute(
-            "SELECT r.id, r.status, r.error, json_extract(r.config, '$.sweep.index'), "
-            "json_extract(r.config, '$.sweep.errors'), r.updated_at, "
-            "(SELECT max(c.step) FROM checkpoint c WHERE c.run_id = r.id) "
-            "FROM run r WHERE EXISTS (SELECT 1 FROM json_each(r.tags) je WHERE je.value = ?) "
-            "OR (? AND r.status IN ('running', 'interrupted') AND json_extract(r.config, '$.sweep') IS NULL) "
-            "ORDER BY r.id", (tag, in_flight is not None)).fetchall()
-    except sqlite3.Error:
-        return {}
-    finally:
-        con.close()
+    rows = tagged_run_rows(db, tag, with_untagged_in_flight=in_flight is not None)
     out: dict[int, dict[str, Any]] = {}
     for rid, status, error, idx, errors, updated, step in rows:
         if idx is None:
