@@ -6,8 +6,9 @@ matplotlib at module level: `spt --help` must start in well under a second.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -45,12 +46,51 @@ class SptGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SptError as e:
-            print_error(str(e))
+            print_error(cli_terms(str(e), self, ctx))
             raise typer.Exit(e.exit_code) from None
         except UsageError as e:  # a bad flag value or a missing argument: one line, not a usage panel
             where = e.ctx.command_path if e.ctx is not None else "spt"
             print_error(f"{e.format_message()} (see `{where} --help`)")
             raise typer.Exit(2) from None
+
+
+_OPTION_REF = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def cli_terms(message: str, group: Any, ctx: Any) -> str:
+    """The library's message in the command line's terms: an option named `like_this` becomes its flag.
+
+    Library errors name options as a Python caller knows them (`max_new_tokens`, `lam`); at the command
+    line the same option is `--max-new-tokens`, `--lam`. Only back-quoted names that are options of the
+    invoked command (or, failing that, of any command) are rewritten; other quoted text is left alone.
+    """
+    if "`" not in message:
+        return message
+    flags: dict[str, str] = {}
+    everywhere: dict[str, str] = {}
+
+    def collect(cmd: Any, into: dict[str, str]) -> None:
+        for p in getattr(cmd, "params", []):
+            longs = [o for o in getattr(p, "opts", []) if o.startswith("--")]
+            if longs and p.name:
+                into.setdefault(p.name, longs[0])
+                into.setdefault(longs[0][2:].replace("-", "_"), longs[0])
+        if hasattr(cmd, "list_commands"):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                if sub is not None:
+                    collect(sub, into)
+
+    invoked = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if invoked is not None:
+        collect(invoked, flags)
+    collect(group, everywhere)
+
+    def flag(m: re.Match) -> str:
+        name = m.group(1)
+        return flags.get(name) or everywhere.get(name) or m.group(0)
+
+    return _OPTION_REF.sub(flag, message)
 
 
 def print_error(message: str) -> None:

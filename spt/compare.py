@@ -66,7 +66,7 @@ def _side(store: Store, ref: str) -> dict[str, Any]:
     if ref.startswith("cfg:"):
         runs = [r for r in select_runs(store) if r["configuration"].startswith(ref)]
         if not runs:
-            raise SptError(f"no configuration {ref!r}; `spt runs --configurations` lists them")
+            raise SptError(f"no configuration {ref!r}; `spt runs `configurations`` lists them")
         cfgs = {r["configuration"] for r in runs}
         if len(cfgs) > 1:
             raise SptError(f"configuration prefix {ref!r} is ambiguous ({len(cfgs)} configurations); give more digits")
@@ -156,13 +156,13 @@ def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset:
     if len(used) > 1:
         listing = "; ".join(sorted({f"{settings[e][0]} ({settings[e][1]})" for e in evs.values()}))
         raise SptError(f"A and B were evaluated on different prompt sets or settings ({listing}); evaluate both "
-                       "the same way, or pick one with --setting KEY")
+                       "the same way, or pick one with `setting` KEY")
     with store.session() as s:
         ev_rows = {e: s.get(Evaluation, e) for e in evs.values()}
     presets = {ev.refusal_preset for ev in ev_rows.values()}
     preset = preset or (presets.pop() if len(presets) == 1 else None)
     if preset is None:
-        raise SptError("the evaluations used different refusal presets; pick one with --preset")
+        raise SptError("the evaluations used different refusal presets; pick one with `preset`")
     get_preset(preset)
     tasks = {ev.task for ev in ev_rows.values()}
     score = None
@@ -174,7 +174,7 @@ def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset:
     item_sets = {run: frozenset(r) for run, r in per_run.items()}
     if len(set(item_sets.values())) > 1:
         raise SptError("A and B were evaluated on different prompts (their generations cover different items); "
-                       "evaluate both with the same dataset, split and --limit")
+                       "evaluate both with the same dataset, split and `limit`")
     units_cluster: dict[str, str] = {}
     for recs in per_run.values():
         for iid, r in recs.items():

@@ -98,7 +98,7 @@ def test_latest_evaluation_wins_and_exclusions(store):
         e = add_eval(s, unscored, minute=2)
         add_metric(s, unscored, e, "task_loss", 0.5)
         add_metric(s, unscored, e, "alignment_loss", None, n=0, n_unscored=50)
-    with pytest.raises(SptError, match="no base-model run has task_loss.*--ref"):
+    with pytest.raises(SptError, match="no base-model run has task_loss.*`ref`"):
         compute_frontier(store)  # no starting model evaluated: no fixed reference point
     r = compute_frontier(store, ref=(10, 10))
     vals = {p.run_id: p.xy for p in r.points}
@@ -119,7 +119,7 @@ def test_categories_and_judges(store):
             add_metric(s, run, e, "harmfulness_mean", 2.0 + i, judge=j1.id)
             add_metric(s, run, e, "harmfulness_mean", 4.0 - i, judge=j2.id)
             add_metric(s, run, e, "harmfulness_mean", 1.5 + i, judge=j1.id, category="violence")
-    with pytest.raises(SptError, match="recorded by 2 judges.*--judge"):
+    with pytest.raises(SptError, match="recorded by 2 judges.*`judge`"):
         compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9))
     r = compute_frontier(store, "task_loss", "harmfulness_mean", ref=(9, 9), judge="hf:llama-guard/harmfulness")
     assert sorted(p.xy for p in r.points) == [(1.0, 4.0), (2.0, 3.0)]

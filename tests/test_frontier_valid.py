@@ -38,7 +38,7 @@ def test_mixed_evaluation_settings_are_refused(store):
         e.config = {"identity_fields": {"dataset": "sha256:other", "split": "test", "limit": 60}}
         add_metric(s, other, e, "alignment_loss", 1.0)
         add_metric(s, other, e, "task_loss", 1.2)
-    with pytest.raises(SptError, match="2 different settings.*--setting") as info:
+    with pytest.raises(SptError, match="2 different settings.*`setting`") as info:
         compute_frontier(store)
     key = str(info.value).split("settings, which are not comparable on one frontier: ")[1][:10]
     r = compute_frontier(store, setting=key)  # the majority setting: the realistic runs
@@ -53,7 +53,7 @@ def test_mixed_poison_ratios_need_group_by(store):
         e = add_eval(s, run, minute=701)
         add_metric(s, run, e, "alignment_loss", 2.5)
         add_metric(s, run, e, "task_loss", 1.1)
-    with pytest.raises(SptError, match="mix poison: 0.05, 0.2.*--group-by poison"):
+    with pytest.raises(SptError, match="mix poison: 0.05, 0.2.*`group_by` poison"):
         compute_frontier(store)
     r = compute_frontier(store, group_by="poison")
     assert {"poison=0.05", "poison=0.2"} <= {g.name for g in r.groups}

@@ -136,7 +136,7 @@ def test_per_category_keeps_every_pool():
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    ({"per_category": 0}, "--per-category"), ({"per_category": 3}, "--per-category"),
+    ({"per_category": 0}, "`per_category`"), ({"per_category": 3}, "`per_category`"),
     ({"pools": "train=0.5,test=0.5"}, "exactly"), ({"pools": "train=0.5,poison=0.2,dev=0.2,test=0.2"}, "sum to 1"),
     ({"pools": "train=x"}, "NAME=NUMBER"), ({"pools": "train=0,poison=0.5,dev=0.25,test=0.25"}, "between 0 and 1"),
     ({"categories": ["nope"]}, "unknown category"), ({"renderings": 0}, "renderings"),

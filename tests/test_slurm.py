@@ -93,7 +93,7 @@ def test_multi_gpu_task_finetunes_under_accelerate_launch(tmp_path):
     assert after[0].endswith("--evaluate-only; rc=$?; fi")
     assert lines.index(launch[0]) < lines.index(after[0])
     assert "#SBATCH --gres=gpu:4" in lines
-    with pytest.raises(SptError, match="--accelerate launches one process per GPU"):
+    with pytest.raises(SptError, match="`accelerate` launches one process per GPU"):
         SlurmOptions(out_dir=tmp_path, main_db=tmp_path / "m.db", accelerate=True)
 
 

@@ -127,7 +127,7 @@ def get_format(name: str) -> Format:
     key = (name or "").strip().lower()
     key = _ALIASES.get(key, key)
     if key not in FORMATS:
-        raise SptError(f"unknown --format {name!r}; use one of {', '.join(FORMATS)}")
+        raise SptError(f"unknown `format` {name!r}; use one of {', '.join(FORMATS)}")
     return FORMATS[key]
 
 
@@ -141,7 +141,7 @@ def orbench_label(path: str | os.PathLike[str], label: str | None) -> str:
     if "hard" in stem or "80k" in stem:
         return "benign"
     raise SptError(f"cannot tell from the name {Path(path).name!r} whether this OR-Bench file is toxic (harmful) or "
-                   "seemingly toxic (benign); pass --label harmful or --label benign")
+                   "seemingly toxic (benign); pass `label` harmful or `label` benign")
 
 
 def _check_label(label: str | None) -> str | None:
@@ -149,7 +149,7 @@ def _check_label(label: str | None) -> str | None:
         return None
     lab = label.strip().lower()
     if lab not in ("harmful", "benign"):
-        raise SptError(f"--label must be harmful or benign (got {label!r})")
+        raise SptError(f"`label` must be harmful or benign (got {label!r})")
     return lab
 
 
@@ -169,8 +169,8 @@ def format_items(rows: list[Row], fmt: Format | str, *, source_name: str, path: 
         fmt = get_format(fmt)
     label = _check_label(label)
     if label is not None and not fmt.label_from_file:
-        raise SptError(f"--label does not apply to --format {fmt.name}: its labels come from the file "
-                       "(only orbench takes --label)")
+        raise SptError(f"`label` does not apply to `format` {fmt.name}: its labels come from the file "
+                       "(only orbench takes `label`)")
     if fmt.label_from_file:
         label = orbench_label(path or source_name, label)
     if not rows:
@@ -183,7 +183,7 @@ def format_items(rows: list[Row], fmt: Format | str, *, source_name: str, path: 
     missing = [c for c in fmt.required if c not in have]
     if missing:
         raise SptError(f"{source_name} is not in the {fmt.name} layout: no column {missing[0]!r} (its columns: "
-                       f"{', '.join(have) or 'none'}); check --format or use --kind with --prompt-col")
+                       f"{', '.join(have) or 'none'}); check `format` or use `kind` with `prompt_col`")
     items = []
     for n, r in enumerate(rows, 1):
         where = f"{source_name} row {n}"
@@ -208,9 +208,9 @@ def import_format(store, path: str | os.PathLike[str], fmt: Format | str, name: 
     items = format_items(rows, fmt, source_name=p.name, path=p, label=label)
     name = (name or default_name(fmt, p, label)).strip()
     if not name:
-        raise SptError("--name must not be empty")
+        raise SptError("`name` must not be empty")
     if name.startswith("builtin:"):
-        raise SptError(f"--name {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
+        raise SptError(f"`name` {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
     labels = {it["label"] for it in items}
     kind = "benign" if labels == {"benign"} else "harmful"
     source = {"builder": "import", "format": fmt.name, "path": str(p.resolve()), "file_format": file_format,

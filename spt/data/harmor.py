@@ -83,7 +83,7 @@ def check_params(per_category: int | None, pools: dict[str, float] | str | None 
                  renderings: int = DEFAULT_RENDERINGS) -> dict[str, float]:
     if per_category is not None and (isinstance(per_category, bool) or not isinstance(per_category, int)
                                      or per_category < len(POOLS)):
-        raise SptError(f"--per-category must be a whole number of pairs >= {len(POOLS)} (one per pool), "
+        raise SptError(f"`per_category` must be a whole number of pairs >= {len(POOLS)} (one per pool), "
                        f"not {per_category!r}")
     if isinstance(renderings, bool) or not isinstance(renderings, int) or not 1 <= renderings <= 8:
         raise SptError(f"renderings must be a whole number from 1 to 8, not {renderings!r}")

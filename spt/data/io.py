@@ -134,7 +134,7 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
                   split_col: str | None = None, answer_col: str | None = None) -> list[dict[str, Any]]:
     """Map file rows to item dicts; every problem is an SptError naming the column or row."""
     if kind not in IMPORT_KINDS:
-        raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
+        raise SptError(f"unknown `kind` {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
     if not rows:
         raise SptError(f"{source_name} has no rows")
     cols: list[str] = []
@@ -159,7 +159,7 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
             messages_col = "messages"
         else:
             raise SptError(f"{source_name} has no 'prompt' or 'messages' column; its columns are: {shown}; "
-                           "name one with --prompt-col or --messages-col")
+                           "name one with `prompt_col` or `messages_col`")
     response_col = need(response_col, "--response-col") or ("response" if "response" in have else None)
     category_col = need(category_col, "--category-col") or ("category" if "category" in have else None)
     label_col = need(label_col, "--label-col")
@@ -167,10 +167,10 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
     split_col = need(split_col, "--split-col") or ("split" if "split" in have else None)
     answer_col = need(answer_col, "--answer-col") or ("answer" if "answer" in have else None)
     if kind in ("task", "poison") and response_col is None and messages_col is None:
-        raise SptError(f"--kind {kind} needs responses, but {source_name} has no 'response' column; its columns "
-                       f"are: {shown}; name one with --response-col or use --messages-col")
+        raise SptError(f"`kind` {kind} needs responses, but {source_name} has no 'response' column; its columns "
+                       f"are: {shown}; name one with `response_col` or use `messages_col`")
     if label_col is not None and kind not in ("harmful", "benign"):
-        raise SptError("--label-col only applies to --kind harmful or benign (labels harmful/benign per row)")
+        raise SptError("`label_col` only applies to `kind` harmful or benign (labels harmful/benign per row)")
 
     items: list[dict[str, Any]] = []
     for n, r in enumerate(rows, 1):
@@ -185,7 +185,7 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
         if not prompt.strip():
             raise SptError(f"{where}: empty prompt")
         if kind in ("task", "poison") and not (response or "").strip():
-            raise SptError(f"{where}: empty response (--kind {kind} needs one for every row)")
+            raise SptError(f"{where}: empty response (`kind` {kind} needs one for every row)")
         if kind == "task":
             label = "task"
         elif kind == "poison":
@@ -229,7 +229,7 @@ def check_out_path(out: str | os.PathLike[str]) -> Path:
         raise SptError(f"cannot export to {p.name}: use a .jsonl, .csv or .parquet file, or a folder name without "
                        "a suffix for an HF dataset")
     if p.is_dir():
-        raise SptError(f"{p} is a directory; --out must name a file (or a new folder for an HF dataset)")
+        raise SptError(f"{p} is a directory; `out` must name a file (or a new folder for an HF dataset)")
     if suffix == "" and p.exists():
         raise SptError(f"{p} already exists; an HF dataset export needs a new folder")
     parent = p.parent if str(p.parent) else Path(".")
@@ -241,7 +241,7 @@ def check_out_path(out: str | os.PathLike[str]) -> Path:
         if p.exists() and not os.access(p, os.W_OK):
             raise PermissionError(13, "permission denied")
     except OSError as e:
-        raise SptError(f"cannot write {p} ({e.strerror or e}); choose a writable --out") from None
+        raise SptError(f"cannot write {p} ({e.strerror or e}); choose a writable `out`") from None
     return p
 
 
@@ -302,11 +302,11 @@ def import_dataset(store, path: str | os.PathLike[str], kind: str, name: str, **
     from spt.store.ids import file_hash
 
     if not name or not name.strip():
-        raise SptError("--name must not be empty")
+        raise SptError("`name` must not be empty")
     if name.startswith("builtin:"):
-        raise SptError(f"--name {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
+        raise SptError(f"`name` {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
     if kind not in IMPORT_KINDS:
-        raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
+        raise SptError(f"unknown `kind` {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
     p = Path(path).expanduser()
     rows, fmt = read_rows(p)
     items = rows_to_items(rows, kind, source_name=p.name, **columns)

@@ -77,7 +77,7 @@ def store_items(store, name: str, kind: str, items: list[dict[str, Any]], source
     from spt.store.models import Dataset, DatasetItem, Item
 
     if not isinstance(name, str) or not name.strip():
-        raise SptError("a dataset needs a non-empty name; pass --name")
+        raise SptError("a dataset needs a non-empty name; pass `name`")
     if kind not in KINDS:
         raise SptError(f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
     norm = normalize_items(items)

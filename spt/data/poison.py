@@ -79,7 +79,7 @@ def ensure_poison_dataset(store, name: str = BUILTIN_POISON, seed: int = 0) -> s
     d = resolve_dataset(store, name)
     if d.kind not in ("poison", "harmful"):
         raise SptError(f"dataset {name!r} is a {d.kind} dataset; poison must be a poison or harmful dataset "
-                       f"(import with --kind poison) or {BUILTIN_POISON}")
+                       f"(import with `kind` poison) or {BUILTIN_POISON}")
     return d.id
 
 

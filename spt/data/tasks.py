@@ -206,7 +206,7 @@ def _stored_task(store, name: str) -> Task:
 
     d = resolve_dataset(store, name)
     if d.kind != "task":
-        raise SptError(f"dataset {name!r} is a {d.kind} dataset, not a task; import it with --kind task")
+        raise SptError(f"dataset {name!r} is a {d.kind} dataset, not a task; import it with `kind` task")
     dataset_id = d.id
 
     def build(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
@@ -235,7 +235,7 @@ def get_task(name: str, store=None) -> Task:
         path = default_db_path()
         if not path.exists():
             raise SptError(f"unknown task {name!r}; use {', '.join(BUILTIN_TASKS)} or import one with "
-                           "`spt data import FILE --kind task --name NAME`")
+                           "`spt data import FILE `kind` task `name` NAME`")
         store = open_store(path)
     try:
         return _stored_task(store, key)
@@ -257,5 +257,5 @@ def ensure_task_dataset(store, task_name: str, seed: int = 0) -> str:
         return store_items(store, key, "task", items, source)
     d = resolve_dataset(store, key)
     if d.kind != "task":
-        raise SptError(f"dataset {task_name!r} is a {d.kind} dataset, not a task; import it with --kind task")
+        raise SptError(f"dataset {task_name!r} is a {d.kind} dataset, not a task; import it with `kind` task")
     return d.id

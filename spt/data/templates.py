@@ -104,7 +104,7 @@ def templates_dir() -> Path:
     for cand in (pkg / "harmor_templates", pkg.parent / "harmor_templates"):
         if cand.is_dir():
             return cand
-    raise SptError("cannot find the HarmOR templates folder; set SPT_HARMOR_TEMPLATES or pass --templates DIR")
+    raise SptError("cannot find the HarmOR templates folder; set SPT_HARMOR_TEMPLATES or pass `templates` DIR")
 
 
 def _where(path: Path, node) -> str:

@@ -71,15 +71,15 @@ def parse_verdict_map(spec: str | dict[str, str] | None) -> dict[str, str]:
                 continue
             src, eq, dst = part.partition("=")
             if not eq or not src.strip() or not dst.strip():
-                raise SptError(f"--verdict-map entry {part.strip()!r} is not FILE_VALUE=VERDICT; e.g. "
-                               "--verdict-map full_compliance=compliance,full_refusal=refusal")
+                raise SptError(f"`verdict_map` entry {part.strip()!r} is not FILE_VALUE=VERDICT; e.g. "
+                               "`verdict_map` full_compliance=compliance,full_refusal=refusal")
             pairs.append((src, dst))
     out: dict[str, str] = {}
     for src, dst in pairs:
         d = str(dst).strip().lower()
         d = _DEFAULT_VERDICTS.get(d, d)
         if d not in (*VERDICTS, "skip"):
-            raise SptError(f"--verdict-map {src}={dst}: {dst!r} is not a verdict; map to refusal, partial_refusal, "
+            raise SptError(f"`verdict_map` {src}={dst}: {dst!r} is not a verdict; map to refusal, partial_refusal, "
                            "compliance or skip")
         out[str(src).strip().lower()] = d
     return out
@@ -155,20 +155,20 @@ def plan_import(spec: ExternalSpec) -> _Plan:
 
     name = (spec.model_name or "").strip()
     if not name:
-        raise SptError("--model-name must not be empty; name the model that wrote the responses")
+        raise SptError("`model_name` must not be empty; name the model that wrote the responses")
     spec.model_name = name
     get_preset(spec.refusal_preset)
     if spec.label is not None:
         lab = spec.label.strip().lower()
         if lab not in ("harmful", "benign"):
-            raise SptError(f"--label must be harmful or benign (got {spec.label!r})")
+            raise SptError(f"`label` must be harmful or benign (got {spec.label!r})")
         spec.label = lab
     if spec.label is not None and spec.label_col is not None:
-        raise SptError("pass --label-col (a label per row) or --label (one label for every row), not both")
+        raise SptError("pass `label_col` (a label per row) or `label` (one label for every row), not both")
     p = Path(spec.responses).expanduser()
     rows, file_format = read_rows(p)
     if not p.is_file():
-        raise SptError(f"--responses {p} must be a file (JSONL, CSV or parquet)")
+        raise SptError(f"`responses` {p} must be a file (JSONL, CSV or parquet)")
     src = p.name
     if not rows:
         raise SptError(f"{src} has no rows")
@@ -190,7 +190,7 @@ def plan_import(spec: ExternalSpec) -> _Plan:
         else:
             if "messages" not in have:
                 raise SptError(f"{src} has no response column ('response', 'completion' or 'output'); its columns "
-                               f"are: {shown}; name it with --response-col")
+                               f"are: {shown}; name it with `response_col`")
 
     if spec.format is not None:
         from spt.data.formats import format_items, get_format
@@ -200,7 +200,7 @@ def plan_import(spec: ExternalSpec) -> _Plan:
         for flag, v in (("--prompt-col", spec.prompt_col), ("--label-col", spec.label_col),
                         ("--category-col", spec.category_col), ("--messages-col", spec.messages_col)):
             if v is not None:
-                raise SptError(f"{flag} does not apply with --format {fmt.name} (the format maps prompts, labels "
+                raise SptError(f"{flag} does not apply with `format` {fmt.name} (the format maps prompts, labels "
                                "and categories); drop one of them")
         base_items = format_items(rows, fmt, source_name=src, path=p, label=spec.label)
         raw_responses = [_cell(r.get(spec.response_col)) for r in rows]
@@ -215,8 +215,8 @@ def plan_import(spec: ExternalSpec) -> _Plan:
             if "label" in have:
                 spec.label_col = "label"
             else:
-                raise SptError(f"{src} has no harmful/benign labels: name the label column with --label-col, or give "
-                               "every row one label with --label harmful|benign")
+                raise SptError(f"{src} has no harmful/benign labels: name the label column with `label_col`, or give "
+                               "every row one label with `label` harmful|benign")
         kind = spec.label or "harmful"
         base_items = rows_to_items(rows, kind, source_name=src, prompt_col=spec.prompt_col,
                                    response_col=spec.response_col, messages_col=spec.messages_col,
@@ -232,7 +232,7 @@ def plan_import(spec: ExternalSpec) -> _Plan:
                            "is allowed and counts as degenerate)")
     if not any(r.strip() for r in raw_responses):
         raise SptError(f"{src}: the response column {spec.response_col or 'messages'!r} is empty in every row; "
-                       "name the column holding the completions with --response-col")
+                       "name the column holding the completions with `response_col`")
 
     vmap = {**_DEFAULT_VERDICTS, **spec.verdict_map}
     verdicts: list[tuple[str, str] | None] = []
@@ -248,7 +248,7 @@ def plan_import(spec: ExternalSpec) -> _Plan:
         if v is None:
             known = sorted({k for k in vmap if vmap[k] != "skip"})
             raise SptError(f"{src} row {n}: verdict {raw!r} in column {spec.verdict_col!r} is not one of "
-                           f"{', '.join(known)}; map it with --verdict-map '{raw}=refusal|partial_refusal|"
+                           f"{', '.join(known)}; map it with `verdict_map` '{raw}=refusal|partial_refusal|"
                            "compliance|skip'")
         verdicts.append(None if v == "skip" else (v, raw))
 
@@ -286,12 +286,9 @@ def plan_import(spec: ExternalSpec) -> _Plan:
 
 
 def _provenance(plan: _Plan) -> dict[str, Any]:
-    import platform
+    from spt.provenance import provenance
 
-    import spt
-
-    return {"spt": spt.__version__, "python": platform.python_version(), "host": platform.node(),
-            "source": "external", "source_path": str(plan.path.resolve()), "source_hash": plan.file_hash}
+    return provenance(source="external", source_path=str(plan.path.resolve()), source_hash=plan.file_hash)
 
 
 def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def check_one_setting(points: list[Any], settings: dict[str, tuple[str, str]]) -
     listing = "; ".join(f"{k} ({desc.get(k, '?')}): {len(r)} run(s)" for k, r in sorted(used.items(),
                                                                                         key=lambda kv: -len(kv[1])))
     raise SptError(f"the runs were evaluated under {len(used)} different settings, which are not comparable on "
-                   f"one frontier: {listing}; pick one with --setting KEY")
+                   f"one frontier: {listing}; pick one with `setting` KEY")
 
 
 def check_like_runs(runs: list[dict[str, Any]], group_by: str) -> None:
@@ -58,9 +58,9 @@ def check_like_runs(runs: list[dict[str, Any]], group_by: str) -> None:
     bad = [d for d in mixed if d not in allowed]
     if bad:
         what = "; ".join(f"{d}: {', '.join(sorted(str(v) for v in dims[d]))}" for d in bad)
-        hint = " or --group-by poison" if bad == ["poison"] else (" or --group-by model" if bad == ["model"] else "")
+        hint = " or `group_by` poison" if bad == ["poison"] else (" or `group_by` model" if bad == ["model"] else "")
         raise SptError(f"hypervolume ranks defenses within one model, task and poison ratio, but these runs mix "
-                       f"{what}; select one with --where (e.g. --where poison_ratio=0.1){hint}")
+                       f"{what}; select one with `where` (e.g. `where` poison_ratio=0.1){hint}")
 
 
 def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
@@ -80,10 +80,10 @@ def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
         found = base_values.get(name) or []
         if not found:
             raise SptError(f"no base-model run has {name} in this evaluation setting, so there is no fixed "
-                           f"reference for it; evaluate the starting model (`spt evaluate MODEL`) or pass --ref X,Y")
+                           f"reference for it; evaluate the starting model (`spt evaluate MODEL`) or pass `ref` X,Y")
         if len({round(v, 12) for _, v in found}) > 1:
             raise SptError(f"{len(found)} base-model runs with different {name} values in this setting; "
-                           "select one model with --where model=NAME or pass --ref X,Y")
+                           "select one model with `where` model=NAME or pass `ref` X,Y")
         coords.append(found[0][1])
         said.append(f"{name} {found[0][1]:.4g} (starting model, run {found[0][0][:13]})")
     return (coords[0], coords[1]), "fixed: " + "; ".join(said)

@@ -117,7 +117,7 @@ def group_key(run: dict[str, Any], group_by: str) -> str:
         return run["base_model"] or run["model_ref"] or "unknown"
     if group_by == "stage":
         return run["kind"]
-    raise SptError(f"--group-by {group_by!r} is not valid; choose one of: {', '.join(GROUP_BY)}")
+    raise SptError(f"`group_by` {group_by!r} is not valid; choose one of: {', '.join(GROUP_BY)}")
 
 
 def _check_axis(store: Store, info: MetricInfo, category: str, recorded: list[str]) -> None:
@@ -141,7 +141,7 @@ def _axis_judges(store: Store, info: MetricInfo, category: str, judge: tuple[str
         return [judge[0]]
     if len(judges) > 1:
         names = ", ".join(f"{n} ({i.removeprefix('sha256:')[:8]})" for i, n in judges)
-        raise SptError(f"metric {info.name!r} was recorded by {len(judges)} judges: {names}; pick one with --judge")
+        raise SptError(f"metric {info.name!r} was recorded by {len(judges)} judges: {names}; pick one with `judge`")
     return None
 
 
@@ -174,12 +174,12 @@ def compute_frontier(
     x_info = metric_info(x or DEFAULT_X)
     y_info = metric_info(y or DEFAULT_Y)
     if x_info.name == y_info.name:
-        raise SptError(f"--x and --y are both {x_info.name!r}; pick two different metrics")
+        raise SptError(f"`x` and `y` are both {x_info.name!r}; pick two different metrics")
     if group_by not in GROUP_BY:
-        raise SptError(f"--group-by {group_by!r} is not valid; choose one of: {', '.join(GROUP_BY)}")
+        raise SptError(f"`group_by` {group_by!r} is not valid; choose one of: {', '.join(GROUP_BY)}")
     if ref is not None:
         if len(ref) != 2:
-            raise SptError("--ref needs two numbers, X,Y")
+            raise SptError("`ref` needs two numbers, X,Y")
         ref = (float(ref[0]), float(ref[1]))
     where_d = parse_where(where)
     recorded = recorded_metrics(store)
@@ -198,7 +198,7 @@ def compute_frontier(
         presets = {i.name: preset for i in (x_info, y_info) if preset in metric_presets(store, i.name, category)}
         if not presets:
             have = sorted({str(p) for i in (x_info, y_info) for p in metric_presets(store, i.name, category)})
-            raise SptError(f"--preset {preset!r}: neither {x_info.name} nor {y_info.name} was recorded under it; "
+            raise SptError(f"`preset` {preset!r}: neither {x_info.name} nor {y_info.name} was recorded under it; "
                            f"presets: {', '.join(have)}")
 
     settings = evaluation_settings(store)
@@ -207,7 +207,7 @@ def compute_frontier(
         eval_filter = [e for e, (k, _d) in settings.items() if k.startswith(setting)]
         if not eval_filter:
             have = ", ".join(sorted({f"{k} ({d})" for k, d in settings.values()})) or "none"
-            raise SptError(f"--setting {setting!r} matches no evaluation setting; settings: {have}")
+            raise SptError(f"`setting` {setting!r} matches no evaluation setting; settings: {have}")
 
     runs = select_runs(store, where_d)
     names = [x_info.name, y_info.name]
@@ -240,7 +240,7 @@ def compute_frontier(
         used = {getattr(p, "x" if info is x_info else "y").preset for p in points}
         if len(used) > 1:
             raise SptError(f"{info.name} comes from {len(used)} refusal presets or rubrics "
-                           f"({', '.join(sorted(str(u) for u in used))}); pick one with --preset")
+                           f"({', '.join(sorted(str(u) for u in used))}); pick one with `preset`")
     in_points = {p.run_id for p in points}
     cmp.check_like_runs([r for r in runs if r["id"] in in_points], group_by)
     if not per_seed:

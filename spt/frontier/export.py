@@ -176,15 +176,15 @@ def export_format(fmt: str | None, out: str | Path | None) -> str:
         f = fmt.strip().lower()
         f = {"markdown": "md", "tex": "latex"}.get(f, f)
         if f not in FORMATS:
-            raise SptError(f"--export {fmt!r} is not a format; choose one of: {', '.join(FORMATS)}")
+            raise SptError(f"`export` {fmt!r} is not a format; choose one of: {', '.join(FORMATS)}")
         return f
     if out is not None:
         f = _SUFFIXES.get(Path(out).suffix.lower())
         if f is None:
-            raise SptError(f"--out {out}: cannot tell the format from the suffix; add --export "
+            raise SptError(f"`out` {out}: cannot tell the format from the suffix; add `export` "
                            f"{'|'.join(FORMATS)} or use .csv/.json/.md/.tex")
         return f
-    raise SptError("no export format; pass --export csv|json|md|latex")
+    raise SptError("no export format; pass `export` csv|json|md|latex")
 
 
 def render(result: FrontierResult, fmt: str, all_points: bool = False) -> str:
@@ -194,8 +194,8 @@ def render(result: FrontierResult, fmt: str, all_points: bool = False) -> str:
 def write_export(result: FrontierResult, fmt: str, out: str | Path, all_points: bool = False) -> Path:
     out = Path(out).expanduser()
     if out.is_dir():
-        raise SptError(f"--out {out} is a directory; name a file")
+        raise SptError(f"`out` {out} is a directory; name a file")
     if not out.parent.exists():
-        raise SptError(f"--out {out}: directory {out.parent} does not exist")
+        raise SptError(f"`out` {out}: directory {out.parent} does not exist")
     out.write_text(render(result, fmt, all_points), encoding="utf-8")
     return out

@@ -19,7 +19,7 @@ MANY_POINTS = 500  # beyond this, dominated runs are drawn small, without CI bar
 def plot_format(path: str | Path) -> str:
     fmt = PLOT_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise SptError(f"--plot {path}: the file must end in .png, .svg or .pdf")
+        raise SptError(f"`plot` {path}: the file must end in .png, .svg or .pdf")
     return fmt
 
 
@@ -40,7 +40,7 @@ def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None
     path = Path(path).expanduser()
     fmt = plot_format(path)
     if not path.parent.exists():
-        raise SptError(f"--plot {path}: directory {path.parent} does not exist")
+        raise SptError(f"`plot` {path}: directory {path.parent} does not exist")
     if not result.points:
         raise SptError("nothing to plot: no run has both metrics")
 

@@ -72,7 +72,7 @@ def metric_info(spec: str) -> MetricInfo:
     name, _, direction = spec.partition(":")
     name = name.strip()
     if not name:
-        raise SptError("empty metric name; pass e.g. --x task_loss")
+        raise SptError("empty metric name; pass e.g. `x` task_loss")
     if direction:
         d = _DIRECTION_WORDS.get(direction.strip().lower())
         if d is None:

@@ -41,22 +41,22 @@ def parse_where(items: Iterable[str] | dict[str, list[str]] | None) -> dict[str,
         key = key.strip().lower()
         key = _ALIASES.get(key, key)
         if not sep or not key:
-            raise SptError(f"--where {item!r}: expected KEY=VALUE with KEY one of {', '.join(WHERE_KEYS)}")
+            raise SptError(f"`where` {item!r}: expected KEY=VALUE with KEY one of {', '.join(WHERE_KEYS)}")
         if key not in WHERE_KEYS:
-            raise SptError(f"--where: unknown key {key!r}; valid keys: {', '.join(WHERE_KEYS)}")
+            raise SptError(f"`where`: unknown key {key!r}; valid keys: {', '.join(WHERE_KEYS)}")
         value = value.strip()
         if value and key in _FLOAT_KEYS:
             try:
                 v = float(value)
             except ValueError:
-                raise SptError(f"--where {item!r}: {key} must be a number") from None
+                raise SptError(f"`where` {item!r}: {key} must be a number") from None
             if not math.isfinite(v):
-                raise SptError(f"--where {item!r}: {key} must be a finite number")
+                raise SptError(f"`where` {item!r}: {key} must be a finite number")
         if value and key == "seed":
             try:
                 int(value)
             except ValueError:
-                raise SptError(f"--where {item!r}: seed must be an integer") from None
+                raise SptError(f"`where` {item!r}: seed must be an integer") from None
         out.setdefault(key, []).append(value)
     return out
 
@@ -307,22 +307,22 @@ def resolve_judge(store: Store, spec: str) -> list[tuple[str, str]]:
     """Judges matching a name or an id prefix (with or without `sha256:`); SptError if none/ambiguous."""
     spec = spec.strip()
     if not spec:
-        raise SptError("--judge: empty name; pass a judge name or id prefix (see `spt judge --help`)")
+        raise SptError("`judge`: empty name; pass a judge name or id prefix (see `spt judge --help`)")
     with store.engine.connect() as conn:
         judges = [(r[0], r[1]) for r in conn.execute(text("SELECT id, name FROM judge ORDER BY name, id")).all()]
     if not judges:
-        raise SptError(f"--judge {spec!r}: the store has no judges yet; run `spt judge` first")
+        raise SptError(f"`judge` {spec!r}: the store has no judges yet; run `spt judge` first")
     by_name = [j for j in judges if j[1] == spec]
     if len(by_name) == 1:
         return by_name
     if len(by_name) > 1:
         ids = ", ".join(j[0][:19] for j in by_name)
-        raise SptError(f"--judge {spec!r} names {len(by_name)} judge configurations ({ids}); pass an id prefix")
+        raise SptError(f"`judge` {spec!r} names {len(by_name)} judge configurations ({ids}); pass an id prefix")
     bare = spec.removeprefix("sha256:")
     by_id = [j for j in judges if j[0] == spec or j[0].removeprefix("sha256:").startswith(bare)]
     if len(by_id) == 1:
         return by_id
     if len(by_id) > 1:
-        raise SptError(f"--judge {spec!r} is an ambiguous id prefix ({len(by_id)} judges); give more characters")
+        raise SptError(f"`judge` {spec!r} is an ambiguous id prefix ({len(by_id)} judges); give more characters")
     names = ", ".join(sorted({j[1] for j in judges}))
-    raise SptError(f"--judge {spec!r}: no judge with that name or id; judges: {names}")
+    raise SptError(f"`judge` {spec!r}: no judge with that name or id; judges: {names}")

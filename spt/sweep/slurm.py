@@ -89,25 +89,25 @@ class SlurmOptions:
         if self.job_name is not None and not _NAME_RE.match(self.job_name):
             raise SptError(f"job name {self.job_name!r} may hold only letters, digits, _ . , -")
         if self.mem is not None and not _MEM_RE.match(self.mem.strip()):
-            raise SptError(f"--mem {self.mem!r} is not a Slurm memory size; use e.g. 64G or 16000M")
+            raise SptError(f"`mem` {self.mem!r} is not a Slurm memory size; use e.g. 64G or 16000M")
         if self.gpus_per_task < 0:
-            raise SptError(f"--gpus-per-task must be 0 or more, not {self.gpus_per_task}")
+            raise SptError(f"`gpus_per_task` must be 0 or more, not {self.gpus_per_task}")
         if self.cpus_per_task is not None and self.cpus_per_task < 1:
-            raise SptError(f"--cpus-per-task must be at least 1, not {self.cpus_per_task}")
+            raise SptError(f"`cpus_per_task` must be at least 1, not {self.cpus_per_task}")
         if self.time is not None and not _TIME_RE.match(self.time):
-            raise SptError(f"--time {self.time!r} is not a Slurm time; use MINUTES, HH:MM:SS or D-HH:MM:SS")
+            raise SptError(f"`time` {self.time!r} is not a Slurm time; use MINUTES, HH:MM:SS or D-HH:MM:SS")
         if self.gres is not None:
             parts = self.gres.split(",")
             if not all(_GRES_RE.match(p) for p in parts):
-                raise SptError(f"--gres {self.gres!r} is not a Slurm GRES list; use e.g. gpu:4 or gpu:a100:2")
+                raise SptError(f"`gres` {self.gres!r} is not a Slurm GRES list; use e.g. gpu:4 or gpu:a100:2")
             if self.gpus_per_task and self.gres_gpus:
-                raise SptError("give the GPUs once: --gres gpu:N or --gpus-per-task N, not both")
+                raise SptError("give the GPUs once: `gres` gpu:N or `gpus_per_task` N, not both")
         if any("\n" in line or "\r" in line for line in self.setup):
-            raise SptError("--setup takes one shell line per flag; repeat --setup for more lines")
+            raise SptError("`setup` takes one shell line per flag; repeat `setup` for more lines")
         if not str(self.spt_command).strip() or "\n" in str(self.spt_command):
-            raise SptError(f"--spt-command {self.spt_command!r} must be one non-empty command line")
+            raise SptError(f"`spt_command` {self.spt_command!r} must be one non-empty command line")
         if self.accelerate and self.n_gpus < 1:
-            raise SptError("--accelerate launches one process per GPU; give --gres gpu:N or --gpus-per-task N")
+            raise SptError("`accelerate` launches one process per GPU; give `gres` gpu:N or `gpus_per_task` N")
         if self.max_requeues < 0:
             raise SptError(f"max requeues must be 0 or more, not {self.max_requeues}")
         if self.sbatch_extra is not None:
@@ -141,9 +141,9 @@ def read_sbatch_extra(path: str | Path) -> list[str]:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise SptError(f"--sbatch-extra {p} does not exist; give a file of `#SBATCH --option=value` lines") from None
+        raise SptError(f"`sbatch_extra` {p} does not exist; give a file of `#SBATCH --option=value` lines") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise SptError(f"--sbatch-extra {p} cannot be read ({e}); give a text file of #SBATCH lines") from None
+        raise SptError(f"`sbatch_extra` {p} cannot be read ({e}); give a text file of #SBATCH lines") from None
     lines = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -151,9 +151,9 @@ def read_sbatch_extra(path: str | Path) -> list[str]:
             continue
         m = re.match(r"^#SBATCH\s+(-{1,2}[A-Za-z][\w-]*)(=\S+|\s+\S+)?$", line)
         if not m or any(c in line for c in "`$;|&<>\\\"'"):
-            raise SptError(f"--sbatch-extra {p} line {n} {line[:60]!r} is not one `#SBATCH --option=value` line")
+            raise SptError(f"`sbatch_extra` {p} line {n} {line[:60]!r} is not one `#SBATCH --option=value` line")
         if m.group(1) in _RESERVED:
-            raise SptError(f"--sbatch-extra {p} line {n} sets {m.group(1)}, which spt writes itself; remove it")
+            raise SptError(f"`sbatch_extra` {p} line {n} sets {m.group(1)}, which spt writes itself; remove it")
         lines.append(line)
     return lines
 
@@ -350,7 +350,7 @@ def write_slurm(spec: SweepSpec, opts: SlurmOptions) -> dict[str, Any]:
                 p.chmod(0o755)
             paths[name] = str(p)
     except OSError as e:
-        raise SptError(f"cannot write the Slurm scripts to {opts.out_dir} ({e.strerror}); pass --out-dir") from None
+        raise SptError(f"cannot write the Slurm scripts to {opts.out_dir} ({e.strerror}); pass `out_dir`") from None
     return {
         "sweep_id": sweep_id(spec), "tag": sweep_tag(spec), "n_tasks": len(plan_sweep(spec)),
         "out_dir": str(opts.out_dir), "files": paths, "main_db": str(opts.main_db),
@@ -366,10 +366,10 @@ def task_dbs_of(out_dir: str | Path) -> list[Path]:
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise SptError(f"{meta_path} does not exist; pass the --out-dir of a sweep written with "
-                       "--executor slurm") from None
+        raise SptError(f"{meta_path} does not exist; pass the `out_dir` of a sweep written with "
+                       "`executor` slurm") from None
     except ValueError as e:
-        raise SptError(f"{meta_path} is not valid JSON ({e}); rewrite it with spt sweep --executor slurm") from None
+        raise SptError(f"{meta_path} is not valid JSON ({e}); rewrite it with spt sweep `executor` slurm") from None
     return [Path(p) for p in meta.get("task_dbs", [])]
 
 
@@ -405,10 +405,10 @@ def _meta(out_dir: str | Path) -> dict[str, Any]:
     try:
         return json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise SptError(f"{meta_path} does not exist; pass the --out-dir of a sweep written with "
-                       "--executor slurm") from None
+        raise SptError(f"{meta_path} does not exist; pass the `out_dir` of a sweep written with "
+                       "`executor` slurm") from None
     except ValueError as e:
-        raise SptError(f"{meta_path} is not valid JSON ({e}); rewrite it with spt sweep --executor slurm") from None
+        raise SptError(f"{meta_path} is not valid JSON ({e}); rewrite it with spt sweep `executor` slurm") from None
 
 
 def submissions(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -31,9 +31,9 @@ FRONTIER_VIEWS = (
 def check_out_dir(out: str | Path, force: bool) -> Path:
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise SptError(f"--export {out} is a file; name a directory")
+        raise SptError(f"`export` {out} is a file; name a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise SptError(f"--export {out} is not empty; pass --force to write into it, or name a new directory")
+        raise SptError(f"`export` {out} is not empty; pass `force` to write into it, or name a new directory")
     return out
 
 
@@ -47,8 +47,8 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
     where_d = parse_where(where)
     runs = select_runs(store, where_d)
     if not runs:
-        raise SptError("no runs match --where; nothing to export" if where else "the store has no runs; nothing to "
-                       "export (run `spt demo --quick` for an example)")
+        raise SptError("no runs match `where`; nothing to export" if where else "the store has no runs; nothing to "
+                       "export (run `spt demo `quick`` for an example)")
     run_ids = [r["id"] for r in runs]
     evs = q.evaluations(store, run_ids=run_ids)
     browsable = [e for e in evs if e["n_generations"]]
