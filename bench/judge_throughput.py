@@ -117,12 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args(argv)
 
-    import inspect
-
-    from spt.judge import judge_evaluations
+    from spt.judge import JudgeOptions, judge_evaluations
     from spt.store import open_store
 
-    default_conn = inspect.signature(judge_evaluations).parameters["max_connections"].default
+    default_conn = JudgeOptions().max_connections
     conns = args.max_connections or default_conn
     baseline_n = min(args.baseline_n, args.n)
     result: dict = {"benchmark": "judge_throughput", "machine": machine(),
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary = judge_evaluations(store, [ev_id], judges=[f"openai:{MODEL}"], base_url=ep.base_url,
                                         max_connections=conns, timeout=args.timeout, progress=clock)
         spt_calls = ep.calls - c0
-        j = summary["judges"][0]
+        j = summary.to_dict()["judges"][0]
         spt_rate = j["judged"] / t.s
         calls_s = (clock.last or t.t0) - t.t0  # start of the call to the last judgment recorded
         calls_rate = j["judged"] / calls_s if calls_s > 0 else float("nan")

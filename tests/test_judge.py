@@ -179,7 +179,7 @@ def test_judge_identity_excludes_transport_and_tracks_rubric():
 
 
 def test_scripted_endpoint_statuses_reasons_and_retries(store, server, scripted):
-    summary = judge_evaluations(store, [scripted], ["openai:gpt-judge"], rubric="harmfulness",
+    summary = judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], rubric="harmfulness",
                                 base_url=server.base_url, max_connections=4, **FAST)
     js = judgments(store)
     assert len(js) == len(SCRIPTED)
@@ -199,12 +199,12 @@ def test_scripted_endpoint_statuses_reasons_and_retries(store, server, scripted)
     assert js["valid5"].resolved_model == "fake-judge-2024-01-01"
     assert js["valid5"].prompt_tokens > 0 and js["valid5"].completion_tokens > 0
     assert js["valid5"].latency_s >= 0
-    s = summary["judges"][0]
-    assert s["judged"] == len(SCRIPTED) and s["cached"] == 0
-    assert s["scored"] == 5
-    assert s["unscored"] == {"parse_failure": 2, "out_of_range": 1, "judge_refused": 2, "api_error": 2,
+    s = summary.judges[0]
+    assert s.judged == len(SCRIPTED) and s.cached == 0
+    assert s.scored == 5
+    assert s.unscored == {"parse_failure": 2, "out_of_range": 1, "judge_refused": 2, "api_error": 2,
                              "timeout": 1}
-    assert s["calls"] == server.calls and s["retries"] == server.calls - len(SCRIPTED)
+    assert s.calls == server.calls and s.retries == server.calls - len(SCRIPTED)
     # the request is a normal chat completion with the rubric and a delimited response
     req = next(r for r in server.requests if r["marker"] == "valid5")
     assert req["path"] == "/v1/chat/completions"
@@ -216,9 +216,9 @@ def test_scripted_endpoint_statuses_reasons_and_retries(store, server, scripted)
 
 
 def test_metrics_exclude_unscored(store, server, scripted):
-    summary = judge_evaluations(store, [scripted], ["openai:gpt-judge"], rubric="harmfulness",
+    summary = judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], rubric="harmfulness",
                                 base_url=server.base_url, **FAST)
-    jid = summary["judges"][0]["judge_id"]
+    jid = summary.judges[0].judge_id
     with store.session() as s:
         ms = {(m.name, m.category): m for m in s.exec(select(Metric).where(Metric.judge_id == jid)).all()}
     mean = ms[("harmfulness_mean", "all")]
@@ -241,12 +241,12 @@ def test_metrics_exclude_unscored(store, server, scripted):
 
 def test_rerun_makes_zero_calls_then_only_unscored_then_rejudge_history(store, server, scripted):
     kw = {"base_url": server.base_url, "rubric": "harmfulness", **FAST}
-    judge_evaluations(store, [scripted], ["openai:gpt-judge"], **kw)
+    judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], **kw)
     first = judgments(store)
     server.reset_counts()
-    summary = judge_evaluations(store, [scripted], ["openai:gpt-judge"], **kw)
+    summary = judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], **kw)
     assert server.calls == 0
-    assert summary["judges"][0]["cached"] == len(SCRIPTED) and summary["judges"][0]["judged"] == 0
+    assert summary.judges[0].cached == len(SCRIPTED) and summary.judges[0].judged == 0
     assert len(all_judgments(store)) == len(SCRIPTED)
 
     # --only-unscored: calls exactly for the unscored ones; now they reply validly
@@ -254,7 +254,7 @@ def test_rerun_makes_zero_calls_then_only_unscored_then_rejudge_history(store, s
     for m in unscored:
         server.script[m] = [{"text": "#thescore: 2"}]
     server.reset_counts()
-    summary = judge_evaluations(store, [scripted], ["openai:gpt-judge"], only_unscored=True, **kw)
+    summary = judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], only_unscored=True, **kw)
     assert set(server.calls_by) == unscored and all(v == 1 for v in server.calls_by.values())
     now = judgments(store)
     assert all(now[m].status == "scored" and now[m].score == 2.0 for m in unscored)
@@ -262,11 +262,11 @@ def test_rerun_makes_zero_calls_then_only_unscored_then_rejudge_history(store, s
     with store.session() as s:
         for m in unscored:
             assert s.get(Judgment, first[m].id).superseded_by == now[m].id  # history kept
-    assert summary["judges"][0]["unscored"] == {}
+    assert summary.judges[0].unscored == {}
 
     # --rejudge: a new judgment for everything, old ones kept and linked
     server.reset_counts()
-    judge_evaluations(store, [scripted], ["openai:gpt-judge"], rejudge=True, **kw)
+    judge_evaluations(store, [scripted], judges=["openai:gpt-judge"], rejudge=True, **kw)
     assert server.calls == len(SCRIPTED)
     assert len(all_judgments(store)) == 2 * len(SCRIPTED) + len(unscored)
     assert len(judgments(store)) == len(SCRIPTED)
@@ -279,8 +279,9 @@ def test_fix_reparses_raw_replies_without_calls(store, server):
     server.script["a"] = [{"text": "#thescore: 4"}]
     server.script["b"] = [{"text": "#thescore: 3"}]
     eid = make_eval(store, [("harmful", "c", "p1", "FAKE[a]"), ("harmful", "c", "p2", "FAKE[b]")])
-    summary = judge_evaluations(store, [eid], ["openai:m"], rubric="harmfulness", base_url=server.base_url, **FAST)
-    jid = summary["judges"][0]["judge_id"]
+    summary = judge_evaluations(store, [eid], judges=["openai:m"], rubric="harmfulness", base_url=server.base_url,
+                                **FAST)
+    jid = summary.judges[0].judge_id
     # simulate judgments stored by an older, buggier parser
     js = judgments(store)
     with store.write() as s:
@@ -288,10 +289,10 @@ def test_fix_reparses_raw_replies_without_calls(store, server):
         bad.status, bad.reason, bad.score, bad.label = "unscored", "parse_failure", None, None
         s.add(bad)
     server.reset_counts()
-    summary = judge_evaluations(store, [eid], ["openai:m"], rubric="harmfulness", base_url=server.base_url,
+    summary = judge_evaluations(store, [eid], judges=["openai:m"], rubric="harmfulness", base_url=server.base_url,
                                 fix=True, **FAST)
     assert server.calls == 0
-    assert summary["judges"][0]["fixed"] == 1
+    assert summary.judges[0].fixed == 1
     now = judgments(store)
     assert now["a"].status == "scored" and now["a"].score == 4.0 and now["a"].id != js["a"].id
     assert now["b"].id == js["b"].id  # unchanged verdicts are not duplicated
@@ -306,7 +307,7 @@ def test_api_key_sent_only_when_named_and_never_stored_or_printed(store, server,
     server.default = {"text": "#thescore: 1"}
     eid = make_eval(store, [("harmful", "c", "p", "FAKE[ok]"), ("benign", "c", "q", "FAKE[err]")])
     # custom base URL, no --api-key-env: the environment's OPENAI_API_KEY is not sent
-    judge_evaluations(store, [eid], ["openai:m"], rubric="harmfulness", base_url=server.base_url, **FAST)
+    judge_evaluations(store, [eid], judges=["openai:m"], rubric="harmfulness", base_url=server.base_url, **FAST)
     assert all(r["headers"].get("Authorization") == "Bearer EMPTY" for r in server.requests)
     server.reset_counts()
     server.script["ok"] = [{"text": f"#thereason: your key is {SECRET}\n#thescore: 1"}]
@@ -335,7 +336,7 @@ def test_concurrency_is_bounded(store, server):
     import time
 
     t0 = time.perf_counter()
-    judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, max_connections=4,
+    judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, max_connections=4,
                       max_retries=0, timeout=5, retry_base_s=0.01)
     elapsed = time.perf_counter() - t0
     assert 0.35 < elapsed < 1.5  # 8 requests of 0.2 s, 4 at a time: about 0.4 s, not 1.6 s nor 0.2 s
@@ -345,14 +346,14 @@ def test_concurrency_is_bounded(store, server):
 def test_connection_refused_is_a_clear_error_after_bounded_retries(store, server):
     eid = make_eval(store, [("harmful", "c", "p1", "r1"), ("harmful", "c", "p2", "r2")])
     server.default = {"text": "VERDICT: REFUSAL"}
-    judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, **FAST)
+    judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, **FAST)
     eid2 = make_eval(store, [("harmful", "c", "p3", "r3")])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     with pytest.raises(SptError, match="cannot reach http://127.0.0.1") as exc:
-        judge_evaluations(store, [eid, eid2], ["openai:m"], base_url=f"http://127.0.0.1:{port}/v1", rejudge=True,
+        judge_evaluations(store, [eid, eid2], judges=["openai:m"], base_url=f"http://127.0.0.1:{port}/v1", rejudge=True,
                           **FAST)
     assert "after 3 attempts" in str(exc.value)
     assert len(all_judgments(store)) == 2  # completed judgments kept, nothing fake added
@@ -363,20 +364,20 @@ def test_cost_accounting_and_cost_limit(store, server, tmp_path):
     prices.write_text("m:\n  input: 1000000\n  output: 0\n")  # $1 per prompt token
     server.default = {"text": "VERDICT: REFUSAL"}
     eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(6)])
-    summary = judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, price_table=prices,
+    summary = judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, price_table=prices,
                                 cost_limit=1.0, max_connections=1, **FAST)
-    assert summary["stopped"] == "cost_limit"
-    s = summary["judges"][0]
-    assert s["judged"] == 1 and s["not_judged"] == 5 and server.calls == 1
-    assert s["cost_usd"] == pytest.approx(s["prompt_tokens"] * 1.0)
+    assert summary.stopped == "cost_limit"
+    s = summary.judges[0]
+    assert s.judged == 1 and s.not_judged == 5 and server.calls == 1
+    assert s.cost_usd == pytest.approx(s.prompt_tokens * 1.0)
     j = next(iter(judgments(store).values()))
     assert j.cost_usd == pytest.approx(j.prompt_tokens * 1.0)
     # a re-run without the limit continues with the rest only
     server.reset_counts()
-    summary = judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, price_table=prices, **FAST)
-    assert server.calls == 5 and summary["judges"][0]["cached"] == 1
+    summary = judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, price_table=prices, **FAST)
+    assert server.calls == 5 and summary.judges[0].cached == 1
     with pytest.raises(SptError, match="needs a price"):
-        judge_evaluations(store, [eid], ["openai:other"], base_url=server.base_url, price_table=prices,
+        judge_evaluations(store, [eid], judges=["openai:other"], base_url=server.base_url, price_table=prices,
                           cost_limit=1.0)
 
 
@@ -385,10 +386,10 @@ def test_same_content_in_another_evaluation_is_not_judged_twice(store, server):
     rows = [("benign", "c", "p1", "r1"), ("benign", "c", "p2", "r2")]
     e1 = make_eval(store, rows)
     e2 = make_eval(store, rows + [("benign", "c", "p3", "r3")])
-    judge_evaluations(store, [e1], ["openai:m"], base_url=server.base_url, **FAST)
+    judge_evaluations(store, [e1], judges=["openai:m"], base_url=server.base_url, **FAST)
     server.reset_counts()
-    summary = judge_evaluations(store, [e2], ["openai:m"], base_url=server.base_url, **FAST)
-    assert server.calls == 1 and summary["judges"][0]["cached"] == 2
+    summary = judge_evaluations(store, [e2], judges=["openai:m"], base_url=server.base_url, **FAST)
+    assert server.calls == 1 and summary.judges[0].cached == 2
 
 
 # --------------------------------------------------------------------------- keyword, agreement, pending
@@ -402,13 +403,13 @@ def test_keyword_judge_and_agreement(store, server):
         ("benign", "c", "p4", "I won't provide that information."),
     ]
     eid = make_eval(store, rows)
-    summary = judge_evaluations(store, [eid], ["keyword"])
-    s = summary["judges"][0]
-    assert s["name"] == "keyword:spt" and s["calls"] == 0 and s["scored"] == 4
-    kw_id = s["judge_id"]
-    metrics = {m["name"]: m for m in s["metrics"]}
-    assert metrics["judge_refusal_rate"]["value"] == 0.5 and metrics["judge_refusal_rate"]["n"] == 2
-    assert metrics["judge_over_refusal_rate"]["value"] == 0.5
+    summary = judge_evaluations(store, [eid], judges=["keyword"])
+    s = summary.judges[0]
+    assert s.name == "keyword:spt" and s.calls == 0 and s.scored == 4
+    kw_id = s.judge_id
+    metrics = {m.name: m for m in s.metrics}
+    assert metrics["judge_refusal_rate"].value == 0.5 and metrics["judge_refusal_rate"].n == 2
+    assert metrics["judge_over_refusal_rate"].value == 0.5
     # an LLM judge that disagrees on exactly one generation (p2), and fails to parse p4
     server.default = {"text": "VERDICT: REFUSAL"}
     replies = {"p1": "VERDICT: REFUSAL", "p2": "VERDICT: REFUSAL", "p3": "VERDICT: COMPLIANCE", "p4": "garbage"}
@@ -419,8 +420,8 @@ def test_keyword_judge_and_agreement(store, server):
         for g in s_.exec(select(Generation).where(Generation.evaluation_id == eid)).all():
             g.prompt = f"{g.prompt} FAKE[{g.prompt}]"
             s_.add(g)
-    summary = judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, **FAST)
-    llm_id = summary["judges"][0]["judge_id"]
+    summary = judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, **FAST)
+    llm_id = summary.judges[0].judge_id
     res = agreement(store, [eid], [kw_id, llm_id])
     (pair,) = res["pairs"]
     # keyword: [1, 0, 0, 1]; llm: [1, 1, 0, unscored] -> 3 shared: agree on p1, p3; disagree on p2
@@ -436,7 +437,7 @@ def test_pending_evaluations(store):
     e2 = make_eval(store, [("harmful", "c", "p2", "Sure.")])
     make_eval(store, [("harmful", "c", "p3", "Sure.")], status="running")
     assert pending_evaluations(store) == [e1, e2]
-    judge_evaluations(store, [e1], ["keyword"])
+    judge_evaluations(store, [e1], judges=["keyword"])
     assert pending_evaluations(store) == [e2]
     kw = parse_judge_spec("keyword:gcg")
     assert pending_evaluations(store, [kw.id]) == [e1, e2]
@@ -457,7 +458,7 @@ def test_bad_inputs_raise_before_writing(store, server):
         with pytest.raises(SptError, match=match):
             judge_evaluations(store, [eid], base_url=server.base_url, **kwargs)
     with pytest.raises(SptError, match="not found"):
-        judge_evaluations(store, ["nope"], ["openai:m"], base_url=server.base_url)
+        judge_evaluations(store, ["nope"], judges=["openai:m"], base_url=server.base_url)
     assert server.calls == 0
     with store.session() as s:
         assert s.exec(select(Judge)).all() == [] and s.exec(select(Judgment)).all() == []
@@ -467,7 +468,7 @@ def test_official_endpoint_needs_openai_api_key(store, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     eid = make_eval(store, [("harmful", "c", "p", "r")])
     with pytest.raises(SptError, match="OPENAI_API_KEY"):
-        judge_evaluations(store, [eid], ["openai:gpt-4o-mini"])
+        judge_evaluations(store, [eid], judges=["openai:gpt-4o-mini"])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -556,25 +557,25 @@ def test_xstest_and_strongreject_metrics(store, server):
     rows = [("benign", "c", f"q{m}", f"FAKE[{m}]") for m in ("b1", "b2", "b3", "b4")]
     rows += [("harmful", "c", f"p{m}", f"FAKE[{m}]") for m in ("h1", "h2", "h3")]
     eid = make_eval(store, rows)
-    xs = judge_evaluations(store, [eid], ["openai:m"], rubric="xstest", base_url=server.base_url, **FAST)
-    m = {x["name"]: x for x in xs["judges"][0]["metrics"]}
-    assert m["xstest_full_refusal_rate"]["value"] == pytest.approx(1 / 3)
-    assert m["xstest_partial_refusal_rate"]["value"] == pytest.approx(1 / 3)
-    assert m["xstest_full_refusal_rate"]["n"] == 3 and m["xstest_full_refusal_rate"]["n_unscored"] == 1
-    assert m["judge_over_refusal_rate"]["value"] == pytest.approx(2 / 3)
-    sr = judge_evaluations(store, [eid], ["openai:m"], rubric="strongreject", base_url=server.base_url, **FAST)
-    m = {x["name"]: x for x in sr["judges"][0]["metrics"]}
-    assert m["strongreject_mean"]["value"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2; h3 out of range
-    assert m["strongreject_mean"]["n"] == 2 and m["strongreject_mean"]["n_unscored"] == 1
-    assert m["judge_refusal_rate"]["value"] == pytest.approx(0.5)
-    assert xs["judges"][0]["judge_id"] != sr["judges"][0]["judge_id"]
+    xs = judge_evaluations(store, [eid], judges=["openai:m"], rubric="xstest", base_url=server.base_url, **FAST)
+    m = {x.name: x for x in xs.judges[0].metrics}
+    assert m["xstest_full_refusal_rate"].value == pytest.approx(1 / 3)
+    assert m["xstest_partial_refusal_rate"].value == pytest.approx(1 / 3)
+    assert m["xstest_full_refusal_rate"].n == 3 and m["xstest_full_refusal_rate"].n_unscored == 1
+    assert m["judge_over_refusal_rate"].value == pytest.approx(2 / 3)
+    sr = judge_evaluations(store, [eid], judges=["openai:m"], rubric="strongreject", base_url=server.base_url, **FAST)
+    m = {x.name: x for x in sr.judges[0].metrics}
+    assert m["strongreject_mean"].value == pytest.approx(0.5)  # (1.0 + 0.0) / 2; h3 out of range
+    assert m["strongreject_mean"].n == 2 and m["strongreject_mean"].n_unscored == 1
+    assert m["judge_refusal_rate"].value == pytest.approx(0.5)
+    assert xs.judges[0].judge_id != sr.judges[0].judge_id
 
 
 def test_rejected_key_stops_the_run_with_a_clear_error(store, server):
     server.default = {"status": 401, "message": "Incorrect API key provided"}
     eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(5)])
     with pytest.raises(SptError, match="HTTP 401"):
-        judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, max_connections=1, **FAST)
+        judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, max_connections=1, **FAST)
     assert server.calls == 1  # not retried, no further calls
     assert all_judgments(store) == []
 
@@ -591,7 +592,7 @@ def test_progress_reports_rate_tokens_and_cost(store, server):
 
     server.default = {"text": "VERDICT: REFUSAL"}
     eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(3)])
-    judge_evaluations(store, [eid], ["openai:m"], base_url=server.base_url, progress=progress,
+    judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, progress=progress,
                       price_table={"m": {"input": 1.0, "output": 2.0}}, **FAST)
     assert events[0] == ("start", "judge openai:m/refusal", 3)
     advances = [e for e in events if e[0] == "advance"]
@@ -610,15 +611,15 @@ def test_hf_generative_judge_with_tiny_random_model_is_unscored(store, monkeypat
     # a short reply budget keeps the tiny model fast (it changes the judge's identity, as it should)
     monkeypatch.setitem(rubrics.RUBRICS, "refusal", dataclasses.replace(rubrics.RUBRICS["refusal"], max_tokens=8))
     eid = make_eval(store, [("harmful", "c", "p1", "Sure, here it is."), ("benign", "c", "p2", "<|im_end|>hi")])
-    summary = judge_evaluations(store, [eid], ["hf:tiny-random"], rubric="refusal")
-    s = summary["judges"][0]
-    assert s["backend"] == "hf" and s["judged"] == 2
+    summary = judge_evaluations(store, [eid], judges=["hf:tiny-random"], rubric="refusal")
+    s = summary.judges[0]
+    assert s.backend == "hf" and s.judged == 2
     # a random model cannot follow the rubric: every reply is a parse failure, never a verdict
-    assert s["scored"] == 0 and s["unscored"] == {"parse_failure": 2}
+    assert s.scored == 0 and s.unscored == {"parse_failure": 2}
     for j in judgments(store).values():
         assert j.status == "unscored" and j.score is None and j.raw is not None and j.completion_tokens
-    again = judge_evaluations(store, [eid], ["hf:tiny-random"], rubric="refusal")
-    assert again["judges"][0]["cached"] == 2 and again["judges"][0]["judged"] == 0
+    again = judge_evaluations(store, [eid], judges=["hf:tiny-random"], rubric="refusal")
+    assert again.judges[0].cached == 2 and again.judges[0].judged == 0
 
 
 def test_hf_classifier_judge(store, tmp_path):
@@ -639,11 +640,11 @@ def test_hf_classifier_judge(store, tmp_path):
     spec = parse_judge_spec(f"hf:{out}", "harmfulness")
     assert spec.hf_mode == "classifier" and spec.rubric_name == "refusal"
     eid = make_eval(store, [("harmful", "c", "p1", "a"), ("benign", "c", "p2", "b"), ("benign", "c", "p3", "c")])
-    summary = judge_evaluations(store, [eid], [f"hf:{out}"], rubric="harmfulness")
-    s = summary["judges"][0]
-    assert s["scored"] == 3 and s["rubric"] == "refusal"
+    summary = judge_evaluations(store, [eid], judges=[f"hf:{out}"], rubric="harmfulness")
+    s = summary.judges[0]
+    assert s.scored == 3 and s.rubric == "refusal"
     assert {j.label for j in judgments(store).values()} <= {"refusal", "compliance"}
-    assert {m["name"] for m in s["metrics"]} == {"judge_refusal_rate", "judge_over_refusal_rate"}
+    assert {m.name for m in s.metrics} == {"judge_refusal_rate", "judge_over_refusal_rate"}
 
 
 # --------------------------------------------------------------------------- CLI workflows
@@ -680,7 +681,7 @@ def test_cli_only_unscored_rejudge_fix_and_agreement(store, server, db_path):
 
 
 def test_classifier_labels_match_whole_words_and_never_read_a_negation_as_refusal():
-    from spt.judge.backends import classifier_verdict
+    from spt.judge.backends.hf import classifier_verdict
 
     assert classifier_verdict("REFUSED").label == "refusal"
     assert classifier_verdict("compliance").label == "compliance"

@@ -70,7 +70,7 @@ def test_agreement_stats_counts_degenerate_apart():
 
 def test_every_preset_and_judge_against_human(store):
     out = imported(store)
-    judge_evaluations(store, [out["evaluation_id"]], ["keyword:gcg", "keyword"])
+    judge_evaluations(store, [out["evaluation_id"]], judges=["keyword:gcg", "keyword"])
     res = human_agreement(store)
     assert res["evaluations"] == [out["evaluation_id"]] and res["human_judges"][0]["n_verdicts"] == 29
     by = {r["candidate"]: r for r in res["rows"]}

@@ -109,3 +109,23 @@ def progress(description: str, total: int | None = None, *, quiet: bool = False)
             prog.update(task, advance=n, rate=fields.pop("rate", rate), **fields)
 
         yield advance
+
+
+def show_table(renderable: Any, *, out: Console | None = None) -> None:
+    """Print a table without ever cutting a cell when piped.
+
+    On a terminal the table fits the window as usual. Piped or redirected, it is printed as wide as
+    its widest row needs (measured, not a fixed width), so `spt judge | cat` keeps whole names,
+    reasons and numbers at any $COLUMNS.
+    """
+    import io
+
+    from rich.measure import Measurement
+
+    target = out or console
+    if target.is_terminal:
+        target.print(renderable)
+        return
+    probe = Console(width=1_000_000, file=io.StringIO())
+    need = Measurement.get(probe, probe.options, renderable).maximum
+    Console(width=max(target.width, need), soft_wrap=True, file=target.file).print(renderable)

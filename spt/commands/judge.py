@@ -3,48 +3,67 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, print_json, progress
+from spt.commands._common import (
+    DbOption,
+    JsonOption,
+    add_row,
+    console,
+    err_console,
+    get_store,
+    print_json,
+    progress,
+    show_table,
+)
 from spt.errors import SptError
+
+if TYPE_CHECKING:
+    from spt.judge import JudgeResult
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _render_summary(summary: dict) -> None:
+def _render_summary(result: JudgeResult) -> None:
     table = Table("judge", "rubric", "judged", "cached", "scored", "unscored", "calls", "tokens", "cost $",
-                  title=f"judged {summary['generations']} generations of {len(summary['evaluations'])} evaluation(s)")
-    for j in summary["judges"]:
-        unscored = ", ".join(f"{k} {v}" for k, v in sorted(j["unscored"].items())) or "0"
-        table.add_row(j["name"], j["rubric"], str(j["judged"] + j["fixed"]), str(j["cached"]), str(j["scored"]),
-                      unscored, str(j["calls"]), f"{j['prompt_tokens'] + j['completion_tokens']:,}",
-                      f"{j['cost_usd']:.4f}" if j.get("priced", True) else "-")
-    console.print(table)
+                  title=f"judged {result.generations} generations of {len(result.evaluations)} evaluation(s)")
+    for j in result.judges:
+        unscored = ", ".join(f"{k} {v}" for k, v in sorted(j.unscored.items())) or "0"
+        add_row(table, j.name, j.rubric, str(j.judged + j.fixed), str(j.cached), str(j.scored), unscored,
+                str(j.calls), f"{j.tokens:,}", f"{j.cost_usd:.4f}" if j.priced else "-")
+    show_table(table)
     metrics = Table("judge", "evaluation", "metric", "value", "95% CI", "n", "unscored", title="judge metrics (all)")
-    for j in summary["judges"]:
-        for m in j["metrics"]:
-            metrics.add_row(j["name"], m["evaluation_id"], m["name"], _fmt(m["value"]),
-                            f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), str(m["n_unscored"]))
+    for j in result.judges:
+        for m in j.metrics:
+            add_row(metrics, j.name, m.evaluation_id, m.name, _fmt(m.value), f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]",
+                    str(m.n), str(m.n_unscored))
     if metrics.row_count:
-        console.print(metrics)
-    cached = sum(j["cached"] for j in summary["judges"])
+        show_table(metrics)
+    cached = sum(j.cached for j in result.judges)
     if cached:
         console.print(f"{cached} judgments cached (no calls); --rejudge makes new ones, --only-unscored retries "
-                      "the unscored, --fix re-parses stored replies")
-    fixed = sum(j["fixed"] for j in summary["judges"])
+                      "the unscored, --fix re-parses stored replies", highlight=False)
+    fixed = sum(j.fixed for j in result.judges)
     if fixed:
-        console.print(f"{fixed} stored replies re-parsed to a different verdict (old judgments kept as history)")
-    unpriced = [j["model"] for j in summary["judges"] if not j.get("priced", True)]
+        console.print(f"{fixed} stored replies re-parsed to a different verdict (old judgments kept as history)",
+                      highlight=False)
+    dropped = sum(j.dropped for j in result.judges)
+    if dropped:
+        console.print(f"{dropped} judgments dropped: another process stored a judgment of the same generations "
+                      "first (one current judgment per judge and generation)", highlight=False)
+    unpriced = [j.model or j.name for j in result.judges if not j.priced]
     if unpriced:
-        console.print(f"no price for {', '.join(unpriced)}: tokens are stored; pass --price-table for a cost")
-    if summary.get("stopped") == "cost_limit":
-        left = sum(j["not_judged"] for j in summary["judges"])
-        err_console.print(f"[yellow]cost limit reached[/yellow] (${summary['cost_usd']:.4f}): {left} generations "
+        console.print(escape(f"no price for {', '.join(unpriced)}: tokens are stored; pass --price-table for a "
+                             "cost"), highlight=False)
+    if result.stopped == "cost_limit":
+        left = sum(j.not_judged for j in result.judges)
+        err_console.print(f"[yellow]cost limit reached[/yellow] (${result.cost_usd:.4f}): {left} generations "
                           "not judged; re-run with a higher --cost-limit to continue", highlight=False)
 
 
@@ -52,9 +71,9 @@ def _render_agreement(res: dict) -> None:
     table = Table("judge A", "judge B", "n", "excluded", "agreement", "kappa", "label agr.", "label kappa",
                   title="pairwise agreement on the refusal verdict")
     for p in res["pairs"]:
-        table.add_row(p["a_name"], p["b_name"], str(p["n"]), str(p["n_excluded"]), _fmt(p["percent"]),
-                      _fmt(p["kappa"]), _fmt(p.get("label_percent")), _fmt(p.get("label_kappa")))
-    console.print(table)
+        add_row(table, p["a_name"], p["b_name"], str(p["n"]), str(p["n_excluded"]), _fmt(p["percent"]),
+                _fmt(p["kappa"]), _fmt(p.get("label_percent")), _fmt(p.get("label_kappa")))
+    show_table(table)
     if not res["pairs"]:
         console.print("fewer than two judges have judged these evaluations; pass several --judge options first")
 
@@ -65,8 +84,6 @@ def _ci(lo: float | None, hi: float | None) -> str:
 
 def _render_human(res: dict) -> None:
     """Accuracy, kappa and confusion of every judge and keyword preset against the human verdicts."""
-    from spt.commands._common import add_row, show
-
     for h in res["human_judges"]:
         rows = [r for r in res["rows"] if r["human_id"] == h["id"]]
         if not rows:
@@ -83,7 +100,7 @@ def _render_human(res: dict) -> None:
             add_row(table, r["candidate"], str(a["n"]), f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}",
                     f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}", str(a["tp"]), str(a["fn"]), str(a["fp"]),
                     str(a["tn"]), str(a["n_degenerate"]), str(a["n_unscored"] + r["n_unjudged"]))
-        show(table)
+        show_table(table)
         conf = Table("against", "human", "refusal", "compliance", "degenerate", "unscored",
                      title=f"confusion: {h['name']} class x verdict (all categories)")
         for r in rows:
@@ -93,7 +110,7 @@ def _render_human(res: dict) -> None:
                                                                       ("refusal", "compliance", "degenerate",
                                                                        "unscored")))
             conf.add_section()
-        show(conf)
+        show_table(conf)
         cats = Table("against", "category", "n", "accuracy [95% CI]", "kappa [95% CI]", "tp/fn/fp/tn", "degenerate",
                      title=f"agreement with {h['name']} per category")
         for r in rows:
@@ -102,7 +119,7 @@ def _render_human(res: dict) -> None:
                         f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}", f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}",
                         f"{a['tp']}/{a['fn']}/{a['fp']}/{a['tn']}", str(a["n_degenerate"]))
             cats.add_section()
-        show(cats)
+        show_table(cats)
 
 
 def register(app: typer.Typer) -> None:
@@ -116,7 +133,8 @@ def register(app: typer.Typer) -> None:
         all_pending: Annotated[bool, typer.Option(
             "--all-pending", help="Judge every finished evaluation with unjudged generations.")] = False,
         judge: Annotated[list[str] | None, typer.Option(
-            "--judge", help="keyword[:PRESET] | openai:MODEL | hf:PATH (repeatable; default keyword).",
+            "--judge", help="BACKEND[:ARG]: keyword[:PRESET] | keyword-any:PRESET+PRESET | openai:MODEL | hf:PATH "
+            "(repeatable; default keyword).",
             show_default=False)] = None,
         rubric: Annotated[str, typer.Option(
             help="refusal | harmfulness | xstest | strongreject (LLM judges; keyword judges refusal).")] = "refusal",
@@ -151,6 +169,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Judge generations (scored, or unscored with a reason), cached, with metrics per judge."""
         from spt.judge import (
+            JudgeOptions,
             JudgeRunError,
             judge_evaluations,
             parse_judge_spec,
@@ -197,20 +216,20 @@ def register(app: typer.Typer) -> None:
                 else:
                     console.print("nothing pending: every finished evaluation is judged by these judges")
                 return
+            options = JudgeOptions(
+                judges=judge or ["keyword"], rubric=rubric, base_url=base_url, api_key_env=api_key_env,
+                max_connections=max_connections, max_retries=max_retries, timeout=timeout,
+                only_unscored=only_unscored, rejudge=rejudge, fix=fix, price_table=price_table, cost_limit=cost_limit,
+            )
             try:
-                summary = judge_evaluations(
-                    store, ids, judge or ["keyword"], rubric=rubric, base_url=base_url, api_key_env=api_key_env,
-                    max_connections=max_connections, max_retries=max_retries, timeout=timeout,
-                    only_unscored=only_unscored, rejudge=rejudge, fix=fix, price_table=price_table,
-                    cost_limit=cost_limit, progress=lambda d, t: progress(d, t, quiet=json_out),
-                )
+                result = judge_evaluations(store, ids, options, progress=lambda d, t: progress(d, t, quiet=json_out))
             except JudgeRunError as e:
                 if json_out:
-                    print_json(e.summary)
+                    print_json(e.result.to_dict())
                 raise
         finally:
             store.close()
         if json_out:
-            print_json(summary)
+            print_json(result.to_dict())
         else:
-            _render_summary(summary)
+            _render_summary(result)

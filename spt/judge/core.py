@@ -7,13 +7,22 @@ for a new one. A new judgment supersedes the old one (`superseded_by`), which st
 scored judgment of the same judge on the same prompt and response in another evaluation is copied
 (no call, cost 0, attempts 0). `fix` re-parses stored raw replies with the current parser, without
 calls, and records a changed verdict as a new judgment that supersedes the old one.
+
+One current judgment per (judge, generation), also with several processes judging the same
+evaluation at once: judgments are written in batches inside one write transaction (the store's
+write lock), where a new judgment is inserted only if its generation still has no current judgment
+of that judge (insert-or-ignore), and a re-judgment first marks its predecessor superseded, only if
+that one is still current, and only then is inserted. The loser of a race drops its judgment
+(counted in `dropped`). Batches are committed as they fill, so a killed run keeps what it judged and
+a re-run judges only the rest. SIGTERM/SIGINT stop new calls, store the replies in flight and raise
+`JudgeInterrupted` (exit 143/130), so a preempted judge job loses no paid call.
+
+Backends are reached only through `spt.judge.backends` (the `Backend` protocol): this module never
+looks at a backend's name.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,16 +34,16 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from spt.errors import SptError
-from spt.judge.backends import HFJudge, OpenAIJudge, Outcome, RetryPolicy, keyword_outcome
+from spt.judge.backends import JudgeContext, Outcome
 from spt.judge.metrics import compute_judge_metrics
-from spt.judge.prices import cost_usd, load_price_table, price_for
-from spt.judge.rubrics import Verdict
+from spt.judge.options import JudgeOptions
+from spt.judge.prices import load_price_table
+from spt.judge.result import JudgeMetric, JudgeResult, JudgeSummary
 from spt.judge.specs import JudgeSpec, parse_judge_spec
-from spt.store import BatchWriter, content_id, text_hash
+from spt.store import content_id, text_hash
 from spt.store.models import Evaluation, Generation, Item, Judge, Judgment, Run
 
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
-TRANSPORT_REASONS = ("api_error", "timeout")
 
 
 @dataclass
@@ -65,32 +74,80 @@ class _Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    unpriced: bool = False  # an openai judge whose model has no price in the table
+    unpriced: bool = False  # a paid judge whose model has no price in the table
     new_unscored: Counter = field(default_factory=Counter)
 
 
-class _JudgmentWriter(BatchWriter):
-    """BatchWriter that also marks superseded judgments, in the same transaction as their successors."""
+class _JudgmentWriter:
+    """Commits judgments in batches, keeping one current judgment per (judge, generation).
+
+    Each flush is one write transaction (BEGIN IMMEDIATE: no other writer runs meanwhile). In it a
+    judgment that supersedes another is inserted only after the UPDATE that marks its predecessor
+    superseded succeeded on a still-current row, so a partial unique index on current judgments is
+    never violated; a fresh judgment is inserted only when its generation has no current judgment of
+    that judge. Anything else lost a race with another process and is dropped (`dropped`).
+    """
 
     def __init__(self, store, batch_size: int = 64, interval_s: float = 2.0):
-        super().__init__(store, batch_size=batch_size, interval_s=interval_s)
-        self._supersede: list[tuple[str, str]] = []
+        self.store = store
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._pending: list[tuple[Judgment, str | None]] = []
+        self._last_flush = time.monotonic()
+        self.written = 0
+        self.dropped = 0
 
     def add_judgment(self, row: Judgment, supersedes: str | None = None) -> None:
-        if supersedes:
-            self._supersede.append((supersedes, row.id))
-        self.add(row)
+        self._pending.append((row, supersedes))
+        if len(self._pending) >= self.batch_size or time.monotonic() - self._last_flush >= self.interval_s:
+            self.flush()
 
     def flush(self) -> None:
-        if self._pending or self._supersede:
+        if self._pending:
             with self.store.write() as s:
-                s.add_all(self._pending)
-                for old, new in self._supersede:
-                    s.execute(update(Judgment).where(Judgment.id == old).values(superseded_by=new))
-            self.written += len(self._pending)
+                taken = self._current_pairs(s, [r for r, sup in self._pending if sup is None])
+                keep: list[Judgment] = []
+                for row, supersedes in self._pending:
+                    key = (row.judge_id, row.generation_id)
+                    if supersedes is not None:
+                        res = s.execute(update(Judgment)
+                                        .where(Judgment.id == supersedes, Judgment.superseded_by.is_(None))
+                                        .values(superseded_by=row.id)
+                                        .execution_options(synchronize_session=False))
+                        if res.rowcount != 1:  # another process superseded it first
+                            self.dropped += 1
+                            continue
+                    elif key in taken:
+                        self.dropped += 1
+                        continue
+                    taken.add(key)
+                    keep.append(row)
+                # inserted only now, after every predecessor of this batch stopped being current
+                s.add_all(keep)
+                self.written += len(keep)
             self._pending = []
-            self._supersede = []
         self._last_flush = time.monotonic()
+
+    @staticmethod
+    def _current_pairs(s, rows: list[Judgment]) -> set[tuple[str, str]]:
+        """(judge, generation) pairs among `rows` that already have a current judgment in the store."""
+        out: set[tuple[str, str]] = set()
+        by_judge: dict[str, list[str]] = {}
+        for r in rows:
+            by_judge.setdefault(r.judge_id, []).append(r.generation_id)
+        for jid, gids in by_judge.items():
+            for i in range(0, len(gids), 500):
+                q = select(Judgment.generation_id).where(Judgment.judge_id == jid,
+                                                         Judgment.generation_id.in_(gids[i:i + 500]),
+                                                         Judgment.superseded_by.is_(None))
+                out.update((jid, g) for g in s.exec(q).all())
+        return out
+
+    def __enter__(self) -> _JudgmentWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.flush()
 
 
 @contextmanager
@@ -173,7 +230,7 @@ def _ensure_judge(store, spec: JudgeSpec) -> None:
                         config=spec.config))
 
 
-def _current(store, judge_id: str, gen_ids: list[str], evaluation_ids: list[str]) -> dict[str, Judgment]:
+def _current(store, judge_id: str, evaluation_ids: list[str]) -> dict[str, Judgment]:
     with store.session() as s:
         rows = s.exec(select(Judgment).join(Generation, Generation.id == Judgment.generation_id)
                       .where(Generation.evaluation_id.in_(evaluation_ids), Judgment.judge_id == judge_id,
@@ -215,19 +272,16 @@ def _copy(old: Judgment, **changes: Any) -> Judgment:
 
 
 class _Runner:
-    def __init__(self, store, *, base_url, api_key, timeout, max_connections, policy, prices, cost_limit,
-                 progress: ProgressFactory):
-        self.store = store
-        self.base_url = base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_connections = max_connections
-        self.policy = policy
+    """Calls each judge's backend on its work list, recording outcomes (and their cost) as they arrive."""
+
+    def __init__(self, options: JudgeOptions, prices: dict[str, dict[str, float]], progress: ProgressFactory,
+                 signalled: Callable[[], int | None] = lambda: None):
+        self.options = options
         self.prices = prices
-        self.cost_limit = cost_limit
         self.progress = progress
+        self.signalled = signalled  # the signal (SIGTERM/SIGINT) that asked this run to stop, if any
         self.total_cost = 0.0
-        self.stopped: str | None = None  # cost_limit | fatal
+        self.stopped: str | None = None  # cost_limit | interrupted | fatal
         self.fatal: str | None = None
 
     def _rate(self, stats: _Stats, done: int, t0: float) -> str:
@@ -235,15 +289,16 @@ class _Runner:
         tok = stats.prompt_tokens + stats.completion_tokens
         return f"{done / el:.1f}/s  {tok:,} tok  ${self.total_cost:.4f}"
 
-    def _limit_reached(self) -> bool:
-        return self.cost_limit is not None and self.total_cost >= self.cost_limit
+    def _stop_reason(self) -> str | None:
+        """Why no further call may start: a signal arrived, or the cost limit is reached."""
+        if self.signalled():
+            return "interrupted"
+        limit = self.options.cost_limit
+        return "cost_limit" if limit is not None and self.total_cost >= limit else None
 
     def _record(self, spec: JudgeSpec, stats: _Stats, writer: _JudgmentWriter, w: _Work, o: Outcome) -> None:
-        price = price_for(self.prices, spec.model, o.resolved_model) if spec.backend == "openai" else None
-        cost = cost_usd(price, o.prompt_tokens, o.completion_tokens)
-        if spec.backend != "openai":
-            cost = 0.0
-        elif price is None:
+        cost = spec.impl.cost(spec, o, self.prices)
+        if cost is None:
             stats.unpriced = True
         stats.judged += 1
         stats.prompt_tokens += o.prompt_tokens or 0
@@ -255,270 +310,171 @@ class _Runner:
             stats.new_unscored[o.verdict.reason or "unknown"] += 1
         writer.add_judgment(_row(spec, w, o, cost), w.supersedes)
 
-    def run(self, spec: JudgeSpec, todo: list[_Work], stats: _Stats, writer: _JudgmentWriter) -> None:
+    def run(self, spec: JudgeSpec, todo: list[_Work], stats: _Stats, writer: _JudgmentWriter,
+            credentials: Any) -> None:
         if not todo:
             return
+        ctx = JudgeContext(self.options, credentials, stop_reason=self._stop_reason)
         with self.progress(f"judge {spec.name}", len(todo)) as advance:
-            if spec.backend == "keyword":
-                t0 = time.perf_counter()
-                for i, w in enumerate(todo, 1):
-                    self._record(spec, stats, writer, w, keyword_outcome(spec, w.gen.response))
-                    advance(1, rate=self._rate(stats, i, t0))
-            elif spec.backend == "hf":
-                self._run_hf(spec, todo, stats, writer, advance)
-            else:
-                _run_coroutine(self._run_openai(spec, todo, stats, writer, advance))
+            t0 = time.perf_counter()
+            done = 0
 
-    def _run_hf(self, spec, todo, stats, writer, advance) -> None:
-        judge = HFJudge(spec)
-        t0 = time.perf_counter()
-        done = 0
-        for i in range(0, len(todo), judge.batch_size):
-            batch = todo[i:i + judge.batch_size]
-            outcomes = judge.judge_batch([(w.gen.prompt, w.gen.response) for w in batch])
-            for w, o in zip(batch, outcomes, strict=True):
-                self._record(spec, stats, writer, w, o)
-            done += len(batch)
-            stats.calls += len(batch)
-            advance(len(batch), rate=self._rate(stats, done, t0))
-
-    async def _run_openai(self, spec, todo, stats, writer, advance) -> None:
-        stop = asyncio.Event()  # no new calls (cost limit or fatal)
-        abort = asyncio.Event()  # fatal: in-flight retries give up too
-        judge = OpenAIJudge(spec, base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                            policy=self.policy, abort=abort)
-        queue = iter(todo)
-        t0 = time.perf_counter()
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            for w in queue:  # a shared iterator: each item goes to exactly one worker
-                if stop.is_set():
-                    return
-                if self._limit_reached():
-                    self.stopped = self.stopped or "cost_limit"
-                    stop.set()
-                    return
-                o = await judge.judge(spec.rubric.render(w.gen.prompt, w.gen.response))
-                if o.fatal:
-                    if self.fatal is None and o.fatal != "aborted":
-                        self.fatal = o.fatal
-                    self.stopped = "fatal"
-                    stop.set()
-                    abort.set()
-                    return
-                self._record(spec, stats, writer, w, o)
+            def emit(i: int, outcome: Outcome) -> None:
+                nonlocal done
+                self._record(spec, stats, writer, todo[i], outcome)
                 done += 1
                 advance(1, rate=self._rate(stats, done, t0))
 
-        try:
-            await asyncio.gather(*(worker() for _ in range(min(self.max_connections, len(todo)))))
-        finally:
-            stats.calls += judge.calls
-            stats.retries += judge.retries
-            await judge.close()
+            report = spec.impl.judge_batch(spec, [(w.gen.prompt, w.gen.response) for w in todo], ctx, emit)
+        stats.calls += report.calls
+        stats.retries += report.retries
+        if report.fatal and self.fatal is None:
+            self.fatal = report.fatal
+        if report.stopped:
+            self.stopped = report.stopped
 
 
-def _run_coroutine(coro) -> Any:
-    """asyncio.run, also from inside a running loop (notebooks): then in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: dict[str, Any] = {}
+def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | None = None, *,
+                      progress: ProgressFactory | None = None, **option_fields: Any) -> JudgeResult:
+    """Judge every generation of `evaluation_ids` with each judge of `options`; a summary per judge.
 
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            result["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
-def _api_key(base_url: str | None, api_key_env: str | None) -> str:
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise SptError(f"environment variable {api_key_env} (named by --api-key-env) is not set or empty")
-        return key
-    if base_url is None:
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise SptError("OPENAI_API_KEY is not set: export it for the OpenAI API, or pass --base-url for another "
-                           "endpoint (with --api-key-env VAR if it needs a key)")
-        return key
-    return "EMPTY"  # a custom endpoint gets no key unless one is named explicitly
-
-
-def _retry_base() -> float:
-    try:
-        return float(os.environ.get("SPT_JUDGE_RETRY_BASE_S", "1.0"))
-    except ValueError:
-        return 1.0
-
-
-def judge_evaluations(
-    store,
-    evaluation_ids: list[str],
-    judges: list[str] | None = None,
-    rubric: str = "refusal",
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    max_connections: int = 16,
-    max_retries: int = 4,
-    timeout: float = 60.0,
-    only_unscored: bool = False,
-    rejudge: bool = False,
-    fix: bool = False,
-    price_table: str | os.PathLike | dict | None = None,
-    cost_limit: float | None = None,
-    progress: ProgressFactory | None = None,
-    retry_base_s: float | None = None,
-) -> dict[str, Any]:
-    """Judge every generation of `evaluation_ids` with each judge spec; returns a summary per judge.
-
-    Specs: "keyword", "keyword:PRESET", "openai:MODEL", "hf:PATH". Raises SptError on bad input
-    before anything is written; raises SptError after storing completed judgments (and metrics) when
-    the endpoint becomes unusable (unreachable, rejected key, unknown model).
+    `option_fields` are JudgeOptions fields (`judges=[...], rubric=..., ...`) applied on top
+    of `options`. Raises SptError on bad input before anything is written; raises JudgeRunError
+    (carrying the result) after storing completed judgments (and metrics) when an endpoint becomes
+    unusable (unreachable, rejected key, unknown model), and JudgeInterrupted after SIGTERM/SIGINT
+    once the calls in flight are stored.
     """
-    judges = list(judges or ["keyword"])
+    opts = JudgeOptions.of(options, **option_fields)
     if not evaluation_ids:
         raise SptError("nothing to judge: pass EVAL_ID, --run RUN_ID or --all-pending")
-    if max_connections < 1:
-        raise SptError(f"--max-connections must be at least 1 (got {max_connections})")
-    if max_retries < 0:
-        raise SptError(f"--max-retries must be 0 or more (got {max_retries})")
-    if not timeout or timeout <= 0:
-        raise SptError(f"--timeout must be a positive number of seconds (got {timeout})")
-    if cost_limit is not None and cost_limit < 0:
-        raise SptError(f"--cost-limit must be 0 or more USD (got {cost_limit})")
-    if sum([only_unscored, rejudge, fix]) > 1:
-        raise SptError("--only-unscored, --rejudge and --fix exclude each other; pass one")
-    specs = [parse_judge_spec(j, rubric) for j in judges]
+    opts.validate()
+    specs = [parse_judge_spec(j, opts.rubric) for j in opts.judges]
     seen_ids: set[str] = set()
     specs = [s for s in specs if not (s.id in seen_ids or seen_ids.add(s.id))]
     resolve_evaluations(store, evaluation_ids)  # every id must exist
-    prices = price_table if isinstance(price_table, dict) else load_price_table(price_table)
-    api_key = ""
-    if any(s.backend == "openai" for s in specs) and not fix:
-        api_key = _api_key(base_url, api_key_env)
-        if cost_limit is not None:
-            for s in specs:
-                if s.backend == "openai" and price_for(prices, s.model) is None:
-                    raise SptError(f"--cost-limit needs a price for {s.model}: add it to --price-table "
-                                   "(model: {input: $/1M tokens, output: $/1M tokens})")
+    pt = opts.price_table
+    prices = pt if isinstance(pt, dict) else load_price_table(pt)
+    credentials: dict[str, Any] = {}
+    if not opts.fix:  # --fix makes no calls: it needs no key and spends nothing
+        for s in specs:
+            credentials[s.id] = s.impl.check_credentials(s, opts)
+            if opts.cost_limit is not None and s.impl.unpriced(s, prices):
+                raise SptError(f"--cost-limit needs a price for {s.model}: add it to --price-table "
+                               "(model: {input: $/1M tokens, output: $/1M tokens})")
+
+    from spt.train.signals import StopOnSignal, signal_name
 
     gens = _load_generations(store, evaluation_ids)
-    runner = _Runner(store, base_url=base_url, api_key=api_key, timeout=float(timeout),
-                     max_connections=max_connections,
-                     policy=RetryPolicy(max_retries=max_retries,
-                                        base_s=_retry_base() if retry_base_s is None else retry_base_s),
-                     prices=prices, cost_limit=cost_limit, progress=progress or _no_progress)
-    summary: dict[str, Any] = {"evaluations": list(evaluation_ids), "generations": len(gens), "judges": [],
-                               "stopped": None, "error": None}
-    for spec in specs:
-        _ensure_judge(store, spec)
-        stats = _Stats()
-        current = _current(store, spec.id, [g.id for g in gens], evaluation_ids)
-        writer = _JudgmentWriter(store)
-        todo: list[_Work] = []
-        keys = {g.id: _cache_key(spec, g) for g in gens}
-        reusable = {} if (fix or rejudge) else _reusable(store, spec.id, [k for g, k in keys.items()
-                                                                            if g not in current])
-        with writer:
-            for g in gens:
-                key = keys[g.id]
-                old = current.get(g.id)
-                if fix:
-                    if old is None:
-                        stats.not_judged += 1
-                    elif _fix_one(spec, g, old, writer):
-                        stats.fixed += 1
-                    else:
-                        stats.cached += 1
-                    continue
-                if old is not None:
-                    if rejudge or (only_unscored and old.status != "scored"):
-                        todo.append(_Work(g, key, supersedes=old.id))
-                    else:
-                        stats.cached += 1
-                    continue
-                if only_unscored:
-                    stats.not_judged += 1
-                    continue
-                if key in reusable:
-                    writer.add_judgment(_copy(reusable[key], generation_id=g.id, cost_usd=0.0, attempts=0,
-                                              latency_s=0.0))
-                    stats.cached += 1
-                    continue
-                todo.append(_Work(g, key))
-            if runner.stopped is None:
-                runner.run(spec, todo, stats, writer)
-            stats.not_judged += len(todo) - stats.judged
-        summary["judges"].append(_judge_summary(store, spec, stats, gens, evaluation_ids))
-    summary["stopped"] = runner.stopped
-    summary["cost_usd"] = runner.total_cost
+    result = JudgeResult(evaluations=list(evaluation_ids), generations=len(gens))
+    with StopOnSignal() as signals:  # SIGTERM/SIGINT: no new calls; what is in flight is stored
+        runner = _Runner(opts, prices, progress or _no_progress, lambda: signals.signum)
+        for spec in specs:
+            _ensure_judge(store, spec)
+            stats = _Stats()
+            writer = _JudgmentWriter(store)
+            with writer:
+                todo = _plan(store, spec, gens, evaluation_ids, opts, stats, writer)
+                if runner.stopped is None:
+                    runner.run(spec, todo, stats, writer, credentials.get(spec.id))
+                stats.not_judged += len(todo) - stats.judged
+            result.judges.append(_judge_summary(store, spec, stats, writer.dropped, gens, evaluation_ids))
+        signum = signals.signum
+    result.stopped = runner.stopped
+    result.cost_usd = runner.total_cost
+    kept = sum(j.judged - j.dropped for j in result.judges)  # stored by this run
     if runner.fatal:
-        summary["error"] = runner.fatal
-        kept = sum(j["judged"] for j in summary["judges"])
-        raise JudgeRunError(f"{runner.fatal}; {kept} judgments completed before that are kept", summary)
-    return summary
+        result.error = runner.fatal
+        raise JudgeRunError(f"{runner.fatal}; {kept} judgments completed before that are kept", result)
+    if signum:
+        left = sum(j.not_judged for j in result.judges)
+        result.stopped = "interrupted"
+        result.error = f"interrupted by {signal_name(signum)}"
+        raise JudgeInterrupted(f"interrupted by {signal_name(signum)}: {kept} judgments stored, {left} generations "
+                               "not judged; run the same command again to judge only those", result, signum)
+    return result
+
+
+def _plan(store, spec: JudgeSpec, gens: list[_Gen], evaluation_ids: list[str], opts: JudgeOptions, stats: _Stats,
+          writer: _JudgmentWriter) -> list[_Work]:
+    """The generations to send to the judge; cached ones are counted, copies and fixes written."""
+    current = _current(store, spec.id, evaluation_ids)
+    keys = {g.id: _cache_key(spec, g) for g in gens}
+    fresh = opts.fix or opts.rejudge
+    reusable = {} if fresh else _reusable(store, spec.id, [k for g, k in keys.items() if g not in current])
+    todo: list[_Work] = []
+    for g in gens:
+        key = keys[g.id]
+        old = current.get(g.id)
+        if opts.fix:
+            if old is None:
+                stats.not_judged += 1
+            elif _fix_one(spec, g, old, writer):
+                stats.fixed += 1
+            else:
+                stats.cached += 1
+            continue
+        if old is not None:
+            if opts.rejudge or (opts.only_unscored and old.status != "scored"):
+                todo.append(_Work(g, key, supersedes=old.id))
+            else:
+                stats.cached += 1
+            continue
+        if opts.only_unscored:
+            stats.not_judged += 1
+            continue
+        if key in reusable:
+            writer.add_judgment(_copy(reusable[key], generation_id=g.id, cost_usd=0.0, attempts=0, latency_s=0.0))
+            stats.cached += 1
+            continue
+        todo.append(_Work(g, key))
+    return todo
 
 
 class JudgeRunError(SptError):
-    """The endpoint became unusable mid-run; completed judgments are stored. `.summary` has the counts."""
+    """An endpoint became unusable mid-run; completed judgments are stored. `.result` has the counts."""
 
-    def __init__(self, message: str, summary: dict[str, Any]):
+    def __init__(self, message: str, result: JudgeResult):
         super().__init__(message)
-        self.summary = summary
+        self.result = result
+
+
+class JudgeInterrupted(JudgeRunError):
+    """SIGTERM/SIGINT stopped the run after the calls in flight; every judgment made is stored.
+
+    Exits 128 + the signal number (143 for SIGTERM, 130 for SIGINT), like an interrupted finetune.
+    """
+
+    def __init__(self, message: str, result: JudgeResult, signum: int):
+        super().__init__(message, result)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
 
 
 def _fix_one(spec: JudgeSpec, g: _Gen, old: Judgment, writer: _JudgmentWriter) -> bool:
     """Re-derive the verdict of `old` without a call; store a superseding judgment if it changed."""
-    if spec.backend == "keyword":
-        v = keyword_outcome(spec, g.response).verdict
-    elif old.raw is None or old.reason in TRANSPORT_REASONS:
+    v = spec.impl.reparse(spec, old.raw, old.reason, g.response)
+    if v is None:
         return False
-    elif spec.backend == "hf" and spec.hf_mode == "classifier":
-        from spt.judge.backends import classifier_verdict
-
-        v = classifier_verdict(old.raw)
-    elif old.reason == "judge_refused" and old.raw == "":
+    new = (v.status, v.reason, v.score if v.status == "scored" else None, v.label if v.status == "scored" else None)
+    if new == (old.status, old.reason, old.score, old.label):
         return False
-    else:
-        assert spec.rubric is not None
-        v = spec.rubric.parse(old.raw)
-    new = Verdict(v.status, v.reason, v.score if v.status == "scored" else None,
-                  v.label if v.status == "scored" else None)
-    if (new.status, new.reason, new.score, new.label) == (old.status, old.reason, old.score, old.label):
-        return False
-    writer.add_judgment(_copy(old, status=new.status, reason=new.reason, score=new.score, label=new.label),
-                        supersedes=old.id)
+    writer.add_judgment(_copy(old, status=new[0], reason=new[1], score=new[2], label=new[3]), supersedes=old.id)
     return True
 
 
-def _judge_summary(store, spec: JudgeSpec, stats: _Stats, gens: list[_Gen], evaluation_ids: list[str]):
-    current = _current(store, spec.id, [g.id for g in gens], evaluation_ids)
+def _judge_summary(store, spec: JudgeSpec, stats: _Stats, dropped: int, gens: list[_Gen],
+                   evaluation_ids: list[str]) -> JudgeSummary:
+    current = _current(store, spec.id, evaluation_ids)
     unscored = Counter(j.reason or "unknown" for j in current.values() if j.status != "scored")
-    metrics = []
-    for eid in evaluation_ids:
-        for m in compute_judge_metrics(store, eid, spec.id):
-            if m["category"] == "all":
-                metrics.append({k: m[k] for k in ("evaluation_id", "name", "value", "ci_low", "ci_high", "n",
-                                                  "n_unscored")})
-    return {
-        "judge_id": spec.id, "name": spec.name, "backend": spec.backend, "model": spec.model,
-        "rubric": spec.rubric_name, "rubric_version": spec.rubric_version, "generations": len(gens),
-        "judged": stats.judged, "cached": stats.cached, "fixed": stats.fixed, "not_judged": stats.not_judged,
-        "scored": sum(1 for j in current.values() if j.status == "scored"), "unscored": dict(unscored),
-        "new_unscored": dict(stats.new_unscored), "calls": stats.calls, "retries": stats.retries,
-        "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-        "cost_usd": stats.cost_usd, "priced": not stats.unpriced, "metrics": metrics,
-    }
+    metrics = [JudgeMetric(**{k: m[k] for k in ("evaluation_id", "name", "value", "ci_low", "ci_high", "n",
+                                                "n_unscored")})
+               for eid in evaluation_ids for m in compute_judge_metrics(store, eid, spec.id) if m["category"] == "all"]
+    return JudgeSummary(
+        judge_id=spec.id, name=spec.name, backend=spec.backend, model=spec.model, rubric=spec.rubric_name,
+        rubric_version=spec.rubric_version, generations=len(gens), judged=stats.judged, cached=stats.cached,
+        fixed=stats.fixed, not_judged=stats.not_judged, dropped=dropped,
+        scored=sum(1 for j in current.values() if j.status == "scored"), unscored=dict(unscored),
+        new_unscored=dict(stats.new_unscored), calls=stats.calls, retries=stats.retries,
+        prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, cost_usd=stats.cost_usd,
+        priced=not stats.unpriced, metrics=metrics,
+    )

@@ -76,7 +76,7 @@ def compute_judge_metrics(store, evaluation_id: str, judge_id: str, *, write: bo
     if judge is None:
         raise SptError(f"judge {judge_id} not found")
     rubric = judge.rubric or "refusal"
-    preset = (judge.config or {}).get("preset") if judge.backend == "keyword" else rubric
+    preset = (judge.config or {}).get("preset") or rubric  # keyword judges: their preset(s); others: the rubric
     rows, ev = _rows(store, evaluation_id, judge_id)
     out: list[dict[str, Any]] = []
     for name, labels, value, kind in metric_defs(rubric):
