@@ -245,9 +245,18 @@ def test_cli_bad_inputs(shared_db, args, message):
 
 
 def test_cli_empty_store(db_path):
+    from spt.store import open_store
+
+    open_store(db_path).close()  # a store with no runs yet
     res = cli(db_path, "frontier")
     assert res.exit_code == 2 and "no metrics" in res.output and "evaluate" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_missing_store_is_named_and_not_created(tmp_path):
+    db = tmp_path / "typo.db"
+    res = cli(db, "frontier")
+    assert res.exit_code == 2 and "does not exist" in res.output and not db.exists()
 
 
 def test_cli_metric_nobody_recorded_lists_metrics(store, db_path):

@@ -36,11 +36,11 @@ def _whole(out: str, eid: str) -> None:
         assert cell in out, (cell, out)
 
 
-def test_show_table_measures_instead_of_cutting():
+def test_show_measures_instead_of_cutting():
     t = Table("name", "reason", "value")
     t.add_row("openai:" + MODEL + "/harmfulness", "parse_failure 3, out_of_range 2", "0.123456")
     buf = io.StringIO()
-    _common.show_table(t, out=Console(file=buf, width=80))  # a file, not a terminal
+    _common.show(t, out=Console(file=buf, width=80))  # a file, not a terminal
     assert "openai:" + MODEL + "/harmfulness" in buf.getvalue() and "…" not in buf.getvalue()
     assert max(len(line) for line in buf.getvalue().splitlines()) > 80
 

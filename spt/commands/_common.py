@@ -44,18 +44,6 @@ def get_store(ctx: typer.Context | None, db: Path | None = None, *, create: bool
     return open_store(db_path(ctx, db), create=create)
 
 
-# Piped output is not squeezed into 80 columns: tables keep whole ids and numbers.
-_PIPE_WIDTH = 240
-
-
-def show(renderable: Any) -> None:
-    """Print a table; when piped, wide enough to keep whole ids and numbers."""
-    if console.is_terminal:
-        console.print(renderable)
-    else:
-        Console(width=max(console.width, _PIPE_WIDTH), soft_wrap=True).print(renderable)
-
-
 def add_row(table: Any, *cells: str) -> None:
     """A table row whose text is shown literally (names like "[base]" are not rich markup)."""
     from rich.markup import escape
@@ -111,11 +99,11 @@ def progress(description: str, total: int | None = None, *, quiet: bool = False)
         yield advance
 
 
-def show_table(renderable: Any, *, out: Console | None = None) -> None:
+def show(renderable: Any, *, out: Console | None = None) -> None:
     """Print a table without ever cutting a cell when piped.
 
     On a terminal the table fits the window as usual. Piped or redirected, it is printed as wide as
-    its widest row needs (measured, not a fixed width), so `spt judge | cat` keeps whole names,
+    its widest row needs (measured, not a fixed width), so `spt runs | cat` keeps whole ids, names,
     reasons and numbers at any $COLUMNS.
     """
     import io
@@ -129,3 +117,14 @@ def show_table(renderable: Any, *, out: Console | None = None) -> None:
     probe = Console(width=1_000_000, file=io.StringIO())
     need = Measurement.get(probe, probe.options, renderable).maximum
     Console(width=max(target.width, need), soft_wrap=True, file=target.file).print(renderable)
+
+
+def num(v: Any, spec: str = ".4g", missing: str = "") -> str:
+    """A number for a table cell (`spec`: a format spec such as .3f); `missing` stands for None."""
+    return missing if v is None else format(v, spec)
+
+
+def with_ci(v: Any, lo: Any, hi: Any, spec: str = ".4g", missing: str = "") -> str:
+    """`value [low, high]`, or the value alone when the interval is missing."""
+    s = num(v, spec, missing)
+    return s if lo is None or hi is None else f"{s} [{num(lo, spec)}, {num(hi, spec)}]"

@@ -7,11 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
-
-
-def _num(v: float | None, digits: int = 4) -> str:
-    return "" if v is None else f"{v:.{digits}g}"
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, num, print_json, show
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Is the difference real? Per metric: B − A on the same prompts, paired bootstrap CI, exact McNemar p."""
         from spt.compare import compare
 
-        with get_store(ctx, db) as store:
+        with get_store(ctx, db, create=False) as store:  # read-only: a missing store is an error, not created
             result = compare(store, a, b, setting=setting, preset=preset)
         if json_out:
             print_json(result.to_dict())
@@ -39,10 +35,10 @@ def register(app: typer.Typer) -> None:
                   title=f"B − A on the same prompts (setting {result.setting}: {result.setting_description}; "
                         f"preset {result.preset})", title_justify="left")
         for d in result.differences:
-            ci = "" if d.ci_low is None else f" [{_num(d.ci_low)}, {_num(d.ci_high)}]"
+            ci = "" if d.ci_low is None else f" [{num(d.ci_low)}, {num(d.ci_high)}]"
             mc = "" if d.mcnemar_b is None else f"{d.mcnemar_b}/{d.mcnemar_c}"
-            add_row(t, d.metric, str(d.n) + (f" (-{d.n_dropped})" if d.n_dropped else ""), _num(d.a), _num(d.b),
-                    (_num(d.diff) if d.diff is not None else "") + ci, mc, _num(d.p_value, 3))
+            add_row(t, d.metric, str(d.n) + (f" (-{d.n_dropped})" if d.n_dropped else ""), num(d.a), num(d.b),
+                    (num(d.diff) if d.diff is not None else "") + ci, mc, num(d.p_value, ".3g"))
         show(t)
         for label, side in (("A", result.a), ("B", result.b)):
             seeds = ", ".join("" if s is None else str(s) for s in side["seeds"])

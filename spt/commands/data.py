@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, console, get_store, print_json, show
 
 _BUILTINS = ("builtin:arithmetic", "builtin:sentiment", "builtin:harmor-comply", "harmor")
 
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(r["name"], r["kind"], str(r["n_items"]),
                           " ".join(f"{k}={v}" for k, v in r["splits"].items()), r["id"][:19], r["created_at"][:19])
-        console.print(table)
+        show(table)
         if not rows:
             console.print("no datasets yet: try `spt build-data` or `spt data import`")
 

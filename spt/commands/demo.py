@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, add_row, console, err_console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, add_row, console, err_console, get_store, num, print_json
 
 
 class _DemoDisplay:
@@ -59,14 +59,12 @@ class _DemoDisplay:
                     self.prog.update(self.task, completed=nums[0], total=nums[1], description=stage)
 
 
-def _num(v: Any, fmt: str = ".3f") -> str:
-    return "—" if v is None else format(v, fmt)
 
 
 def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
-    v = _num(r[key], fmt)
+    v = num(r[key], fmt, "—")
     lo, hi = r["intervals"].get(key, (None, None))
-    return v if lo is None or hi is None else f"{v} [{_num(lo, fmt)}, {_num(hi, fmt)}]"
+    return v if lo is None or hi is None else f"{v} [{num(lo, fmt)}, {num(hi, fmt)}]"
 
 
 def render_rows(rows: list[dict[str, Any]]) -> Table:
@@ -75,9 +73,9 @@ def render_rows(rows: list[dict[str, Any]]) -> Table:
     table = Table("model", "λ", "seeds", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
                   "task acc ↑", "runs", title=escape(title), title_justify="left")
     for r in rows:
-        add_row(table, r["model"], _num(r["lam"], "g"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
-                _ci(r, "over_refusal_rate", ".2f"), _num(r["pair_score"], ".2f"), _ci(r, "alignment_loss", ".3f"),
-                _ci(r, "task_loss", ".3f"), _num(r["task_accuracy"], ".2f"),
+        add_row(table, r["model"], num(r["lam"], "g", "—"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
+                _ci(r, "over_refusal_rate", ".2f"), num(r["pair_score"], ".2f", "—"), _ci(r, "alignment_loss", ".3f"),
+                _ci(r, "task_loss", ".3f"), num(r["task_accuracy"], ".2f", "—"),
                 r["configuration"] or " ".join(x[:13] for x in r["runs"]))
     return table
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, num, print_json, show, with_ci
 from spt.errors import SptError
 
 
@@ -24,13 +24,8 @@ def _parse_ref(ref: str) -> tuple[float, float]:
     return vals[0], vals[1]
 
 
-def _num(v: float | None) -> str:
-    return "" if v is None else f"{v:.4g}"
 
 
-def _with_ci(v: float | None, lo: float | None, hi: float | None) -> str:
-    s = _num(v)
-    return s if lo is None or hi is None else f"{s} [{_num(lo)}, {_num(hi)}]"
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +83,7 @@ def register(app: typer.Typer) -> None:
             raise SptError("--json and --export without --out both print to stdout; add --out FILE or drop one")
         if plot is not None:
             plot_format(plot)
-        with get_store(ctx, db) as store:
+        with get_store(ctx, db, create=False) as store:  # read-only: a missing store is an error, not created
             result = compute_frontier(store, x, y, category=category, judge=judge, preset=preset,
                                       where=where or [], group_by=group_by, ref=ref_pt, setting=setting,
                                       per_seed=per_seed)
@@ -128,22 +123,22 @@ def print_frontier(result, all_points: bool = False) -> None:
               f"{xl.name} {xl.arrow} [95% CI]", "n", f"{yl.name} {yl.arrow} [95% CI]", "n",
               *(["frontier"] if all_points else []), title=title, title_justify="left")
     for p in rows:
-        add_row(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), _num(p.lam),
-                _num(p.poison_ratio), p.model or "", ",".join("" if s is None else str(s) for s in p.seeds),
-                _with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
-                _with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
+        add_row(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), num(p.lam),
+                num(p.poison_ratio), p.model or "", ",".join("" if s is None else str(s) for s in p.seeds),
+                with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
+                with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),
                 *(["●" if p.on_frontier else ""] if all_points else []))
     show(t)
     if result.setting:
         console.print(f"evaluation setting {result.setting}: {result.setting_description}", markup=False)
-    ref = ", ".join(_num(v) for v in result.ref) if result.ref else "none"
+    ref = ", ".join(num(v) for v in result.ref) if result.ref else "none"
     console.print(f"reference point ({ref}): {result.ref_source}", markup=False)
     ht = Table("rank", result.group_by, "points", "on its frontier", "hypervolume [95% CI]", "differs from next",
                title=f"hypervolume per {result.group_by} (larger is better)", title_justify="left")
     for g in result.groups:
         nxt = "" if g.distinct_from_next is None else ("yes" if g.distinct_from_next else "not distinguishable")
         add_row(ht, str(g.rank), g.name, str(g.n_points), str(g.n_frontier),
-                _with_ci(g.hypervolume, g.hv_low, g.hv_high), nxt)
+                with_ci(g.hypervolume, g.hv_low, g.hv_high), nxt)
     show(ht)
     msg = f"{len(result.frontier)} of {len(result.points)} {unit} non-dominated"
     if result.excluded:

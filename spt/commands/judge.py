@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,9 +17,10 @@ from spt.commands._common import (
     console,
     err_console,
     get_store,
+    num,
     print_json,
     progress,
-    show_table,
+    show,
 )
 from spt.errors import SptError
 
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
     from spt.judge import JudgeResult
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _render_summary(result: JudgeResult) -> None:
@@ -37,14 +37,14 @@ def _render_summary(result: JudgeResult) -> None:
         unscored = ", ".join(f"{k} {v}" for k, v in sorted(j.unscored.items())) or "0"
         add_row(table, j.name, j.rubric, str(j.judged + j.fixed), str(j.cached), str(j.scored), unscored,
                 str(j.calls), f"{j.tokens:,}", f"{j.cost_usd:.4f}" if j.priced else "-")
-    show_table(table)
+    show(table)
     metrics = Table("judge", "evaluation", "metric", "value", "95% CI", "n", "unscored", title="judge metrics (all)")
     for j in result.judges:
         for m in j.metrics:
-            add_row(metrics, j.name, m.evaluation_id, m.name, _fmt(m.value), f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]",
+            add_row(metrics, j.name, m.evaluation_id, m.name, _f(m.value), f"[{_f(m.ci_low)}, {_f(m.ci_high)}]",
                     str(m.n), str(m.n_unscored))
     if metrics.row_count:
-        show_table(metrics)
+        show(metrics)
     cached = sum(j.cached for j in result.judges)
     if cached:
         console.print(f"{cached} judgments cached (no calls); --rejudge makes new ones, --only-unscored retries "
@@ -71,11 +71,14 @@ def _render_agreement(res: dict) -> None:
     table = Table("judge A", "judge B", "n", "excluded", "agreement", "kappa", "label agr.", "label kappa",
                   title="pairwise agreement on the refusal verdict")
     for p in res["pairs"]:
-        add_row(table, p["a_name"], p["b_name"], str(p["n"]), str(p["n_excluded"]), _fmt(p["percent"]),
-                _fmt(p["kappa"]), _fmt(p.get("label_percent")), _fmt(p.get("label_kappa")))
-    show_table(table)
+        add_row(table, p["a_name"], p["b_name"], str(p["n"]), str(p["n_excluded"]), _f(p["percent"]),
+                _f(p["kappa"]), _f(p.get("label_percent")), _f(p.get("label_kappa")))
+    show(table)
     if not res["pairs"]:
         console.print("fewer than two judges have judged these evaluations; pass several --judge options first")
+
+
+_f = partial(num, spec=".3f", missing="-")  # the judge tables' numbers
 
 
 def _ci(lo: float | None, hi: float | None) -> str:
@@ -97,10 +100,10 @@ def _render_human(res: dict) -> None:
                       "as answers")
         for r in rows:
             a = r["categories"][0]
-            add_row(table, r["candidate"], str(a["n"]), f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}",
-                    f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}", str(a["tp"]), str(a["fn"]), str(a["fp"]),
+            add_row(table, r["candidate"], str(a["n"]), f"{_f(a['accuracy'])} {_ci(*a['accuracy_ci'])}",
+                    f"{_f(a['kappa'])} {_ci(*a['kappa_ci'])}", str(a["tp"]), str(a["fn"]), str(a["fp"]),
                     str(a["tn"]), str(a["n_degenerate"]), str(a["n_unscored"] + r["n_unjudged"]))
-        show_table(table)
+        show(table)
         conf = Table("against", "human", "refusal", "compliance", "degenerate", "unscored",
                      title=f"confusion: {h['name']} class x verdict (all categories)")
         for r in rows:
@@ -110,16 +113,16 @@ def _render_human(res: dict) -> None:
                                                                       ("refusal", "compliance", "degenerate",
                                                                        "unscored")))
             conf.add_section()
-        show_table(conf)
+        show(conf)
         cats = Table("against", "category", "n", "accuracy [95% CI]", "kappa [95% CI]", "tp/fn/fp/tn", "degenerate",
                      title=f"agreement with {h['name']} per category")
         for r in rows:
             for k, a in enumerate(r["categories"][1:]):
                 add_row(cats, r["candidate"] if k == 0 else "", a["category"], str(a["n"]),
-                        f"{_fmt(a['accuracy'])} {_ci(*a['accuracy_ci'])}", f"{_fmt(a['kappa'])} {_ci(*a['kappa_ci'])}",
+                        f"{_f(a['accuracy'])} {_ci(*a['accuracy_ci'])}", f"{_f(a['kappa'])} {_ci(*a['kappa_ci'])}",
                         f"{a['tp']}/{a['fn']}/{a['fp']}/{a['tn']}", str(a["n_degenerate"]))
             cats.add_section()
-        show_table(cats)
+        show(cats)
 
 
 def register(app: typer.Typer) -> None:

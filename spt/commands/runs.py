@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, print_json, show
+from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, num, print_json, show
 from spt.errors import SptError
 
 WhereOption = Annotated[
@@ -24,8 +24,6 @@ _SHORT = {"refusal_rate": "refusal↑", "over_refusal_rate": "over-ref↓", "ali
           "task_loss": "task loss↓", "task_accuracy": "task acc↑"}
 
 
-def _num(v: Any) -> str:
-    return "" if v is None else f"{v:.4g}"
 
 
 def _csv_rows(runs: list[dict[str, Any]]) -> None:
@@ -43,7 +41,7 @@ def _csv_rows(runs: list[dict[str, Any]]) -> None:
 
 
 def _delta(d: dict[str, Any]) -> str:
-    v = _num(d["value"])
+    v = num(d["value"])
     if d.get("delta") is None:
         return v
     return f"{v} ({d['delta']:+.3g})"
@@ -145,10 +143,10 @@ def register(app: typer.Typer) -> None:
                 cells = []
                 for m in KEY_METRICS:
                     v = c["metrics"][m]
-                    cells.append(_num(v["mean"]) + (f" [{_num(v['ci_low'])}, {_num(v['ci_high'])}]"
+                    cells.append(num(v["mean"]) + (f" [{num(v['ci_low'])}, {num(v['ci_high'])}]"
                                                     if v["ci_low"] is not None else ""))
                 add_row(table, c["configuration"], c["kind"], c["model_ref"], c["task"] or "", c["defense"] or "",
-                        _num(c["lam"]), _num(c["poison_ratio"]),
+                        num(c["lam"]), num(c["poison_ratio"]),
                         ",".join("" if x is None else str(x) for x in c["seeds"]), *cells)
             show(table)
             console.print(f"{len(cfgs)} configuration(s); several seeds: mean with a Student t interval across seeds "
@@ -181,9 +179,9 @@ def register(app: typer.Typer) -> None:
                       *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
             add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
-                    _num(r["lam"]), _num(r["poison_ratio"]), _num(r["seed"]),
+                    num(r["lam"]), num(r["poison_ratio"]), num(r["seed"]),
                     r["status"] + (" (stale)" if r.get("stale") else ""),
-                    *[_num(r["metrics"][m]) for m in KEY_METRICS])
+                    *[num(r["metrics"][m]) for m in KEY_METRICS])
         show(table)
         console.print(f"{len(runs)} run(s)" if len(runs) == n_all else
                       f"newest {len(runs)} of {n_all} runs shown; --limit 0 for all, or --csv / --json")
