@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +66,13 @@ def _atomic_build(target: Path, build) -> Path:
     """Build into a temp dir next to `target`, then rename (safe with concurrent builders)."""
     if (target / "config.json").exists():
         return target
+    from spt.tmpfiles import remove_stale, tmp_name
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    remove_stale(target)  # builds that were killed (SIGKILL skips the `finally` below)
+    tmp = tmp_name(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         build(tmp)
         try:
