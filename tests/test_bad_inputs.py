@@ -139,8 +139,14 @@ def test_case_table_is_large_enough():
     assert len(CASES) >= 30
 
 
-@pytest.mark.parametrize("args", [["runs"], ["runs", "show", "abc"], ["runs", "set", "abc", "notes=x"],
-                                  ["runs", "--configurations"]])
+# read-only commands on a store that does not exist: one line, and nothing created
+MISSING_STORE = [["runs"], ["runs", "show", "abc"], ["runs", "set", "abc", "notes=x"], ["runs", "--configurations"],
+                 ["runs", "reap"], ["frontier"],
+                 ["frontier", "--x", "alignment_loss", "--y", "task_accuracy", "--json"],
+                 ["compare", "abc", "def"], ["db", "backup", "copy.db"]]
+
+
+@pytest.mark.parametrize("args", MISSING_STORE)
 def test_read_only_commands_on_a_missing_store_create_nothing(tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["--db", "typo.db", *args])
@@ -189,4 +195,13 @@ if __name__ == "__main__":  # print the table of the note: command | one-line er
             shown = " ".join(a if a and " " not in a else repr(a) for a in args).replace("|", "\\|")
             err = r.output.strip().replace("|", "\\|")
             print(f"| {i} | `spt {shown}` | {r.exit_code} | {err} | {'yes' if _snapshot(folder) == before else 'NO'} |")
+        n = len(CASES)
+        for j, args in enumerate(MISSING_STORE, n + 1):  # read-only commands on a store that does not exist
+            before = _snapshot(folder)
+            r = runner.invoke(app, ["--db", "typo.db", *args])
+            shown = " ".join(args).replace("|", "\\|")
+            err = r.output.strip().replace("|", "\\|")
+            created = (folder / "typo.db").exists() or _snapshot(folder) != before
+            unchanged = "NO" if created else "yes (nothing created)"
+            print(f"| {j} | `spt --db typo.db {shown}` | {r.exit_code} | {err} | {unchanged} |")
     sys.exit(0)

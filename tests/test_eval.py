@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -153,26 +151,86 @@ def test_evaluate_run_fills_then_resumes_without_generating(setup):
 
 
 def test_killed_evaluation_resumes_with_one_generation_per_item(setup):
+    """A real SIGKILL of `spt evaluate` once 12 generations are committed, then a re-run: the row left
+    `running` by the dead process is adopted (its owner's pid is gone), nothing is generated twice."""
+    from kill_helpers import kill_when, query, spt_cmd
+
     db, run = setup["db"], setup["run"]
-    env = {**os.environ, "SPT_TEST_KILL_AFTER": "12"}
-    cmd = [sys.executable, "-c", "from spt.cli import main; main()", "--db", str(db), "evaluate", run,
-           "--dataset", "mini-harmor", "--limit", "40", "--max-new-tokens", "4", "--batch-size", "4"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 137, p.stderr
+    args = ["evaluate", run, "--dataset", "mini-harmor", "--limit", "40", "--max-new-tokens", "24", "--batch-size",
+            "2"]
+    k = kill_when(spt_cmd(db, *args), lambda: (query(db, "SELECT count(*) FROM generation") or 0) >= 12)
+    assert k["killed"] and k["rc"] == -9, k
     c = counts(db)
     assert 12 <= c["Generation"] < 40 and c["Metric"] == 0
     with setup["store"].session() as s:
-        assert s.exec(select(Evaluation)).one().status == "running"
+        ev = s.exec(select(Evaluation)).one()
+        assert ev.status == "running" and ev.lease_owner  # the dead process's lease, left behind
 
-    r = cli(db, "evaluate", run, "--dataset", "mini-harmor", "--limit", "40", "--max-new-tokens", "4",
-            "--batch-size", "4", "--json")
+    r = cli(db, *args, "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["n_reused"] == c["Generation"] and out["n_generated"] == 40 - c["Generation"]
     with setup["store"].session() as s:
         rows = s.exec(select(Generation.item_id, func.count()).group_by(Generation.item_id)).all()
         assert len(rows) == 40 and all(n == 1 for _, n in rows)
-        assert s.exec(select(Evaluation)).one().status == "done"
+        ev = s.exec(select(Evaluation)).one()
+        assert ev.status == "done" and ev.lease_owner is None
+
+
+def test_live_evaluation_lease_is_waited_for_and_an_expired_one_adopted(setup, monkeypatch, capfd):
+    """A second `evaluate` of an identity whose row another live process holds waits (it does not compute
+    the same generations twice); it returns the other's result once done, and adopts the row once the
+    lease expires (the other process went silent)."""
+    import socket
+    import threading
+    import time
+
+    from spt.eval.evaluate import EvaluateConfig, evaluate
+    from spt.store.models import utcnow
+
+    store = setup["store"]
+    cfg = lambda: EvaluateConfig(dataset="mini-harmor", limit=10, max_new_tokens=4)  # noqa: E731
+    first = evaluate(store, setup["run"], cfg())
+    sleeper = subprocess.Popen(["sleep", "60"])  # a live process on this host: the "other worker"
+    try:
+        def hold() -> None:
+            with store.write() as s:
+                ev = s.get(Evaluation, first["evaluation_id"])
+                ev.status, ev.lease_heartbeat = "running", utcnow()
+                ev.lease_owner = f"{socket.gethostname()}:{sleeper.pid}:x"
+                s.add(ev)
+
+        def finish_soon() -> None:
+            time.sleep(0.6)
+            with store.write() as s:
+                ev = s.get(Evaluation, first["evaluation_id"])
+                ev.status, ev.lease_owner, ev.lease_heartbeat = "done", None, None
+                s.add(ev)
+
+        # 1. the other worker finishes while we wait: its result is returned, nothing generated
+        monkeypatch.setenv("SPT_LEASE_TIMEOUT_S", "30")
+        hold()
+        t = threading.Thread(target=finish_soon)
+        t.start()
+        t0 = time.monotonic()
+        got = evaluate(store, setup["run"], cfg())
+        t.join()
+        assert time.monotonic() - t0 >= 0.5 and got["n_generated"] == 0 and got["status"] == "done"
+        assert "is being computed by" in capfd.readouterr().err
+        # 2. the other worker goes silent: after the lease timeout the row is adopted and finished here
+        monkeypatch.setenv("SPT_LEASE_TIMEOUT_S", "1.5")
+        hold()
+        t0 = time.monotonic()
+        got = evaluate(store, setup["run"], cfg())
+        assert time.monotonic() - t0 >= 1.5 and got["evaluation_id"] == first["evaluation_id"]
+        assert got["n_generated"] == 0 and got["n_reused"] == 10 and got["status"] == "done"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with store.session() as s:
+        ev = s.exec(select(Evaluation)).one()
+        assert ev.status == "done" and ev.lease_owner is None
+        assert s.exec(select(func.count()).select_from(Generation)).one() == 10
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_path):

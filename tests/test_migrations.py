@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel, create_engine
 
 from spt.errors import SptError
@@ -159,3 +159,64 @@ def test_direct_create_all_matches_migrations(tmp_path):
         assert [c["name"] for c in a.get_columns(name)] == [c["name"] for c in b.get_columns(name)], name
     direct.dispose()
     migrated.dispose()
+
+
+def test_upgrade_to_0005_resolves_duplicates_then_enforces_one_running_evaluation_and_one_current_judgment(
+        tmp_path):
+    """An old store may hold two running evaluations of one identity and two current judgments of one judge
+    on one generation (older spt had no index). 0005 keeps the newest of each (ids are time-ordered), marks
+    the others failed / superseded by it, and from then on the database refuses new duplicates."""
+    from sqlalchemy.exc import IntegrityError
+
+    from spt.store.ids import new_id
+
+    path = tmp_path / "old.db"
+    engine = _make_engine(path)
+    upgrade_store(engine, "0004_run_leases")
+    ids = sorted(new_id() for _ in range(9))  # time-ordered: a later id is a newer row
+    run, ev_old, ev_mid, ev_new, ev_other, gen, j_old, j_new, j_other = ids
+    judge, item, ds = "sha256:judge", "sha256:item", "sha256:ds"
+    with engine.connect() as conn, conn.begin():
+        x = conn.exec_driver_sql
+        x("INSERT INTO run (id, kind, model_ref, status, created_at, updated_at) VALUES "
+          "(?, 'base', 'm', 'done', 't', 't')", (run,))
+        x("INSERT INTO item (id, prompt, label) VALUES (?, 'p', 'benign')", (item,))
+        for eid, ident, status in ((ev_new, "A", "running"), (ev_old, "A", "running"), (ev_mid, "A", "done"),
+                                   (ev_other, "B", "running")):
+            x("INSERT INTO evaluation (id, run_id, identity, status, created_at) VALUES (?, ?, ?, ?, 't')",
+              (eid, run, ident, status))
+        x("INSERT INTO generation (id, evaluation_id, item_id, prompt, response, created_at) "
+          "VALUES (?, ?, ?, 'p', 'r', 't')", (gen, ev_old, item))
+        x("INSERT INTO judge (id, name, backend, created_at) VALUES (?, 'k', 'keyword', 't')", (judge,))
+        for jid in (j_new, j_old, j_other):  # j_other: judged by the same judge, but already superseded
+            x("INSERT INTO judgment (id, judge_id, generation_id, cache_key, status, superseded_by, created_at) "
+              "VALUES (?, ?, ?, 'c', 'scored', ?, 't')", (jid, judge, gen, "someone" if jid == j_other else None))
+        x("INSERT INTO import_log (id, source_path, source_hash, on_conflict, imported_at) "
+          "VALUES (?, 's', 'h', 'ignore', 'when')", (ds,))
+    engine.dispose()
+
+    with open_store(path) as store:
+        assert store.revision() == HEAD
+        with store.engine.connect() as conn:
+            q = lambda sql: conn.exec_driver_sql(sql).fetchall()  # noqa: E731
+            assert dict(q("SELECT id, status FROM evaluation")) == {
+                ev_old: "failed", ev_mid: "done", ev_new: "running", ev_other: "running"}
+            assert "same identity" in q(f"SELECT error FROM evaluation WHERE id = '{ev_old}'")[0][0]
+            assert dict(q("SELECT id, superseded_by FROM judgment")) == {
+                j_old: j_new, j_new: None, j_other: "someone"}
+            assert q("SELECT finished_at FROM import_log") == [("when",)]  # old imports were finished
+        # the indexes now refuse a second running evaluation / a second current judgment
+        with pytest.raises(IntegrityError), store.write() as s:
+            s.exec(text("INSERT INTO evaluation (id, run_id, identity, status, created_at) "
+                        f"VALUES ('{new_id()}', '{run}', 'A', 'running', 't')"))
+        with pytest.raises(IntegrityError), store.write() as s:
+            s.exec(text("INSERT INTO judgment (id, judge_id, generation_id, cache_key, status, created_at) "
+                        f"VALUES ('{new_id()}', '{judge}', '{gen}', 'c', 'scored', 't')"))
+        with store.write() as s:  # superseding first, then inserting, is allowed
+            newer = new_id()
+            s.exec(text(f"UPDATE judgment SET superseded_by = '{newer}' WHERE id = '{j_new}'"))
+            s.exec(text("INSERT INTO judgment (id, judge_id, generation_id, cache_key, status, created_at) "
+                        f"VALUES ('{newer}', '{judge}', '{gen}', 'c', 'scored', 't')"))
+            # another identity may run alongside, and a done row of identity A may coexist with the running one
+            s.exec(text("INSERT INTO evaluation (id, run_id, identity, status, created_at) "
+                        f"VALUES ('{new_id()}', '{run}', 'A', 'done', 't')"))

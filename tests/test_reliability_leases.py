@@ -146,3 +146,44 @@ def test_concurrent_workers_train_a_configuration_once(tmp_path):
     with open_store(db) as st2, st2.session() as s:
         runs = s.exec(select(Run)).all()
     assert len(runs) == 1 and runs[0].status == "done"
+
+
+def test_stale_evaluations_are_listed_and_reaped_live_ones_kept(store):
+    """Evaluation leases (migration 0005): a running evaluation whose owner process is gone is stale and
+    `reap_evaluations` marks it failed (the next `spt evaluate` resumes from its generations); one whose
+    owner is alive with a fresh heartbeat is left alone; the index allows one running row per identity."""
+    from spt.store.lease import reap_evaluations, stale_evaluations
+    from spt.store.models import Evaluation
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with store.write() as s:
+        run = Run(kind="base", model_ref="m", status="done")
+        s.add(run)
+        s.flush()
+        gone = Evaluation(run_id=run.id, identity="A", status="running",
+                          lease_owner=f"{socket.gethostname()}:{dead.pid}:x", lease_heartbeat=utcnow())
+        live = Evaluation(run_id=run.id, identity="B", status="running", lease_owner=my_owner(),
+                          lease_heartbeat=utcnow())
+        s.add_all([gone, live])
+    assert [e["id"] for e in stale_evaluations(store)] == [gone.id]
+    assert [e["id"] for e in reap_evaluations(store, dry_run=True)] == [gone.id]
+    with store.session() as s:
+        assert s.get(Evaluation, gone.id).status == "running"  # dry run changed nothing
+    assert [e["id"] for e in reap_evaluations(store)] == [gone.id]
+    with store.session() as s:
+        g, li = s.get(Evaluation, gone.id), s.get(Evaluation, live.id)
+        assert g.status == "failed" and "reaped" in g.error and g.lease_owner is None
+        assert li.status == "running" and li.lease_owner == my_owner()
+    with pytest.raises(IntegrityError), store.write() as s:
+        s.add(Evaluation(run_id=run.id, identity="B", status="running"))
+    # the heartbeat renews an evaluation's lease, and only while this process owns it
+    with store.session() as s:
+        before = s.get(Evaluation, live.id).lease_heartbeat
+    Heartbeat(store, live.id, table="evaluation").beat()
+    Heartbeat(store, gone.id, table="evaluation").beat()  # released by the reap: nothing to renew
+    with store.session() as s:
+        assert s.get(Evaluation, live.id).lease_heartbeat > before
+        assert s.get(Evaluation, gone.id).lease_heartbeat is None
+    with pytest.raises(ValueError):
+        Heartbeat(store, live.id, table="judgment")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, num, print_json, show
 
 _STAGE_LABEL = {"generate": "generating", "task": "task answers", "alignment_loss": "alignment loss",
                 "task_loss": "task loss"}
@@ -53,12 +53,10 @@ _ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_l
           "alignment_loss_benign", "task_loss", "task_accuracy")
 
 
-def _fmt(v: Any) -> str:
-    return "" if v is None else f"{v:.3f}"
 
 
 def _render(result: dict) -> None:
-    _print_table(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
+    show(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
                                 f"refusal preset: {result['refusal_preset']}; {_CI}"))
     tps = result.get("tokens_per_s")
     console.print(
@@ -71,21 +69,14 @@ def _render(result: dict) -> None:
     )
 
 
-def _print_table(table: Table) -> None:
-    if console.is_terminal:
-        console.print(table)
-    else:  # piped: do not squeeze the table into 80 columns
-        from rich.console import Console
-
-        Console(width=max(console.width, 160), soft_wrap=True).print(table)
 
 
 def _render_external(result: dict) -> None:
-    _print_table(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (external run "
+    show(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (external run "
                                 f"{result['run_id']}, model {result['model_name']})",
                                 f"keyword preset: {result['refusal_preset']} on the imported responses; {_CI}"))
     if result.get("human_metrics"):
-        _print_table(_metrics_table(result["human_metrics"], "human verdicts (judge `human`, refused = full or "
+        show(_metrics_table(result["human_metrics"], "human verdicts (judge `human`, refused = full or "
                                     "partial refusal)", _CI))
     what = "imported" if result["created"] else "already imported (nothing written)"
     extra = []
@@ -104,6 +95,19 @@ def _render_external(result: dict) -> None:
     )
 
 
+def _render_recomputed(done: list[Any]) -> None:
+    if not done:
+        console.print("no finished evaluation to recompute", highlight=False)
+        return
+    table = Table("evaluation", "run", "metrics", "judge metrics", "changed", "added", "kept as stored",
+                  title="metrics recomputed from stored responses and losses", title_justify="left")
+    for d in done:
+        table.add_row(d.evaluation_id, d.run_id, str(d.n_metrics), str(d.n_judge_metrics),
+                      escape(", ".join(d.changed)) or "-", escape(", ".join(d.added)) or "-",
+                      escape(", ".join(d.kept)) or "-")
+    show(table)
+
+
 def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
     order = list(dict.fromkeys([*_ORDER, *(m["name"] for m in metrics)]))
     cats = sorted({m["category"] for m in metrics}, key=lambda c: (c != "all", c))
@@ -114,8 +118,8 @@ def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
     for c in cats:
         rows = sorted((m for m in metrics if m["category"] == c), key=lambda m: order.index(m["name"]))
         for k, m in enumerate(rows):
-            table.add_row(escape(c) if k == 0 else "", m["name"], _fmt(m["value"]),
-                          f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]" if m["value"] is not None else "",
+            table.add_row(escape(c) if k == 0 else "", m["name"], num(m["value"], ".3f"),
+                          f"[{num(m['ci_low'], '.3f')}, {num(m['ci_high'], '.3f')}]" if m["value"] is not None else "",
                           str(m["n"]), str(m["n_unscored"]), end_section=k == len(rows) - 1)
     return table
 
@@ -179,6 +183,10 @@ def register(app: typer.Typer) -> None:
         dataset_name: Annotated[str | None, typer.Option(
             "--dataset-name", help="Name of the prompts' dataset (default: the file's stem).", show_default=False,
             rich_help_panel=_EXT)] = None,
+        recompute: Annotated[bool, typer.Option(
+            "--recompute-metrics", help="Recompute the metrics of TARGET's finished evaluations (a run or "
+            "evaluation id; all evaluations when omitted) from the stored responses, losses and judgments: no "
+            "model is loaded, nothing is generated.")] = False,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -194,16 +202,31 @@ def register(app: typer.Typer) -> None:
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
                      "--dataset-name": dataset_name}
+        gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
+                     "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
+                     "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
+                     "--batch-size": batch_size != "auto", "--seed": seed != 0}
+        if recompute:
+            bad = [k for k, v in {**gen_flags, "--responses": responses is not None,
+                                  "--refusal-preset": refusal_preset != "spt"}.items() if v]
+            if bad:
+                raise SptError(f"{bad[0]} does not apply to --recompute-metrics (it reuses each evaluation's own "
+                               "settings); drop it")
+            from spt.eval.recompute import recompute_metrics
+
+            with get_store(ctx, db, create=False) as store:
+                done = recompute_metrics(store, [target] if target else None)
+            if json_out:
+                print_json({"evaluations": [d.to_dict() for d in done]})
+            else:
+                _render_recomputed(done)
+            return
         if responses is not None:
             if target is not None:
                 raise SptError(f"pass TARGET (evaluate a model) or --responses FILE (import completions), not both; "
                                f"got TARGET {target!r}")
             if not model_name:
                 raise SptError("--responses needs --model-name NAME (the model that wrote the responses)")
-            gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
-                         "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
-                         "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
-                         "--batch-size": batch_size != "auto", "--seed": seed != 0}
             bad = [k for k, v in gen_flags.items() if v]
             if bad:
                 raise SptError(f"{bad[0]} applies to generating with a model, not to --responses; drop it")

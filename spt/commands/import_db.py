@@ -37,4 +37,6 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         total = sum(c["inserted"] for c in log["counts"].values())
         conflicts = sum(c["conflicting"] for c in log["counts"].values())
-        console.print(f"{total} rows inserted, {conflicts} conflicting ({log['on_conflict']})")
+        console.print(f"{total} rows inserted, {conflicts} conflicting ({log['on_conflict']})"
+                      + ("; resumed an interrupted import of this source" if log.get("resumed") else ""),
+                      markup=False)

@@ -4,7 +4,9 @@ An evaluation is identified by a content hash of what changes its numbers: the w
 content hash, else a fingerprint of the weight files), the dataset and split, the limit, the
 generation settings, the refusal preset and the task. Running the same evaluation again finds the
 row by that identity and only generates what is missing; generations are committed batch by batch,
-so a killed evaluation loses at most the batch in flight. Generations of another evaluation that
+so a killed evaluation loses at most the batch in flight. A running evaluation holds a lease (owner and
+heartbeat, see spt.store.lease): a second process asking for the same identity waits while the lease is
+live and adopts the row once it has expired (the owner was killed). Generations of another evaluation that
 differs only in its refusal preset are copied rather than generated again (generation does not
 depend on the preset).
 
@@ -26,10 +28,10 @@ from spt.errors import SptError
 from spt.eval.refusal import PRESETS, get_preset
 from spt.store import content_id, file_hash, new_id
 from spt.store.engine import Store
+from spt.store.lease import Heartbeat, describe, heartbeat_interval, is_stale, my_owner
 from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Metric, Run, utcnow
 
 EVAL_VERSION = 2  # 2: HarmOR v2 pools, seeded stratified --limit, interval methods
-KILL_ENV = "SPT_TEST_KILL_AFTER"  # tests: os._exit after this many generations committed
 
 ProgressFn = Callable[[str, int, int, int], None]  # (stage, done, total, new_tokens)
 
@@ -336,18 +338,6 @@ def _insert_generations(store: Store, rows: list[dict]) -> int:
     return res.rowcount or 0
 
 
-class _KillSwitch:
-    def __init__(self) -> None:
-        v = os.environ.get(KILL_ENV)
-        self.after = int(v) if v else None
-        self.committed = 0
-
-    def count(self, n: int) -> None:
-        self.committed += n
-        if self.after is not None and self.committed >= self.after:
-            os._exit(137)
-
-
 def _generation_row(evaluation_id: str, item: dict, res: dict) -> dict:
     return {
         "id": new_id(), "evaluation_id": evaluation_id, "item_id": item["id"], "prompt": item["prompt"],
@@ -391,8 +381,7 @@ def _copy_generations(store: Store, evaluation: Evaluation, item_ids: set[str]) 
 
 
 def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, items: list[dict],
-                      config: EvaluateConfig, stage: str, progress: ProgressFn | None,
-                      kill: _KillSwitch, stats: dict) -> int:
+                      config: EvaluateConfig, stage: str, progress: ProgressFn | None, stats: dict) -> int:
     from spt.eval.generate import generate_batched
 
     done = _existing_item_ids(store, evaluation_id)
@@ -415,7 +404,6 @@ def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, it
         n_done += len(batch)
         if progress:
             progress(stage, n_done, total, toks)
-        kill.count(len(rows))
 
     generate_batched(model, tok, [it["prompt"] for it in todo], config.max_new_tokens, config.batch_size,
                      temperature=config.temperature, seed=config.seed, on_batch=on_batch)
@@ -425,6 +413,57 @@ def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, it
 def _generations_by_item(store: Store, evaluation_id: str) -> dict[str, Generation]:
     with store.session() as s:
         return {g.item_id: g for g in s.exec(select(Generation).where(Generation.evaluation_id == evaluation_id))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Claiming the evaluation row (lease)
+
+
+def _claim_evaluation(store: Store, tgt: Target, chat_hash: str | None, identity: str, ds: Dataset,
+                      config: EvaluateConfig, task_name: str | None, preset_name: str,
+                      eval_config: dict) -> tuple[Evaluation, str]:
+    """Find or create the evaluation row of `identity` and take its lease, in one write transaction.
+
+    A finished row is returned as it is. A running row whose lease is live (another process works on it)
+    is waited for, polling at the heartbeat interval, until it finishes or its lease expires; an expired
+    one is adopted. Otherwise the newest failed row is resumed, or a new row is inserted. The unique index
+    on running identities makes this race-free across processes. Returns (row, run id).
+    """
+    import sys
+    import time
+
+    announced = False
+    while True:
+        with store.write() as s:
+            if tgt.run is None:
+                run, ck = _ensure_base_run(s, tgt, chat_hash)
+            else:
+                run, ck = tgt.run, tgt.checkpoint
+            rows = s.exec(select(Evaluation).where(Evaluation.identity == identity).order_by(Evaluation.id)).all()
+            done = [e for e in rows if e.status == "done"]
+            running = [e for e in rows if e.status == "running"]
+            ev = done[0] if done else (running[0] if running else (rows[-1] if rows else None))
+            # A running row without an owner was left by an spt before leases: nobody to wait for.
+            busy = (ev is not None and ev.status == "running" and ev.lease_owner not in (None, my_owner())
+                    and not is_stale(ev.lease_owner, ev.lease_heartbeat, ev.created_at))
+            if not busy:
+                if ev is None:
+                    ev = Evaluation(run_id=run.id, checkpoint_id=ck.id if ck else None, dataset_id=ds.id,
+                                    split=config.split, task=task_name, identity=identity, refusal_preset=preset_name,
+                                    config=eval_config, status="running")
+                if ev.status != "done":  # new, resumed or adopted; a finished evaluation stays finished
+                    ev.status, ev.error = "running", None
+                    ev.lease_owner, ev.lease_heartbeat = my_owner(), utcnow()
+                    s.add(ev)
+                s.flush()
+                return Evaluation.model_validate(ev.model_dump()), run.id
+            who = describe(ev.lease_owner, ev.lease_heartbeat, ev.created_at)
+        if not announced:
+            sys.stderr.write(f"spt: evaluation {ev.id} is being computed by {who}; waiting for it "
+                             "(adopted if its lease expires)\n")
+            sys.stderr.flush()
+            announced = True
+        time.sleep(heartbeat_interval())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,6 +487,7 @@ def _write_metrics(store: Store, evaluation: Evaluation, metrics: list[dict], me
         ev.status = "done"
         ev.error = None
         ev.finished_at = utcnow()
+        ev.lease_owner = ev.lease_heartbeat = None  # the lease ends with the work
         s.add(ev)
 
 
@@ -513,7 +553,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
 
     # 3. A finished evaluation with this identity: nothing to compute.
     with store.session() as s:
-        existing = s.exec(select(Evaluation).where(Evaluation.identity == identity).order_by(Evaluation.id)).first()
+        existing = s.exec(select(Evaluation).where(Evaluation.identity == identity, Evaluation.status == "done")
+                          .order_by(Evaluation.id)).first()
     if existing is not None and existing.status == "done" and tgt.run is not None:
         n = len(_existing_item_ids(store, existing.id))
         return _result(existing, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
@@ -530,54 +571,40 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
     eval_config = {**asdict(config), "generation_identity": generation_identity, "identity_fields": base_ident,
                    "preset": preset.describe(), "chat_template_hash": chat_hash, "device": str(model.device),
                    "target": target}
-    with store.write() as s:
-        if tgt.run is None:
-            run, ck = _ensure_base_run(s, tgt, chat_hash)
-        else:
-            run, ck = tgt.run, tgt.checkpoint
-        ev = s.exec(select(Evaluation).where(Evaluation.identity == identity).order_by(Evaluation.id)).first()
-        if ev is None:
-            ev = Evaluation(run_id=run.id, checkpoint_id=ck.id if ck else None, dataset_id=ds.id, split=config.split,
-                            task=task_name, identity=identity, refusal_preset=preset.name, config=eval_config,
-                            status="running")
-            s.add(ev)
-        elif ev.status != "done":  # resuming; a finished evaluation stays finished
-            ev.status = "running"
-            s.add(ev)
-        s.flush()
-        evaluation = Evaluation.model_validate(ev.model_dump())
-        run_id = run.id
-    if existing is not None and existing.status == "done":  # base model run found only now
+    evaluation, run_id = _claim_evaluation(store, tgt, chat_hash, identity, ds, config, task_name, preset.name,
+                                           eval_config)
+    if evaluation.status == "done":  # finished meanwhile (another process), or found only now (base model)
         n = len(_existing_item_ids(store, evaluation.id))
         return _result(evaluation, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
                        stored_metrics(store, evaluation.id))
 
     stats = {"new_tokens": 0, "gen_seconds": 0.0}
-    kill = _KillSwitch()
     all_items = items + task_items
     before = _existing_item_ids(store, evaluation.id)
     n_reused = len(before & {it["id"] for it in all_items})
     try:
-        n_copied = 0
-        n_generated = 0
-        if config.generate:
-            n_copied = _copy_generations(store, evaluation, {it["id"] for it in all_items} - before)
-            n_generated += _generate_missing(store, model, tok, evaluation.id, items, config, "generate",
-                                             progress, kill, stats)
-            if task_items:
-                n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config, "task",
-                                                 progress, kill, stats)
-        metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
-                                   preset.name, progress)
-        meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
-                "preset_version": preset.version, "identity": identity}
-        _write_metrics(store, evaluation, metrics, meta)
+        with Heartbeat(store, evaluation.id, table="evaluation"):
+            n_copied = 0
+            n_generated = 0
+            if config.generate:
+                n_copied = _copy_generations(store, evaluation, {it["id"] for it in all_items} - before)
+                n_generated += _generate_missing(store, model, tok, evaluation.id, items, config, "generate",
+                                                 progress, stats)
+                if task_items:
+                    n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config, "task",
+                                                     progress, stats)
+            metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
+                                       preset.name, progress)
+            meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
+                    "preset_version": preset.version, "identity": identity}
+            _write_metrics(store, evaluation, metrics, meta)
     except BaseException as e:
         with store.write() as s:
             ev = s.get(Evaluation, evaluation.id)
-            if ev is not None:
+            if ev is not None and ev.status == "running" and ev.lease_owner == my_owner():
                 ev.status = "failed"
                 ev.error = (type(e).__name__ + ": " + str(e)).splitlines()[0][:500] if str(e) else type(e).__name__
+                ev.lease_owner = ev.lease_heartbeat = None
                 s.add(ev)
         raise
     with store.session() as s:
@@ -633,12 +660,15 @@ def _store_item_losses(store: Store, evaluation_id: str, recs: list[dict]) -> No
     """Keep each item's loss on its generation row (`meta.loss`), for paired comparisons (`spt compare`)."""
     from sqlalchemy import text
 
-    rows = [{"e": evaluation_id, "i": r["id"], "loss": float(r["loss"])} for r in recs if r.get("loss") is not None]
+    # repr(): all 17 digits (json_set would print a REAL with 15), so metrics recomputed from the stored
+    # losses (`spt evaluate --recompute-metrics`) equal the ones computed here, to the last bit
+    rows = [{"e": evaluation_id, "i": r["id"], "loss": repr(float(r["loss"]))} for r in recs
+            if r.get("loss") is not None]
     if not rows:
         return
     with store.write() as s:
         s.connection().execute(text(
-            "UPDATE generation SET meta = json_set(COALESCE(meta, '{}'), '$.loss', :loss) "
+            "UPDATE generation SET meta = json_set(COALESCE(meta, '{}'), '$.loss', json(:loss)) "
             "WHERE evaluation_id = :e AND item_id = :i"), rows)
 
 

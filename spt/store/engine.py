@@ -44,13 +44,38 @@ def readonly_uri(path: str | Path) -> str:
     return Path(path).absolute().as_uri() + "?mode=ro"
 
 
+def _needs_recovery(e: BaseException) -> bool:
+    """A read-only connection refused a WAL store left by a killed process: its wal-index needs rebuilding,
+    which only a writable connection may do (SQLITE_READONLY_RECOVERY and friends)."""
+    return "readonly" in str(e).lower()
+
+
+def connect_readonly(path: str | Path, timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection that only reads `path`: read-only, unless the store was left by a killed process and
+    needs WAL recovery first, in which case a writable connection does the recovery (no content changes)."""
+    con = sqlite3.connect(readonly_uri(path), uri=True, timeout=timeout)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError as e:
+        if not _needs_recovery(e):
+            con.close()
+            raise
+    con.close()
+    con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True, timeout=timeout)
+    con.execute("PRAGMA query_only=ON")
+    return con
+
+
 def read_revision(path: str | Path) -> str | None:
     """The store's schema revision, None for an empty database; raises NotAStoreError otherwise."""
     path = Path(path)
     try:
-        con = sqlite3.connect(readonly_uri(path), uri=True)
-    except sqlite3.Error as e:
+        con = connect_readonly(path)
+    except sqlite3.OperationalError as e:
         raise NotAStoreError(f"{path} cannot be opened as SQLite ({e})") from None
+    except sqlite3.Error as e:
+        raise NotAStoreError(f"{path} is not a SQLite database ({e}); pass an spt store (.db)") from None
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:

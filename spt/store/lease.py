@@ -1,4 +1,5 @@
-"""Leases on running runs: who works on a row (host, pid, start time) and a heartbeat renewed meanwhile.
+"""Leases on running runs and evaluations: who works on a row (host, pid, start time) and a heartbeat
+renewed meanwhile.
 
 A `running` run holds a lease: `run.lease_owner` = "HOST:PID:START" and `run.lease_heartbeat`, an
 ISO time renewed every `heartbeat_interval()` seconds by a background thread while the process trains.
@@ -6,7 +7,9 @@ A lease is *stale* when its heartbeat is older than the lease timeout ($SPT_LEAS
 300 s), or at once when its owner is a process on this host that no longer exists. `--resume` and
 sweeps adopt only runs whose lease is stale; `spt runs` marks stale rows and `spt runs reap` sets them
 `interrupted`. A unique index (migration 0004) allows one `running` row per identity, so two planners
-racing on the same settings end with one row.
+racing on the same settings end with one row. Evaluations work the same way (migration 0005: one
+`running` evaluation per identity, `evaluation.lease_owner` / `lease_heartbeat`): a second `spt evaluate`
+of the same identity waits for a live lease and adopts an expired one.
 """
 
 from __future__ import annotations
@@ -97,11 +100,17 @@ def describe(owner: str | None, heartbeat: str | None, updated_at: str | None = 
     return f"{host} pid {pid}" + (f", heartbeat {age:.0f} s ago" if age is not None else "")
 
 
-class Heartbeat:
-    """Renews `run.lease_heartbeat` in the background while this process owns the run."""
+LEASED_TABLES = ("run", "evaluation")
 
-    def __init__(self, store: Any, run_id: str, owner: str | None = None, interval: float | None = None):
-        self.store, self.run_id = store, run_id
+
+class Heartbeat:
+    """Renews `<table>.lease_heartbeat` (a run, or an evaluation) in the background while this process owns it."""
+
+    def __init__(self, store: Any, run_id: str, owner: str | None = None, interval: float | None = None,
+                 table: str = "run"):
+        if table not in LEASED_TABLES:
+            raise ValueError(f"no lease on table {table!r}")
+        self.store, self.run_id, self.table = store, run_id, table
         self.owner = owner or my_owner()
         self.interval = interval if interval is not None else heartbeat_interval()
         self._stop = threading.Event()
@@ -114,7 +123,7 @@ class Heartbeat:
         from spt.store.models import utcnow
 
         with self.store.write() as s:
-            s.execute(text("UPDATE run SET lease_heartbeat = :t WHERE id = :i AND lease_owner = :o"),
+            s.execute(text(f"UPDATE {self.table} SET lease_heartbeat = :t WHERE id = :i AND lease_owner = :o"),
                       {"t": utcnow(), "i": self.run_id, "o": self.owner})
         self.beats += 1
 
@@ -166,4 +175,40 @@ def reap(store: Any, timeout: float | None = None, dry_run: bool = False) -> lis
             r.updated_at = utcnow()
             s.add(r)
             reaped.append(next(f for f in found if f["id"] == r.id))
+    return reaped
+
+
+def stale_evaluations(store: Any, timeout: float | None = None) -> list[dict[str, Any]]:
+    """Running evaluations whose lease has expired (their process is gone or silent)."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, identity, lease_owner, lease_heartbeat, created_at FROM evaluation "
+                                 "WHERE status = 'running' ORDER BY id")).all()
+    return [{"id": r[0], "identity": r[1], "owner": r[2], "heartbeat": r[3], "updated_at": r[4],
+             "age_s": lease_age(r[3], r[4])}
+            for r in rows if is_stale(r[2], r[3], r[4], timeout)]
+
+
+def reap_evaluations(store: Any, timeout: float | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Mark running evaluations with an expired lease `failed` (the next `spt evaluate` of the same identity
+    resumes from their committed generations); returns them."""
+    from sqlmodel import select
+
+    from spt.store.models import Evaluation
+
+    timeout = lease_timeout(timeout)
+    found = stale_evaluations(store, timeout)
+    if dry_run or not found:
+        return found
+    reaped = []
+    with store.write() as s:
+        for e in s.exec(select(Evaluation).where(Evaluation.id.in_([f["id"] for f in found]))).all():  # type: ignore[attr-defined]
+            if e.status != "running" or not is_stale(e.lease_owner, e.lease_heartbeat, e.created_at, timeout):
+                continue
+            e.status = "failed"
+            e.error = f"lease expired ({describe(e.lease_owner, e.lease_heartbeat, e.created_at)}); reaped"
+            e.lease_owner = e.lease_heartbeat = None
+            s.add(e)
+            reaped.append(next(f for f in found if f["id"] == e.id))
     return reaped

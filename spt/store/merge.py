@@ -1,12 +1,20 @@
 """`spt import`: merge another spt store into this one, keeping ids and recording provenance.
 
 The source is copied (SQLite backup API, consistent even while it is written), the copy is
-migrated to this spt's schema, and every table is merged inside one write transaction with plain
-SQL, so a million-row store imports in seconds. Rows are matched by primary key:
+migrated to this spt's schema, and every table is merged with plain SQL. Rows are matched by primary key:
 - absent in the target: inserted;
 - present with identical content (creation times aside): skipped;
 - present with different content: a conflict, kept (`ignore`) or overwritten (`replace`).
-Any refusal happens before the target is touched.
+Any refusal (not a store, newer schema, rows referencing rows that exist in neither store) happens before
+the target is touched.
+
+The merge commits in chunks of source rows (`$SPT_IMPORT_CHUNK_ROWS`, default 20 000; a table that refers
+to itself, `run`, goes in one statement so a child may precede its parent), each chunk one short immediate
+transaction, so other writers (a training run's logger, a sweep worker) get the lock between chunks
+instead of waiting minutes. Each chunk also advances the import's `import_log` row (per-table counts and
+a cursor, `progress`) in the same transaction, so a killed import is resumed by the next import of the
+same source into the same store: it continues after the last committed chunk and ends with the same rows
+and the same counts as an uninterrupted import. `finished_at` is set when the last chunk is in.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import NotAStoreError, SptError
-from spt.store.engine import BUSY_TIMEOUT_MS, check_revision, open_store, read_revision, readonly_uri
+from spt.store.engine import BUSY_TIMEOUT_MS, check_revision, connect_readonly, open_store, read_revision
 from spt.store.ids import file_hash, new_id
 from spt.store.models import TABLES, utcnow
 
 ON_CONFLICT = ("ignore", "replace")
-BULK_ROWS = 10_000  # from this many source rows into an empty table, indexes are rebuilt after the insert
+CHUNK_ENV = "SPT_IMPORT_CHUNK_ROWS"
+DEFAULT_CHUNK_ROWS = 20_000
 # Not content: the same judge, dataset or metric recorded on two machines has the same content id
 # but a different creation time, and is the same row, not a conflict.
 NOT_COMPARED = frozenset({"created_at"})
@@ -51,7 +60,7 @@ def _validate_source(source: Path, target: Path) -> str:
 
 
 def _copy_consistent(source: Path, dest: Path) -> None:
-    src = sqlite3.connect(readonly_uri(source), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    src = connect_readonly(source, timeout=BUSY_TIMEOUT_MS / 1000)
     dst = sqlite3.connect(dest)
     try:
         src.backup(dst)
@@ -73,8 +82,21 @@ def clean_import_leftovers(tmp_root: Path | str | None = None) -> list[str]:
     return removed
 
 
+def chunk_rows() -> int:
+    """Source rows per committed chunk: $SPT_IMPORT_CHUNK_ROWS, else 20 000."""
+    raw = os.environ.get(CHUNK_ENV)
+    if raw is None:
+        return DEFAULT_CHUNK_ROWS
+    if not raw.isdigit() or int(raw) < 1:
+        raise SptError(f"{CHUNK_ENV}={raw!r} must be a positive whole number of rows")
+    return int(raw)
+
+
 def import_store(target: Path | str, source: Path | str, on_conflict: str = "ignore") -> dict[str, Any]:
-    """Merge the store at `source` into the store at `target`; returns per-table counts."""
+    """Merge the store at `source` into the store at `target`; returns the import_log entry with counts.
+
+    Resumes an unfinished import of the same source (same path and content hash) into this target.
+    """
     if on_conflict not in ON_CONFLICT:
         raise SptError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
     source, target = Path(source).expanduser(), Path(target).expanduser()
@@ -93,40 +115,134 @@ def import_store(target: Path | str, source: Path | str, on_conflict: str = "ign
             "id": new_id(), "source_path": str(source.resolve()), "source_hash": source_hash,
             "source_schema": revision, "on_conflict": on_conflict, "counts": {}, "imported_at": utcnow(),
         }
-        log["counts"] = _merge(target, copy, on_conflict, log)
-        return log
+        return _merge(target, copy, on_conflict, log)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any]) -> dict[str, dict[str, int]]:
+def _connect(target: Path) -> sqlite3.Connection:
     con = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    counts: dict[str, dict[str, int]] = {}
-    try:
-        con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        con.execute("PRAGMA foreign_keys=ON")
-        con.execute("ATTACH DATABASE ? AS src", (str(copy),))
-        con.execute("BEGIN IMMEDIATE")
+    con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    con.execute("PRAGMA foreign_keys=ON")
+    return con
+
+
+def _begin(con: sqlite3.Connection, target: Path) -> None:
+    """BEGIN IMMEDIATE, waiting out long foreign transactions like `Store.write` does (bounded, reported)."""
+    import random
+    import sys
+    import time
+
+    from spt.store.engine import WRITE_WAIT_ENV, _is_locked, write_wait_s
+
+    t0, limit, attempt = time.monotonic(), write_wait_s(), 0
+    while True:
         try:
-            for model in TABLES:
-                counts[model.__tablename__] = _merge_table(con, model, on_conflict)
-            _record(con, {**log, "counts": counts})
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:  # some errors (disk full, I/O) already rolled back
-                con.execute("ROLLBACK")
-            raise
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            waited = time.monotonic() - t0
+            if not _is_locked(e):
+                raise
+            if waited >= limit:
+                raise SptError(f"{target} stayed locked by another writer for {waited:.0f} s "
+                               f"(limit {WRITE_WAIT_ENV}={limit:g}); re-run the import to resume it") from None
+            attempt += 1
+            sys.stderr.write(f"spt: {target} is locked by another writer; waited {waited:.0f} s, retrying\n")
+            time.sleep(min(limit - waited, min(5.0, 0.1 * 2 ** attempt) * (0.5 + random.random())))
+
+
+def _commit_chunk(con: sqlite3.Connection, target: Path, work: Any) -> Any:
+    _begin(con, target)
+    try:
+        out = work()
+        con.execute("COMMIT")
+        return out
+    except BaseException:
+        if con.in_transaction:  # some errors (disk full, I/O) already rolled back
+            con.execute("ROLLBACK")
+        raise
+
+
+def _unfinished(con: sqlite3.Connection, log: dict[str, Any], into: str) -> dict[str, Any] | None:
+    """The newest unfinished import of this very source into this very target (a killed one), if any."""
+    for row in con.execute(
+            "SELECT id, imported_at, counts, progress FROM main.import_log WHERE finished_at IS NULL "
+            "AND source_path = ? AND source_hash = ? AND on_conflict = ? ORDER BY id DESC",
+            (log["source_path"], log["source_hash"], log["on_conflict"])):
+        progress = json.loads(row[3]) if row[3] else {}
+        if progress.get("into") == into:
+            return {"id": row[0], "imported_at": row[1], "counts": json.loads(row[2]) if row[2] else {},
+                    "progress": progress}
+    return None
+
+
+def _check_references(con: sqlite3.Connection) -> None:
+    """Refuse, before anything is written, source rows whose parent row is in neither store."""
+    for model in TABLES:
+        table = model.__table__
+        for fk in table.foreign_keys:
+            col, parent, pcol = fk.parent.name, fk.column.table.name, fk.column.name
+            bad = con.execute(
+                f'SELECT s."{col}" FROM src."{table.name}" s WHERE s."{col}" IS NOT NULL '
+                f'AND NOT EXISTS (SELECT 1 FROM src."{parent}" p WHERE p."{pcol}" = s."{col}") '
+                f'AND NOT EXISTS (SELECT 1 FROM main."{parent}" p WHERE p."{pcol}" = s."{col}") LIMIT 1'
+            ).fetchone()
+            if bad is not None:
+                raise SptError(f"import failed, target unchanged: inconsistent source rows ({table.name}.{col} "
+                               f"{bad[0]!r} refers to no {parent} row in either store)")
+
+
+def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any]) -> dict[str, Any]:
+    con = _connect(target)
+    into = str(target.resolve())
+    size = chunk_rows()
+    try:
+        con.execute("ATTACH DATABASE ? AS src", (str(copy),))
+        resumed = _unfinished(con, log, into)
+        if resumed is not None:
+            log = {**log, "id": resumed["id"], "imported_at": resumed["imported_at"], "counts": resumed["counts"]}
+            progress = resumed["progress"]
+        else:
+            _check_references(con)
+            progress = {"into": into, "tables": {}}
+
+            def start() -> None:
+                con.execute(
+                    "INSERT INTO main.import_log (id, source_path, source_hash, source_schema, on_conflict, counts, "
+                    "imported_at, finished_at, progress) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                    (log["id"], log["source_path"], log["source_hash"], log["source_schema"], log["on_conflict"],
+                     json.dumps({}), log["imported_at"], json.dumps(progress)))
+            _commit_chunk(con, target, start)
+        counts: dict[str, dict[str, int]] = log["counts"]
+        for model in TABLES:
+            _merge_table(con, target, model, on_conflict, size, log["id"], counts, progress)
+
+        def finish() -> None:
+            con.execute("UPDATE main.import_log SET counts = ?, finished_at = ?, progress = NULL WHERE id = ?",
+                        (json.dumps(counts), utcnow(), log["id"]))
+        _commit_chunk(con, target, finish)
         con.execute("DETACH DATABASE src")
     except sqlite3.IntegrityError as e:
-        raise SptError(f"import failed, target unchanged: inconsistent source rows ({e})") from None
+        raise SptError(f"import stopped: inconsistent source rows ({e}); the chunks merged so far are complete "
+                       "and consistent, fix the source and import again") from None
     finally:
         con.close()
-    return counts
+    return {**log, "counts": counts, "resumed": resumed is not None}
 
 
-def _merge_table(con: sqlite3.Connection, model: Any, on_conflict: str) -> dict[str, int]:
+ZERO = {"source": 0, "inserted": 0, "skipped": 0, "conflicting": 0, "replaced": 0}
+
+
+def _merge_table(con: sqlite3.Connection, target: Path, model: Any, on_conflict: str, size: int, log_id: str,
+                 counts: dict[str, dict[str, int]], progress: dict[str, Any]) -> None:
+    """Merge one table chunk by chunk (source rowid ranges), each chunk with its counts and cursor committed."""
     table = model.__table__
     name = table.name
+    done = progress["tables"].get(name)
+    if done == "done":
+        return
+    counts.setdefault(name, dict(ZERO))
     cols = [c.name for c in table.columns]
     pks = [c.name for c in table.primary_key.columns]
     q = lambda c: f'"{c}"'  # noqa: E731
@@ -134,50 +250,61 @@ def _merge_table(con: sqlite3.Connection, model: Any, on_conflict: str) -> dict[
     match = " AND ".join(f"m.{q(c)} = s.{q(c)}" for c in pks)
     compared = [c for c in cols if c not in pks and c not in NOT_COMPARED]
     differs = " OR ".join(f"m.{q(c)} IS NOT s.{q(c)}" for c in compared) or "0"
+    self_ref = any(fk.column.table.name == name for fk in table.foreign_keys)
+    last = int(done) if done is not None else None
+    rng = "s.rowid > ? AND s.rowid <= ?"
 
-    total = con.execute(f'SELECT count(*) FROM src."{name}"').fetchone()[0]
-    if total == 0:
-        return {"source": 0, "inserted": 0, "skipped": 0, "conflicting": 0, "replaced": 0}
-    conflicting = con.execute(
-        f'SELECT count(*) FROM src."{name}" s JOIN main."{name}" m ON {match} WHERE {differs}'
-    ).fetchone()[0]
-    existing = con.execute(f'SELECT count(*) FROM src."{name}" s JOIN main."{name}" m ON {match}').fetchone()[0]
-    new = total - existing
-    # Bulk load into an empty table: build its secondary indexes once afterwards (a sort) instead of
-    # updating them row by row (random b-tree inserts for hash-keyed indexes). Same transaction.
-    deferred: list[str] = []
-    if total >= BULK_ROWS and con.execute(f'SELECT 1 FROM main."{name}" LIMIT 1').fetchone() is None:
-        deferred = [r[0] for r in con.execute(
-            "SELECT sql FROM main.sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (name,))]
-        for (index,) in con.execute(
-                "SELECT name FROM main.sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
-                (name,)).fetchall():
-            con.execute(f'DROP INDEX main."{index}"')
-    cur = con.execute(
-        f'INSERT OR IGNORE INTO main."{name}" ({collist}) SELECT {collist} FROM src."{name}" s '
-        f'WHERE NOT EXISTS (SELECT 1 FROM main."{name}" m WHERE {match})'
-    )
-    inserted = cur.rowcount
-    for sql in deferred:
-        con.execute(sql)
-    blocked = new - inserted  # new ids that collide with a unique constraint: conflicts too
-    replaced = 0
-    if on_conflict == "replace" and conflicting:
-        sets = ", ".join(f"{q(c)} = s.{q(c)}" for c in cols if c not in pks)
-        where = " AND ".join(f'main."{name}".{q(c)} = s.{q(c)}' for c in pks)
-        differs_u = " OR ".join(f'main."{name}".{q(c)} IS NOT s.{q(c)}' for c in compared) or "0"
-        cur = con.execute(f'UPDATE main."{name}" SET {sets} FROM src."{name}" s WHERE {where} AND ({differs_u})')
-        replaced = cur.rowcount
-    return {
-        "source": total, "inserted": inserted, "skipped": existing - conflicting,
-        "conflicting": conflicting + blocked, "replaced": replaced,
-    }
+    while True:
+        lo = last if last is not None else -(2 ** 63)
+        if self_ref:  # one statement: a child row may precede its parent (checked at its end)
+            hi_row = con.execute(f'SELECT max(rowid) FROM src."{name}" WHERE rowid > ?', (lo,)).fetchone()
+        else:
+            hi_row = con.execute(f'SELECT rowid FROM src."{name}" WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?',
+                                 (lo, size - 1)).fetchone()
+            if hi_row is None:
+                hi_row = con.execute(f'SELECT max(rowid) FROM src."{name}" WHERE rowid > ?', (lo,)).fetchone()
+        hi = hi_row[0] if hi_row else None
+        if hi is None:  # nothing (left) to merge
+            def close_table() -> None:
+                progress["tables"][name] = "done"
+                con.execute("UPDATE main.import_log SET counts = ?, progress = ? WHERE id = ?",
+                            (json.dumps(counts), json.dumps(progress), log_id))
+            _commit_chunk(con, target, close_table)
+            return
 
-
-def _record(con: sqlite3.Connection, log: dict[str, Any]) -> None:
-    con.execute(
-        "INSERT INTO main.import_log (id, source_path, source_hash, source_schema, on_conflict, counts, "
-        "imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (log["id"], log["source_path"], log["source_hash"], log["source_schema"], log["on_conflict"],
-         json.dumps(log["counts"]), log["imported_at"]),
-    )
+        def chunk(lo: int = lo, hi: int = hi) -> None:
+            c = counts[name]
+            total = con.execute(f'SELECT count(*) FROM src."{name}" s WHERE {rng}', (lo, hi)).fetchone()[0]
+            existing, conflicting = con.execute(
+                f'SELECT count(*), coalesce(sum({differs}), 0) FROM src."{name}" s JOIN main."{name}" m ON {match} '
+                f'WHERE {rng}', (lo, hi)).fetchone()
+            cur = con.execute(
+                f'INSERT OR IGNORE INTO main."{name}" ({collist}) SELECT {collist} FROM src."{name}" s '
+                f'WHERE {rng} AND NOT EXISTS (SELECT 1 FROM main."{name}" m WHERE {match}) ORDER BY s.rowid',
+                (lo, hi))
+            inserted = cur.rowcount
+            blocked = (total - existing) - inserted  # new ids that collide with a unique index: conflicts too
+            replaced = 0
+            if on_conflict == "replace" and conflicting:
+                sets = ", ".join(f"{q(col)} = s.{q(col)}" for col in cols if col not in pks)
+                where = " AND ".join(f'main."{name}".{q(col)} = s.{q(col)}' for col in pks)
+                differs_u = " OR ".join(f'main."{name}".{q(col)} IS NOT s.{q(col)}' for col in compared) or "0"
+                cur = con.execute(f'UPDATE main."{name}" SET {sets} FROM src."{name}" s WHERE {where} '
+                                  f'AND ({differs_u}) AND {rng}', (lo, hi))
+                replaced = cur.rowcount
+            c["source"] += total
+            c["inserted"] += inserted
+            c["skipped"] += existing - conflicting
+            c["conflicting"] += conflicting + blocked
+            c["replaced"] += replaced
+            progress["tables"][name] = hi
+            con.execute("UPDATE main.import_log SET counts = ?, progress = ? WHERE id = ?",
+                        (json.dumps(counts), json.dumps(progress), log_id))
+        before = json.loads(json.dumps(counts[name]))
+        try:
+            _commit_chunk(con, target, chunk)
+        except BaseException:
+            counts[name] = before  # the chunk rolled back: so do its counts
+            progress["tables"][name] = last
+            raise
+        last = hi

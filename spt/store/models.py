@@ -124,6 +124,10 @@ class TrainLog(SQLModel, table=True):
 class Evaluation(SQLModel, table=True):
     """Generations and losses of one model state on one dataset split under one configuration."""
 
+    # One `running` row per identity (migration 0005): two processes starting the same evaluation end
+    # with one row; the second waits for, or adopts, the first's work (see spt.store.lease).
+    __table_args__ = (Index("ux_evaluation_identity_running", "identity", unique=True,
+                            sqlite_where=text("status = 'running'")),)
     id: str = Field(default_factory=new_id, primary_key=True)
     run_id: str = Field(foreign_key="run.id", index=True)
     checkpoint_id: str | None = Field(default=None, foreign_key="checkpoint.id")
@@ -137,6 +141,9 @@ class Evaluation(SQLModel, table=True):
     error: str | None = None
     created_at: str = Field(default_factory=utcnow)
     finished_at: str | None = None
+    # Added by migration 0005 (so last): the process working on a running evaluation, renewed while it works
+    lease_owner: str | None = None
+    lease_heartbeat: str | None = None
 
 
 class Generation(SQLModel, table=True):
@@ -173,7 +180,11 @@ class Judge(SQLModel, table=True):
 class Judgment(SQLModel, table=True):
     """One judge verdict on one generation; unscored verdicts keep their reason and raw reply."""
 
-    __table_args__ = (Index("ix_judgment_judge_generation", "judge_id", "generation_id"),)
+    # One current judgment per (judge, generation) (migration 0005): a rejudge supersedes the old row
+    # before inserting the new one, so a race or a double run cannot leave two current verdicts.
+    __table_args__ = (Index("ix_judgment_judge_generation", "judge_id", "generation_id"),
+                      Index("ux_judgment_current", "judge_id", "generation_id", unique=True,
+                            sqlite_where=text("superseded_by IS NULL")))
     id: str = Field(default_factory=new_id, primary_key=True)
     judge_id: str = Field(foreign_key="judge.id", index=True)
     generation_id: str = Field(foreign_key="generation.id", index=True)
@@ -230,6 +241,10 @@ class ImportLog(SQLModel, table=True):
     on_conflict: str = "ignore"
     counts: dict | None = _json()
     imported_at: str = Field(default_factory=utcnow)
+    # Added by migration 0005 (so last): imports commit in chunks; an unfinished row (finished_at None)
+    # is resumed by the next import of the same source. progress: the chunk cursor per table.
+    finished_at: str | None = None
+    progress: dict | None = _json()
 
 
 class RunAudit(SQLModel, table=True):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 # Oldest first. Append a new revision id here when adding a migration.
-REVISIONS: tuple[str, ...] = ("0001_initial", "0002_run_audit", "0003_metric_ci_method", "0004_run_leases")
+REVISIONS: tuple[str, ...] = ("0001_initial", "0002_run_audit", "0003_metric_ci_method", "0004_run_leases",
+                             "0005_eval_leases_unique")
 HEAD = REVISIONS[-1]
 
 
