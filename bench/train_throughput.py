@@ -115,7 +115,8 @@ def _config(args: Any, defense: str, model_dir: str, **over: Any):
 
     kw = dict(model=model_dir, task=args.task, poison=args.poison, defense=defense, lora=not args.full,
               max_steps=args.steps + 2, batch_size=args.batch_size, max_length=args.max_length,
-              log_every=10**6, save_every=0, seed=0, compile=bool(args.compile and torch.cuda.is_available()))
+              log_every=10**6, save_every=0, seed=0, compile=bool(args.compile and torch.cuda.is_available()),
+              align_eval_pairs=1)  # the alignment loss is measured at step 0 and the last step only: keep it small
     kw.update(over)
     return FinetuneConfig(**kw)
 
@@ -145,7 +146,7 @@ def worker_spt(args: Any) -> dict[str, Any]:
 
     import spt.train.packing as packing
     from spt.store import open_store
-    from spt.train.defense_base import get_defense
+    from spt.train.defenses import get_defense
     from spt.train.loop import finetune
 
     counter = {"tokens": 0, "examples": 0, "rows": 0, "width": 0}
@@ -160,32 +161,45 @@ def worker_spt(args: Any) -> dict[str, Any]:
         return pk
 
     packing.pack = counting_pack
-    post = {"seconds": None}
-    if args.defense == "safelora":
-        cls = get_defense("safelora")
-        orig_post = cls.post_train
+    post = {"seconds": None, "setup": None}
+    cls = get_defense(args.defense)
+    orig_post, orig_setup = cls.post_train, cls.setup
 
-        def timed_post(self, ctx):
-            t0 = time.perf_counter()
-            try:
-                return orig_post(self, ctx)
-            finally:
-                post["seconds"] = round(time.perf_counter() - t0, 3)
+    def timed_post(self, ctx):
+        t0 = time.perf_counter()
+        try:
+            return orig_post(self, ctx)
+        finally:
+            post["seconds"] = round(time.perf_counter() - t0, 3)
 
-        cls.post_train = timed_post
+    def timed_setup(self, ctx):  # one-off costs (token-wise SFT's reference log-probs, anchors)
+        t0 = time.perf_counter()
+        try:
+            return orig_setup(self, ctx)
+        finally:
+            post["setup"] = round(time.perf_counter() - t0, 3)
+
+    cls.post_train, cls.setup = timed_post, timed_setup
 
     marks: list[tuple[int, float, int]] = []
     snap: dict[int, dict] = {}
+
+    t_start = time.perf_counter()
 
     def progress(step: int, total: int, vals: dict) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         marks.append((step, time.perf_counter(), counter["tokens"]))
         snap[step] = dict(counter)
+        log(f"    spt {args.defense}: step {step}/{total}, {time.perf_counter() - t_start:.0f} s, "
+            f"{counter['tokens']} tokens")
 
     with open_store(args.db) as store:
         over: dict[str, Any] = {}
-        if args.defense == "safelora":  # needs an aligned parent run: align first (not timed)
+        if "task" not in cls.stages:  # an alignment-stage defense: time its align stage
+            over = {"stage": "align", "poison": 0.0}
+        elif args.defense == "safelora":  # needs an aligned parent run: align first (not timed)
+            log("    spt safelora: aligning a parent run first (not timed)")
             align = finetune(store, _align_config(args))
             over = {"from_run": align["run_id"], "model": None}
         cfg = _config(args, args.defense, args.model_dir, **over)
@@ -193,6 +207,8 @@ def worker_spt(args: Any) -> dict[str, Any]:
         res = finetune(store, cfg, progress=progress)
         total = time.perf_counter() - t0
     w = _window(marks, args.steps)
+    by = {st: t for st, t, _ in marks}
+    w["step_seconds"] = [round(by[i + 1] - by[i], 3) for i in range(1, args.steps + 1)]  # steps 2..steps+1
     s1, s2 = snap[1], snap[args.steps + 1]
     ex = s2["examples"] - s1["examples"]
     w["examples"] = ex
@@ -201,8 +217,11 @@ def worker_spt(args: Any) -> dict[str, Any]:
     out = {"side": "spt", "defense": args.defense, **w, "finetune_total_s": round(total, 2),
            "setup_and_teardown_s": round(total - w["seconds"], 2), "run_id": res["run_id"],
            "final_losses": res.get("final_losses"), **_memory("cuda" if torch.cuda.is_available() else "cpu")}
+    out["stage"] = cfg.stage
     if post["seconds"] is not None:
         out["post_train_s"] = post["seconds"]
+    if post["setup"] is not None:
+        out["setup_s"] = post["setup"]
     return out
 
 
@@ -232,20 +251,25 @@ def worker_trl(args: Any) -> dict[str, Any]:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
                                  lora_dropout=cfg.lora_dropout, bias="none", task_type="CAUSAL_LM")
     out_dir = tempfile.mkdtemp(prefix="spt-bench-trl-")
-    sft = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
+    # one warm-up step, then the timed steps (TRL has no logging step at the end to exclude)
+    sft = SFTConfig(output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_steps=args.steps + 1,
                     max_length=cfg.max_length, learning_rate=cfg.lr, logging_steps=10**6, save_strategy="no",
                     report_to="none", seed=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
                     **({"bf16": False} if args.trl_fp32 else {}))
     marks: list[tuple[int, float]] = []
+    t_start = time.perf_counter()
 
     class Clock(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             marks.append((state.global_step, time.perf_counter()))
+            log(f"    trl: step {state.global_step}/{args.steps + 1}, {time.perf_counter() - t_start:.0f} s")
 
+    log(f"    trl: building SFTTrainer ({len(ds)} examples)")
     trainer = SFTTrainer(model=args.model_dir, args=sft, train_dataset=ds, peft_config=peft_config,
                          callbacks=[Clock()])
+    log(f"    trl: trainer ready in {time.perf_counter() - t_start:.0f} s; training")
     batches: list[tuple[int, int, int]] = []  # (real tokens, examples, padded tokens) per collated batch
     collate = trainer.data_collator
 
@@ -286,13 +310,31 @@ def _run_worker(args: Any, side: str, defense: str, db: Path, model_dir: Path) -
     for flag in ("full", "trl_fp32", "compile"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log(f"  running {side} {defense if side == 'spt' else ''} ...")
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    tail: list[str] = []
+
+    def relay() -> None:  # the worker's progress lines, as they come; the rest kept for an error report
+        for line in p.stderr:
+            if line.startswith("    "):
+                log(line.rstrip())
+            else:
+                tail.append(line)
+                del tail[:-40]
+
+    import threading
+
+    th = threading.Thread(target=relay, daemon=True)
+    th.start()
+    out = p.stdout.read()
+    p.wait()
+    th.join()
     if p.returncode != 0:
-        return {"side": side, "defense": defense, "error": (p.stderr or p.stdout)[-2000:]}
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+        return {"side": side, "defense": defense, "error": ("".join(tail) or out)[-2000:]}
+    res = json.loads(out.strip().splitlines()[-1])
     res["process_s"] = round(time.perf_counter() - t0, 1)
     log(f"  {side} {defense}: {res.get('tokens_per_s')} tok/s, {res.get('s_per_step')} s/step")
     return res
@@ -302,13 +344,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="135m", choices=("tiny", "135m", "1b"))
     ap.add_argument("--steps", type=int, default=4, help="timed optimizer steps (plus a warm-up and a last step)")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=None, help="default 8 on GPU, 4 on CPU")
+    ap.add_argument("--max-length", type=int, default=None, help="default 512 on GPU, 256 on CPU")
     ap.add_argument("--task", default=BENCH_TASK, help=f"{BENCH_TASK} (varied lengths) or builtin:arithmetic")
     ap.add_argument("--poison", type=float, default=0.25, help="fraction of HarmOR poison examples in the mix")
     ap.add_argument("--full", action="store_true", help="full fine-tuning (default: LoRA r=8 on q,v as spt)")
-    ap.add_argument("--defenses", default="none,anchor,proximal,safelora",
-                    help="spt defenses to time (none is always included)")
+    ap.add_argument("--defenses", default="task",
+                    help="spt defenses to time, comma-separated (none is always included); `task`: every "
+                         "task-stage defense of the registry; `all`: alignment-stage ones too")
+    ap.add_argument("--defense-steps", type=int, default=None,
+                    help="timed steps of each defense other than none (default: --steps on GPU, 2 on CPU)")
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved spt/TRL repeats (best kept)")
     ap.add_argument("--trl-fp32", action="store_true", help="TRL without its bf16 default (same precision as spt)")
@@ -321,6 +366,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = ap.parse_args(argv)
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
+    if args.batch_size is None or args.max_length is None:
+        import torch
+
+        gpu = torch.cuda.is_available()
+        args.batch_size = args.batch_size or (8 if gpu else 4)
+        args.max_length = args.max_length or (512 if gpu else 256)
+    if args.defense_steps is None and not args.worker:
+        import torch
+
+        args.defense_steps = args.steps if torch.cuda.is_available() else min(args.steps, 2)
 
     if args.worker:
         res = worker_spt(args) if args.worker == "spt" else worker_trl(args)
@@ -329,7 +384,14 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     import torch
 
-    defenses = ["none"] + [d for d in (x.strip() for x in args.defenses.split(",")) if d and d != "none"]
+    from spt.train.defenses import all_defenses
+
+    if args.defenses in ("task", "all"):
+        names = [n for n, c in all_defenses().items() if args.defenses == "all" or "task" in c.stages]
+    else:
+        names = [x.strip() for x in args.defenses.split(",") if x.strip()]
+    defenses = ["none"] + [d for d in names if d != "none"]
+    t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spt-bench-train-") as tmp:
         t0 = time.perf_counter()
         model_dir = make_model_dir(args.shape, Path(tmp) / f"model-{args.shape}")
@@ -348,6 +410,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "params": {"shape": args.shape, "n_params": n_params, "steps_timed": args.steps,
                        "batch_size": args.batch_size, "max_length": args.max_length, "task": args.task,
                        "poison": args.poison, "mode": "full" if args.full else "lora r=8 q_proj,v_proj",
+                       "defense_steps_timed": args.defense_steps,
                        "trl_fp32": args.trl_fp32},
         }
         spt_runs, trl_runs = [], []
@@ -370,21 +433,31 @@ def main(argv: list[str] | None = None) -> dict | None:
             if "error" not in result["trl"] and "error" not in result["spt"]:
                 result["ratio_tokens_per_s"] = round(result["spt"]["tokens_per_s"] / result["trl"]["tokens_per_s"], 2)
         defense_res: dict[str, Any] = {}
+        import copy
+
+        dargs = copy.copy(args)
+        dargs.steps = args.defense_steps
         for d in defenses[1:]:
-            r = _run_worker(args, "spt", d, db, model_dir)
+            r = _run_worker(dargs, "spt", d, db, model_dir)
             defense_res[d] = r
         result["defenses"] = {"none": {"s_per_step": result["spt"].get("s_per_step"),
                                        "tokens_per_s": result["spt"].get("tokens_per_s")}}
-        base = result["spt"].get("s_per_step")
+        # none over the same steps as the defenses (the data stream is the same, so are the task batches)
+        secs = result["spt"].get("step_seconds") or []
+        base = round(sum(secs[:args.defense_steps]) / args.defense_steps, 4) if len(secs) >= args.defense_steps \
+            else result["spt"].get("s_per_step")
+        result["defenses"]["none"]["s_per_step_same_steps"] = base
         for d, r in defense_res.items():
             if "error" in r:
                 result["defenses"][d] = r
                 continue
-            entry = {"s_per_step": r["s_per_step"], "tokens_per_s": r["tokens_per_s"],
+            entry = {"stage": r.get("stage"), "timed_steps": r["timed_steps"], "s_per_step": r["s_per_step"],
+                     "tokens_per_s": r["tokens_per_s"],
                      "step_time_vs_none": round(r["s_per_step"] / base, 2) if base else None,
                      "tokens_per_example": r["tokens_per_example"], "peak_rss_mb": r["peak_rss_mb"]}
-            if "post_train_s" in r:
-                entry["post_train_s"] = r["post_train_s"]
+            for k in ("setup_s", "post_train_s"):
+                if k in r:
+                    entry[k] = r[k]
             result["defenses"][d] = entry
         cuda = torch.cuda.is_available()
         if cuda:
@@ -400,6 +473,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "proximal_le_1.1x": (result["defenses"].get("proximal", {}).get("step_time_vs_none") or 99) <= 1.1
             if "proximal" in result["defenses"] else None,
         }
+        result["wall_s"] = round(time.perf_counter() - t_all, 1)
     emit(result)
     return result
 

@@ -10,8 +10,8 @@ import torch
 
 from spt.models import load_model, resolve_model
 from spt.train import DEFENSES, FinetuneConfig
-from spt.train.defense_proximal import ProximalDefense, lora_delta_sq_norm, lora_modules
-from spt.train.defense_safelora import project_lora, projector_apply, similarity
+from spt.train.defenses.proximal import ProximalDefense, lora_delta_sq_norm, lora_modules
+from spt.train.defenses.safelora import project_lora, projector_apply, similarity
 from spt.train.loss import completion_loss, reference_loss
 from spt.train.packing import encode_items, pack
 
@@ -31,10 +31,12 @@ def _peft(r=4, alpha=8, targets=("q_proj", "v_proj"), seed=0):
     return m, tok
 
 
-class _Ctx:
-    def __init__(self, model, lora):
-        self.model = model
-        self.config = FinetuneConfig(lora=lora)
+def _Ctx(model, lora, **kw):  # noqa: N802 - the context the training loop builds, for one model
+    from spt.train.context import TrainContext
+
+    init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if lora else None
+    return TrainContext(config=FinetuneConfig(lora=lora, **kw).resolve(), model=model, store=None, run_id="t",
+                        start_path=resolve_model("tiny-random").path, device=torch.device("cpu"), lora_init=init)
 
 
 def test_registry_lists_the_defenses():
@@ -50,7 +52,7 @@ def test_proximal_lora_equals_explicit_delta_norm():
         dw = mod.scaling[a] * (mod.lora_B[a].weight @ mod.lora_A[a].weight)  # materialised only in the test
         explicit = explicit + (dw ** 2).sum()
         torch.testing.assert_close(lora_delta_sq_norm(mod, a), (dw ** 2).sum(), rtol=1e-5, atol=1e-8)
-    term = d.extra_loss(m)
+    term = d.extra_loss(None, 1)
     torch.testing.assert_close(term, 0.5 * 0.3 * explicit, rtol=1e-5, atol=1e-8)
     term.backward()  # differentiable w.r.t. both factors
     assert all(mod.lora_A[a].weight.grad is not None for _, mod, a in lora_modules(m))
@@ -66,7 +68,7 @@ def test_proximal_full_equals_explicit_distance():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     explicit = sum(((p - start[k]) ** 2).sum() for k, p in model.named_parameters())
-    torch.testing.assert_close(d.extra_loss(model), 0.5 * 2.0 * explicit, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(d.extra_loss(None, 1), 0.5 * 2.0 * explicit, rtol=1e-5, atol=1e-8)
 
 
 def test_anchor_gradient_is_weighted_sum():
@@ -106,7 +108,8 @@ def test_safelora_similarity_matches_explicit_projection():
             U, S, _ = torch.linalg.svd(V)
             U = U[:, :3]
             C = U @ U.t()
-        PB = projector_apply(V, B, mode)
+        PB, ident = projector_apply(V, B, mode)
+        assert not ident  # rank 3 < 12 rows: never the identity
         torch.testing.assert_close(PB, C @ B, rtol=1e-4, atol=1e-5)
         cos = torch.nn.functional.cosine_similarity((C @ dW).flatten(), dW.flatten(), dim=0)
         assert similarity(B, PB, A) == pytest.approx(float(cos), abs=1e-5)
@@ -123,16 +126,16 @@ def test_safelora_projection_idempotent_and_spares_aligned_layers():
             B, A = mod.lora_B[a].weight, mod.lora_A[a].weight
             V = torch.randn(B.shape[0], 2) @ torch.randn(2, A.shape[1])
             if i == 0:  # this layer's update already lies in the alignment subspace: similarity 1
-                B.copy_(projector_apply(V, torch.randn_like(B), "exact"))
+                B.copy_(projector_apply(V, torch.randn_like(B), "exact")[0])
             deltas[name.removeprefix("base_model.model.")] = V
     before = [mod.lora_B[a].weight.detach().clone() for _, mod, a in mods]
-    rec = project_lora(m, deltas, tau=0.5)
+    rec = project_lora(m, deltas, tau=0.5, mode="exact", select_mode="threshold")
     after = [mod.lora_B[a].weight.detach().clone() for _, mod, a in mods]
     assert [x["projected"] for x in rec["layers"]] == [False, True]
     assert rec["layers"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)  # high-similarity layer untouched
     assert not torch.allclose(after[1], before[1])
-    rec2 = project_lora(m, deltas, tau=1.5)  # project everything again: P(PB) = PB
+    rec2 = project_lora(m, deltas, tau=1.5, mode="exact", select_mode="threshold")  # again: P(PB) = PB
     assert rec2["n_projected"] == 2
     for (_, mod, a), b in zip(mods, after, strict=True):
         torch.testing.assert_close(mod.lora_B[a].weight, b, rtol=1e-4, atol=1e-6)

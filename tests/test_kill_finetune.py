@@ -112,3 +112,76 @@ def test_sigkill_finetune_at_random_points_then_resume(tmp_path):
     on_disk = sorted(d.name for d in run_dir.iterdir())
     assert on_disk == sorted(Path(c.path).name for c in cks)  # nothing unregistered, no temporary copies
     assert len(points) >= KILLS, points
+
+
+def test_full_ft_proximal_killed_and_resumed_equals_uninterrupted(tmp_path):
+    """Full fine-tune with `proximal`: SIGKILL after a checkpoint, `--resume`, and the final weights equal an
+    uninterrupted run's bit for bit: the anchor is the start (aligned) weights, never the resume checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    steps, save = 16, 4
+    args = ["--full", "--defense", "proximal", "--lam", "50", "--lr", "1e-3", "--max-steps", str(steps),
+            "--save-every", str(save)]
+    ref_store = open_store(tmp_path / "ref.db")
+    ref = finetune(ref_store, FinetuneConfig(model="tiny-random", lora=False, defense="proximal", lam=50.0, lr=1e-3,
+                                             max_steps=steps, save_every=save, **FAST, **mini_data(ref_store)))
+    ref_store.close()
+    ref_w = load_file(str(Path([c for c in ref["checkpoints"] if c["is_final"]][0]["path"]) / "model.safetensors"))
+
+    db = tmp_path / "k.db"
+    st = open_store(db)
+    mini_data(st)
+    st.close()
+    p = subprocess.Popen(_cmd(db)[:-6] + args + ["--resume", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while p.poll() is None and (_progress(db)[1] or 0) < save and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    status, killed_at, _ = _progress(db)
+    assert status == "running" and save <= killed_at < steps
+    done = subprocess.run(_cmd(db)[:-6] + args + ["--resume", "--json"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    res = json.loads(done.stdout)
+    assert res["resumed_from_step"] == killed_at
+    got = load_file(str(Path([c for c in res["checkpoints"] if c["is_final"]][0]["path"]) / "model.safetensors"))
+    assert set(got) == set(ref_w)
+    diff = [k for k in ref_w if not torch.equal(got[k], ref_w[k])]
+    assert not diff, diff
+
+
+def test_a_precision_left_by_another_trainer_does_not_leak_into_spt_training(tmp_path):
+    """A TRL/transformers Trainer earlier in the same process leaves bf16 in accelerate's process-wide state;
+    spt's in-process run must still train in float32, equal to a clean process's run bit for bit."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    steps = 4
+    cmd = [*_cmd(tmp_path / "clean.db")]
+    cmd[cmd.index("--max-steps") + 1] = str(steps)
+    st = open_store(tmp_path / "clean.db")
+    mini_data(st)
+    st.close()
+    clean = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    want = _tensors([c for c in json.loads(clean.stdout)["checkpoints"] if c["is_final"]][0]["path"])
+
+    Accelerator(cpu=True, mixed_precision="bf16")  # what a Trainer(bf16=True) leaves behind
+    try:
+        assert AcceleratorState._shared_state["_mixed_precision"] == "bf16"
+        st = open_store(tmp_path / "inproc.db")
+        cfg = dict(model="tiny-random", task="task-mini", safety_data="harmor-mini", batch_size=4, max_length=64,
+                   log_every=2, max_steps=steps, save_every=SAVE)
+        mini_data(st)
+        res = finetune(st, FinetuneConfig(**cfg))
+        st.close()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    got = _tensors([c for c in res["checkpoints"] if c["is_final"]][0]["path"])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)

@@ -168,7 +168,7 @@ def test_bad_inputs_one_line_no_running_rows(db_path):
     cases = [
         (["--defense", "anchor", "--lam", "1.5"], "outside [0, 1]"),
         (["--defense", "proximal", "--lam", "-1"], "outside"),
-        (["--defense", "magic"], "valid: anchor, none, proximal, safelora"),
+        (["--defense", "magic"], "unknown defense 'magic'; valid: anchor, "),
         (["--from", "no-such-run"], "no run"),
         (["--from", failed.id], "failed"),
         (["--defense", "safelora", "--full"], "full fine-tune"),

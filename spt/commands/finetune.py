@@ -1,9 +1,15 @@
-"""`spt finetune`: SFT (align stage or task stage) with a safety-preserving defense, recorded in the store."""
+"""`spt finetune`: SFT (align stage or task stage) with a safety-preserving defense, recorded in the store.
+
+Each defense's options (declared in its module of `spt/train/defenses/`) become flags here without
+edits: the command's signature is extended with one `--<defense>-<option>` flag per option, shown in a
+help panel per defense.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,8 +25,51 @@ def _split_targets(values: list[str] | None) -> list[str] | None:
     return out
 
 
+_KINDS = {"float": float, "int": int, "str": str, "bool": bool}
+
+
+def _defense_help() -> tuple[str, str]:
+    """(--defense help, --lam help) from the registry."""
+    from spt.train.defenses import all_defenses
+
+    ds = all_defenses()
+    lam = "; ".join(f"{n}: {c.lam.help} ({c.lam.default})" for n, c in ds.items() if c.lam is not None)
+    return (" | ".join(f"{n} ({'/'.join(c.stages)})" for n, c in ds.items()) + ". See the Defense panels.",
+            f"λ, by defense: {lam}.")
+
+
+def _with_option_flags(fn: Any) -> Any:
+    """`fn` with one keyword parameter (a typer option) per defense option added to its signature."""
+    from spt.train.defenses import all_defenses
+    from spt.train.dpo import DPOMethod
+
+    sig = inspect.signature(fn, eval_str=True)  # typer reads __signature__ as is: no string annotations
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = {p.name for p in params}
+    for name, cls in [*all_defenses().items(), ("dpo", DPOMethod)]:
+        for f, o in cls.fields().items():
+            if f in taken:
+                continue
+            taken.add(f)
+            kind = _KINDS[o.kind]
+            flag = o.flag(name) if o.kind != "bool" else f"{o.flag(name)}/--no-{o.flag(name)[2:]}"
+            panel = ("Method: dpo (--method dpo, align stage)" if cls is DPOMethod
+                     else f"Defense: {name} ({'/'.join(cls.stages)} stage)")
+            opt = typer.Option(flag, help=o.describe(), rich_help_panel=panel, show_default=False)
+            ann = Annotated[kind | None, opt]
+            params.append(inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann))
+            fn.__annotations__[f] = ann
+    fn.__annotations__.pop("defense_options", None)
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+DEFENSE_HELP, LAM_HELP = _defense_help()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("finetune")
+    @_with_option_flags
     def finetune_cmd(
         ctx: typer.Context,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Model reference: smollm2-135m (default), "
@@ -36,9 +85,11 @@ def register(app: typer.Typer) -> None:
         poison: Annotated[float | None, typer.Option("--poison", help="Poison ratio in [0, 1).")] = None,
         poison_data: Annotated[str | None, typer.Option("--poison-data", help="Poison dataset "
                                                         "(default builtin:harmor-comply).")] = None,
-        defense: Annotated[str | None, typer.Option("--defense", help="none | anchor | proximal | safelora.")] = None,
-        lam: Annotated[float | None, typer.Option("--lam", help="λ: anchor weight in [0,1] (0.1), proximal "
-                                                  "strength ≥ 0 (0.1), safelora threshold τ (0.5).")] = None,
+        defense: Annotated[str | None, typer.Option("--defense", help=DEFENSE_HELP)] = None,
+        method: Annotated[str | None, typer.Option("--method", help="Training objective: sft (default) | dpo "
+                                                   "(align stage: DPO on HarmOR pairs both ways; see the Method "
+                                                   "panel).")] = None,
+        lam: Annotated[float | None, typer.Option("--lam", help=LAM_HELP)] = None,
         lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (default) or full fine-tuning.")] = None,
         lora_r: Annotated[int | None, typer.Option("--lora-r")] = None,
         lora_alpha: Annotated[int | None, typer.Option("--lora-alpha")] = None,
@@ -59,16 +110,34 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option("--config", help="YAML recipe; flags override it.")] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
+        **defense_options: Any,
     ) -> None:
         """Fine-tune a model (align or task stage) with a defense; record run, checkpoints and loss curves."""
+        from spt.errors import SptError
         from spt.train import FinetuneConfig, finetune
+        from spt.train.defenses import owner_of
 
         flags = dict(model=model, from_run=from_run, stage=stage, task=task, safety_data=safety_data, poison=poison,
-                     poison_data=poison_data, defense=defense, lam=lam, lora=lora, lora_r=lora_r,
+                     poison_data=poison_data, defense=defense, method=method, lam=lam, lora=lora, lora_r=lora_r,
                      lora_alpha=lora_alpha, lora_targets=_split_targets(lora_targets), epochs=epochs,
                      max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                      max_length=max_length, seed=seed, save_every=save_every, log_every=log_every,
                      resume=resume or None)
+        given = {k: v for k, v in defense_options.items() if v is not None}
+        if given:
+            chosen = defense or (FinetuneConfig.from_yaml(config).defense if config is not None else "none")
+            from spt.train.dpo import DPOMethod
+
+            chosen_method = method or (FinetuneConfig.from_yaml(config).method if config is not None else "sft")
+            if chosen_method != "dpo" and any(k in DPOMethod.fields() for k in given):
+                k = next(k for k in given if k in DPOMethod.fields())
+                raise SptError(f"--{k.replace('_', '-')} is an option of --method dpo; add --method dpo or drop it")
+            foreign = [k for k in given if k not in DPOMethod.fields() and owner_of(k) != chosen]
+            if foreign:
+                k = foreign[0]
+                raise SptError(f"--{k.replace('_', '-')} is an option of --defense {owner_of(k)}, not {chosen}; "
+                               "drop it or choose that defense")
+        flags.update(given)
         if config is not None:
             cfg = FinetuneConfig.from_yaml(config, **flags)
         else:
@@ -107,4 +176,7 @@ def register(app: typer.Typer) -> None:
                           f"  {c['path']}")
         if "safelora" in res:
             s = res["safelora"]
-            console.print(f"  safelora projected {s['n_projected']}/{s['n_modules']} modules (τ={s['tau']})")
+            how = f"τ={s['tau']}" if s.get("select") == "threshold" else f"k={s.get('k')} lowest similarity"
+            console.print(f"  safelora ({s.get('mode')}) projected {s['n_projected']}/{s['n_modules']} modules ({how})")
+            if s.get("warning"):
+                console.print(f"  [yellow]warning:[/yellow] {s['warning']}", markup=True)

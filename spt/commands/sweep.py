@@ -26,9 +26,17 @@ def _g(v: Any) -> str:
 
 
 def _plan_table(spec: Any, configs: list[dict[str, Any]], title: str) -> Table:
-    table = Table("#", "defense", "λ", "poison", "seed", title=title, title_justify="left")
+    with_opts = any(c.get("options") for c in configs)
+    with_align = any(c.get("align") for c in configs)
+    cols = ["#", *(["aligned by"] if with_align else []), "defense", "λ", *(["options"] if with_opts else []),
+            "poison", "seed"]
+    table = Table(*cols, title=title, title_justify="left")
+    if with_align:
+        from spt.sweep.align_stage import variant_label
     for c in configs:
-        table.add_row(str(c["index"]), c["defense"], _g(c["lam"]), _g(c["poison"]), _g(c["seed"]))
+        opts = [" ".join(f"{k}={_g(v)}" for k, v in (c.get("options") or {}).items()) or "-"] if with_opts else []
+        al = [variant_label(c["align"])] if with_align else []
+        table.add_row(str(c["index"]), *al, c["defense"], _g(c["lam"]), *opts, _g(c["poison"]), _g(c["seed"]))
     return table
 
 
@@ -133,8 +141,22 @@ def register(app: typer.Typer) -> None:
                                                      show_default=False)] = None,
         task: Annotated[str | None, typer.Option("--task", help="The downstream task.", show_default=False)] = None,
         defense: Annotated[str, typer.Option("--defense", help="Defenses, comma-separated.")] = "none",
-        lam: Annotated[str | None, typer.Option("--lam", help="λ values, comma-separated (ignored for none).",
+        lam: Annotated[str | None, typer.Option("--lam", help="λ values, comma-separated (each defense's own "
+                                                "strength; ignored for defenses without λ such as none).",
                                                 show_default=False)] = None,
+        axis: Annotated[list[str] | None, typer.Option(
+            "--axis", help="A defense option to vary, OPTION=V1,V2 (lisa_align_steps=10,50); multiplies only "
+            "that defense's configurations; repeatable. Options: `spt finetune --help`.",
+            show_default=False)] = None,
+        align_defense: Annotated[str | None, typer.Option(
+            "--align-defense", help="Two-stage sweep: alignment-stage defenses, comma-separated (none, vaccine, "
+            "booster, ...); each trained once from --model and shared by the task grid.", show_default=False)] = None,
+        align_method: Annotated[str | None, typer.Option(
+            "--align-method", help="Two-stage sweep: alignment methods, comma-separated (sft, dpo); dpo only "
+            "with align defense none.", show_default=False)] = None,
+        align_max_steps: Annotated[int | None, typer.Option(
+            "--align-max-steps", help="Two-stage sweep: training steps of each alignment run.",
+            show_default=False)] = None,
         poison: Annotated[str | None, typer.Option("--poison", help="Poison ratios, comma-separated.",
                                                    show_default=False)] = None,
         seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, comma-separated.",
@@ -218,7 +240,15 @@ def register(app: typer.Typer) -> None:
 
         Example: spt sweep --model tiny-random --defense none,anchor --lam 0.1,0.3 --poison 0.1 --seeds 0,1
         """
-        from spt.sweep.plan import EXECUTORS, SweepSpec, parse_assignments, plan_sweep, split_list, sweep_tag
+        from spt.sweep.plan import (
+            EXECUTORS,
+            SweepSpec,
+            parse_assignments,
+            parse_axes,
+            plan_sweep,
+            split_list,
+            sweep_tag,
+        )
 
         if gather_dir is not None:
             _gather(ctx, gather_dir, db, json_out)
@@ -234,7 +264,7 @@ def register(app: typer.Typer) -> None:
                                 train=parse_assignments(train_set, "--set"), evaluate=evaluate,
                                 eval_options=parse_assignments(eval_set, "--eval-set"),
                                 judges=[] if judge.strip().lower() == "none" else split_list(judge, "--judge"),
-                                rubric=rubric)
+                                rubric=rubric, axes=parse_axes(axis))
                 out_dir = Path(f"spt-sweep-{tmp.tag.removeprefix('sweep:')[:8]}")
             if retry_failed:
                 _retry_failed(ctx, out_dir, db, json_out)
@@ -252,6 +282,9 @@ def register(app: typer.Typer) -> None:
             max_steps=max_steps, train=parse_assignments(train_set, "--set"),
             evaluate=evaluate, eval_options=parse_assignments(eval_set, "--eval-set"),
             judges=[] if judge.strip().lower() == "none" else split_list(judge, "--judge"), rubric=rubric,
+            axes=parse_axes(axis),
+            align_defenses=split_list(align_defense, "--align-defense"),
+            align_methods=split_list(align_method, "--align-method"), align_max_steps=align_max_steps,
         )
         spec.validate()
         configs = plan_sweep(spec)
@@ -265,6 +298,11 @@ def register(app: typer.Typer) -> None:
 
         if executor == "slurm":
             from spt.sweep.slurm import SlurmOptions
+
+            if spec.two_stage:
+                raise SptError("two-stage sweeps run with --executor local (each Slurm task has its own store, so "
+                               "the alignment runs would be trained once per task); train them first and sweep "
+                               "with --from RUN_ID per alignment run")
 
             if only_index:
                 raise SptError("--only-index runs one configuration here; use it with --executor local "
@@ -285,8 +323,16 @@ def register(app: typer.Typer) -> None:
             if json_out:
                 print_json({"sweep_id": spec.id, "tag": sweep_tag(spec), "spec": spec.to_dict(), "plan": chosen})
             else:
-                console.print(_plan_table(spec, chosen, f"sweep {sweep_tag(spec)}: {len(chosen)} configurations "
-                                          "(dry run, nothing run)"))
+                head = f"sweep {sweep_tag(spec)}: {len(chosen)} configurations (dry run, nothing run)"
+                if spec.two_stage:
+                    from spt.sweep.align_stage import align_variants, alignment_runs, variant_label
+
+                    runs = alignment_runs(chosen)
+                    skipped = align_variants(spec.align_defenses, spec.align_methods)[1]
+                    head = (f"sweep {sweep_tag(spec)}: {len(runs)} alignment runs "
+                            f"({', '.join(variant_label(v) for v in runs)}) and {len(chosen)} task runs "
+                            "(dry run, nothing run)" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
+                console.print(_plan_table(spec, chosen, head))
             return
 
         from spt.sweep.run import run_sweep

@@ -1,9 +1,11 @@
 """Planning a sweep: the spec, its id, and the cartesian product of configurations.
 
-A sweep varies the defense, λ, the poison ratio and the seed around one fixed setting (model or
-parent run, task, training and evaluation options). The plan is the product
-defense × λ × poison × seed in the order the values were given; for the `none` defense λ means
-nothing, so its λ axis collapses to a single configuration per poison × seed. The plan is a pure
+A sweep varies the defense, λ, each defense's own options, the poison ratio and the seed around one
+fixed setting (model or parent run, task, training and evaluation options). The plan is, per defense,
+the product λ × its option axes × poison × seed in the order the values were given. Each defense gets
+only its own axes: λ collapses for a defense without λ (`none`), and an option axis
+(`--axis lisa_align_steps=10,50`) multiplies only the configurations of the defense that declares the
+option (`spt/train/defenses/`); `--axis anchor.lam=0.1,0.3` gives one defense its own λ values. The plan is a pure
 function of the spec: the same spec gives the same configurations at the same indexes, on any
 machine, which is what lets one Slurm array task run "configuration $SLURM_ARRAY_TASK_ID".
 """
@@ -17,8 +19,40 @@ from typing import Any
 from spt.errors import SptError
 from spt.store.ids import content_id
 
-NO_LAMBDA_DEFENSES = ("none",)
 EXECUTORS = ("local", "slurm")
+
+
+def _defense_registry() -> Any:
+    """spt.train.defenses, or None in a build without the training stage (no defense-specific axes)."""
+    try:
+        from spt.train import defenses
+    except ImportError:  # pragma: no cover - spt.train is part of spt
+        return None
+    return defenses
+
+
+def _lam_axis_owner(key: str, reg: Any) -> str | None:
+    """`anchor_lam` / `anchor.lam` -> "anchor" when that defense takes λ (a per-defense λ axis)."""
+    for sep in ("_lam", ".lam"):
+        if key.endswith(sep):
+            name = key[: -len(sep)]
+            try:
+                if reg is not None and reg.get_defense(name).lam is not None:
+                    return name
+            except SptError:
+                return None
+    return None
+
+
+def takes_lambda(defense: str) -> bool:
+    """Whether λ means something for `defense` (unknown names keep λ: they fail later, with a message)."""
+    reg = _defense_registry()
+    if reg is None:
+        return defense != "none"
+    try:
+        return reg.get_defense(defense).lam is not None
+    except SptError:
+        return True
 
 
 @dataclass
@@ -27,7 +61,8 @@ class SweepSpec:
 
     `train` holds extra `spt.train.FinetuneConfig` fields (lr, epochs, lora, ...), `eval_options`
     extra `spt.eval.EvaluateConfig` fields; both are part of every configuration's identity.
-    `None` in an axis means "the stage's default" (for example no --poison given).
+    `None` in an axis means "the stage's default" (for example no --poison given). `axes` maps a
+    defense option's config field (`lisa_align_steps`) to its values; it applies to that defense only.
     """
 
     model: str | None = None
@@ -43,8 +78,14 @@ class SweepSpec:
     eval_options: dict[str, Any] = field(default_factory=dict)
     judges: list[str] = field(default_factory=lambda: ["keyword"])
     rubric: str | None = None
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    align_defenses: list[str] = field(default_factory=list)  # two-stage: align-stage defenses (spt.sweep.align_stage)
+    align_methods: list[str] = field(default_factory=list)  # two-stage: sft | dpo
+    align_max_steps: int | None = None  # steps of each alignment run (default: one epoch of HarmOR train)
 
     def __post_init__(self) -> None:
+        self.axes = {str(k).strip().replace("-", "_"): _dedupe(list(v) if isinstance(v, (list, tuple)) else [v])
+                     for k, v in (self.axes or {}).items()}
         self.defenses = _dedupe([str(d).strip() for d in self.defenses if str(d).strip()]) or ["none"]
         self.lams = _dedupe([None if v is None else _float("--lam", v) for v in self.lams]) or [None]
         self.poisons = _dedupe([None if v is None else _float("--poison", v) for v in self.poisons]) or [None]
@@ -54,6 +95,15 @@ class SweepSpec:
             self.max_steps = _int("--max-steps", self.max_steps)
         self.train = dict(self.train or {})
         self.eval_options = dict(self.eval_options or {})
+        self.align_defenses = _dedupe([str(d).strip() for d in self.align_defenses or [] if str(d).strip()])
+        self.align_methods = _dedupe([str(m).strip() for m in self.align_methods or [] if str(m).strip()])
+        if self.align_max_steps is not None:
+            self.align_max_steps = _int("--align-max-steps", self.align_max_steps)
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether the sweep also varies the alignment stage (each variant trained once, then shared)."""
+        return bool(self.align_defenses or self.align_methods)
 
     def validate(self) -> None:
         """Problems that make every configuration fail; raised before anything is run or written."""
@@ -63,12 +113,49 @@ class SweepSpec:
             raise SptError("give either --model or --from RUN_ID, not both (--from uses the run's model)")
         if self.max_steps is not None and self.max_steps < 1:
             raise SptError(f"--max-steps must be at least 1, not {self.max_steps}")
+        if self.two_stage:
+            if self.from_run:
+                raise SptError("--align-defense/--align-method train the alignment runs from --model; drop --from "
+                               "(or drop the align axes to start every configuration from that run)")
+            from spt.sweep.align_stage import align_variants
+
+            align_variants(self.align_defenses, self.align_methods)  # SptError for a bad name or stage
+            if self.align_max_steps is not None and self.align_max_steps < 1:
+                raise SptError(f"--align-max-steps must be at least 1, not {self.align_max_steps}")
         for p in self.poisons:
             if p is not None and not 0.0 <= p <= 1.0:
                 raise SptError(f"--poison {p:g} is not a ratio; use values between 0 and 1")
+        reg = _defense_registry()
+        if self.axes and reg is not None:
+            for f, values in self.axes.items():
+                lam_owner = _lam_axis_owner(f, reg)
+                if lam_owner is not None:
+                    if lam_owner not in self.defenses:
+                        raise SptError(f"--axis {f}: defense {lam_owner} is not in --defense {','.join(self.defenses)}")
+                    for v in values:
+                        _float(f"--axis {f}", v)
+                    continue
+                owner = reg.owner_of(f)
+                if owner is None:
+                    raise SptError(f"--axis {f}: no defense has this option; options: "
+                                   f"{', '.join(sorted(reg.option_fields()))}")
+                if owner not in self.defenses:
+                    raise SptError(f"--axis {f} is an option of defense {owner}, which is not in --defense "
+                                   f"{','.join(self.defenses)}")
+                if not values:
+                    raise SptError(f"--axis {f} has no values; give a comma-separated list")
+                opt = reg.option_fields()[f][1]
+                for v in values:
+                    opt.check(owner, v)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["axes"]:  # sweeps without option axes keep the id they had before axes existed
+            d.pop("axes")
+        if not self.two_stage:  # nor do single-stage sweeps (no alignment axes)
+            for k in ("align_defenses", "align_methods", "align_max_steps"):
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
@@ -134,35 +221,62 @@ def sweep_tag(spec: SweepSpec) -> str:
 def config_key(spec: SweepSpec, config: dict[str, Any]) -> str:
     """Identity of one configuration: every setting that reaches its stages (not its index)."""
     fixed = spec.to_dict()
-    for k in ("defenses", "lams", "poisons", "seeds"):
-        fixed.pop(k)
+    for k in ("defenses", "lams", "poisons", "seeds", "axes", "align_defenses", "align_methods"):
+        fixed.pop(k, None)
     axes = {k: config[k] for k in ("defense", "lam", "poison", "seed")}
+    if config.get("options"):
+        axes["options"] = config["options"]
+    if config.get("align"):
+        axes["align"] = config["align"]
     return content_id({"sweep_config": {**fixed, **axes}})
 
 
 def plan_sweep(spec: SweepSpec) -> list[dict[str, Any]]:
     """The configurations of a sweep, in a stable order, each a dict with its `index`.
 
-    defense × λ × poison × seed, outermost first, values in the order given; `none` collapses λ.
+    Per defense, outermost first: λ × the defense's own option axes × poison × seed, values in the
+    order given; a defense without λ (`none`) collapses λ. A configuration with option axes carries
+    them as `options` ({config field: value}).
     """
+    import itertools
+
+    reg = _defense_registry()
     configs: list[dict[str, Any]] = []
     for defense in spec.defenses:
-        lams = [None] if defense in NO_LAMBDA_DEFENSES else spec.lams
+        lams = spec.lams if takes_lambda(defense) else [None]
+        for k, values in spec.axes.items():  # a λ axis of this defense alone replaces the shared one
+            if _lam_axis_owner(k, reg) == defense:
+                lams = [_float(f"--axis {k}", v) for v in values]
+        own = [f for f in spec.axes if reg is not None and reg.owner_of(f) == defense]
         for lam in lams:
-            for poison in spec.poisons:
-                for seed in spec.seeds:
-                    configs.append({"index": len(configs), "defense": defense, "lam": lam,
-                                    "poison": poison, "seed": seed})
+            for combo in itertools.product(*[spec.axes[f] for f in own]):
+                for poison in spec.poisons:
+                    for seed in spec.seeds:
+                        c: dict[str, Any] = {"index": len(configs), "defense": defense, "lam": lam,
+                                             "poison": poison, "seed": seed}
+                        if own:
+                            c["options"] = dict(zip(own, combo, strict=True))
+                        configs.append(c)
+    if spec.two_stage:  # every task configuration once per alignment variant, variant outermost
+        from spt.sweep.align_stage import align_variants, expand_two_stage
+
+        configs = expand_two_stage(configs, align_variants(spec.align_defenses, spec.align_methods)[0])
     for c in configs:
         c["key"] = config_key(spec, c)
     return configs
 
 
 def config_label(config: dict[str, Any]) -> str:
-    """`anchor λ=0.1 p=0.1 seed=0` (unset axes left out)."""
+    """`anchor λ=0.1 p=0.1 seed=0` (unset axes left out; `vaccine→anchor ...` in a two-stage sweep)."""
     parts = [str(config["defense"])]
+    if config.get("align"):
+        from spt.sweep.align_stage import variant_label
+
+        parts[0] = f"{variant_label(config['align'])}→{parts[0]}"
     if config.get("lam") is not None:
         parts.append(f"λ={config['lam']:g}")
+    for k, v in (config.get("options") or {}).items():
+        parts.append(f"{k}={_fmt(v)}")
     if config.get("poison") is not None:
         parts.append(f"p={config['poison']:g}")
     if config.get("seed") is not None:
@@ -194,6 +308,14 @@ def spec_to_args(spec: SweepSpec) -> list[str]:
         args += ["--poison", ",".join(_fmt(v) for v in spec.poisons)]
     if spec.seeds != [None]:
         args += ["--seeds", ",".join(_fmt(v) for v in spec.seeds)]
+    for k, values in spec.axes.items():
+        args += ["--axis", f"{k}={','.join(_fmt(v) for v in values)}"]
+    if spec.align_defenses:
+        args += ["--align-defense", ",".join(spec.align_defenses)]
+    if spec.align_methods:
+        args += ["--align-method", ",".join(spec.align_methods)]
+    if spec.align_max_steps is not None:
+        args += ["--align-max-steps", str(spec.align_max_steps)]
     if spec.max_steps is not None:
         args += ["--max-steps", str(spec.max_steps)]
     for k, v in sorted(spec.train.items()):
@@ -237,4 +359,27 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
         except ValueError:
             value = raw
         out[key] = value
+    return out
+
+
+def parse_axes(items: list[str] | None) -> dict[str, list[Any]]:
+    """`["lisa_align_steps=10,50", "anchor.lam=0.1,0.3"]` -> {field: [values]} (JSON values).
+
+    `<defense>.lam` (or `<defense>_lam`) is that defense's own λ axis, replacing `--lam` for it.
+    """
+    import json
+
+    out: dict[str, list[Any]] = {}
+    for item in items or []:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip().replace("-", "_").replace(".", "_")
+        if not sep or not key:
+            raise SptError(f"--axis {item!r}: expected OPTION=V1,V2, for example --axis lisa_align_steps=10,50")
+        values = []
+        for v in split_list(raw, f"--axis {key}"):
+            try:
+                values.append(json.loads(v))
+            except ValueError:
+                values.append(v)
+        out[key] = values
     return out

@@ -60,19 +60,6 @@ class Stages:
 
 # ---------------------------------------------------------------- the real stages (spt.train/eval/judge)
 
-def _call_progress(fn: Callable[..., Any], progress: Callable[..., None] | None, **kwargs: Any) -> Any:
-    """Call a stage, passing `progress` only when the stage accepts it."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if progress is not None and "progress" in params:
-        kwargs["progress"] = progress
-    return fn(**kwargs)
-
-
 def _dataclass_kwargs(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
     import dataclasses
 
@@ -100,46 +87,42 @@ def finetune_config_values(spec: SweepSpec, config: dict[str, Any]) -> dict[str,
     for axis, name in (("lam", "lam"), ("poison", "poison"), ("seed", "seed")):
         if config.get(axis) is not None:
             values[name] = config[axis]
+    values.update(config.get("options") or {})  # the defense's own option axes (spt sweep --axis)
     return values
 
 
 def _real_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progress: Any = None) -> dict[str, Any]:
-    try:
-        from spt.train import FinetuneConfig, finetune
-    except ImportError:
-        raise SptError("this spt has no training stage (spt.train.finetune); cannot run a sweep") from None
+    from spt.train import FinetuneConfig, finetune
+
     values = finetune_config_values(spec, config)
+    if config.get("align"):  # two-stage: start from the variant's alignment run (trained once, then reused)
+        from spt.sweep.align_stage import ensure_alignment
+
+        values.pop("model", None)
+        values["from_run"] = ensure_alignment(store, spec.model, spec.train, config["align"], spec.align_max_steps)
     values.setdefault("resume", True)  # an interrupted configuration continues from its last checkpoint
     values = _dataclass_kwargs(FinetuneConfig, values, "spt finetune")
     cfg = FinetuneConfig(**values)
-    return dict(_call_progress(finetune, progress, store=store, config=cfg) or {})
+    return dict(finetune(store, cfg, progress=progress))
 
 
 def _real_evaluate(store: Store, spec: SweepSpec, config: dict[str, Any], run_id: str,
                    progress: Any = None) -> dict[str, Any]:
-    try:
-        from spt.eval import EvaluateConfig, evaluate
-    except ImportError:
-        raise SptError("this spt has no evaluation stage (spt.eval.evaluate); run the sweep with "
-                       "--no-evaluate") from None
+    from spt.eval import EvaluateConfig, evaluate
+
     values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate")
     cfg = EvaluateConfig(**values)  # task: the run's own task
-    res = dict(_call_progress(evaluate, progress, store=store, target=run_id, config=cfg) or {})
+    res = dict(evaluate(store, run_id, cfg, progress=progress))
     if "reused" not in res:  # evaluate reports how many generations it had to make
         res["reused"] = res.get("n_generated", 1) == 0 and not res.get("n_copied")
     return res
 
 
 def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluation_ids: list[str]) -> dict[str, Any]:
-    try:
-        from spt.judge import judge_evaluations
-    except ImportError:
-        raise SptError("this spt has no judge stage (spt.judge.judge_evaluations); run the sweep with "
-                       "--judge none") from None
-    kwargs: dict[str, Any] = {"judges": list(spec.judges)}
-    if spec.rubric:
-        kwargs["rubric"] = spec.rubric
-    return dict(judge_evaluations(store, evaluation_ids, **kwargs) or {})
+    from spt.judge import JudgeOptions, judge_evaluations
+
+    options = JudgeOptions(judges=list(spec.judges), rubric=spec.rubric or "refusal")
+    return judge_evaluations(store, evaluation_ids, options).to_dict()
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -148,15 +131,10 @@ def check_spec(spec: SweepSpec) -> None:
     `run_sweep` records a configuration whose own settings are refused as failed and goes on with the
     rest; `validate_plan` (what `spt sweep` runs first) refuses the whole plan instead.
     """
-    try:
-        from spt.train.defense_base import get_defense
-    except ImportError:
-        return
+    from spt.train.defenses import get_defense
+
     for d in spec.defenses:
-        try:
-            get_defense(d)
-        except ImportError:
-            return
+        get_defense(d)
 
 
 def validate_plan(spec: SweepSpec) -> None:
@@ -166,31 +144,38 @@ def validate_plan(spec: SweepSpec) -> None:
     poison, `--set` values with types and NaN), the evaluation options and the judges (with the key an
     OpenAI judge needs). Nothing is built, loaded or written.
     """
-    try:
-        from spt.train import FinetuneConfig
-    except ImportError:
-        return
     import dataclasses
+
+    from spt.eval import EvaluateConfig
+    from spt.train import FinetuneConfig
 
     if spec.model:
         _check_model_ref(spec.model)
     _check_data_refs(spec)
+    if spec.two_stage:  # each alignment run's settings resolve too
+        from spt.sweep.align_stage import align_config_values, alignment_runs, variant_label
+
+        for v in alignment_runs(plan_sweep(spec)):
+            values = _dataclass_kwargs(FinetuneConfig, align_config_values(spec.model, spec.train, v,
+                                                                           spec.align_max_steps), "spt finetune")
+            try:
+                FinetuneConfig(**values).resolve()
+            except SptError as e:
+                raise SptError(f"alignment run {variant_label(v)}: {e}") from None
     for config in plan_sweep(spec):
         values = _dataclass_kwargs(FinetuneConfig, finetune_config_values(spec, config), "spt finetune (--set)")
+        if config.get("align"):  # the task stage starts from the alignment run (not trained yet)
+            values.pop("model", None)
+            values["from_run"] = "<alignment run>"
         try:
             FinetuneConfig(**values).resolve()
         except SptError as e:
             raise SptError(f"configuration [{config['index']}] {config_label(config)}: {e}") from None
     if spec.evaluate:
-        try:
-            from spt.eval import EvaluateConfig
-        except ImportError:
-            EvaluateConfig = None  # noqa: N806
-        if EvaluateConfig is not None:
-            values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate (--eval-set)")
-            cfg = EvaluateConfig(**values)
-            _check_eval_types(cfg, dataclasses.fields(EvaluateConfig))
-            cfg.validate()
+        values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate (--eval-set)")
+        cfg = EvaluateConfig(**values)
+        _check_eval_types(cfg, dataclasses.fields(EvaluateConfig))
+        cfg.validate()
         if spec.judges:
             _check_judges(spec)
 
@@ -220,7 +205,7 @@ def _check_data_refs(spec: SweepSpec) -> None:
 
     task = spec.task or spec.train.get("task")
     if isinstance(task, str) and task.startswith("builtin:") and task not in BUILTIN_TASKS:
-        raise SptError(f"--task {task!r} is not a built-in task; use {', '.join(BUILTIN_TASKS)} or a stored dataset")
+        raise SptError(f"`task` {task!r} is not a built-in task; use {', '.join(BUILTIN_TASKS)} or a stored dataset")
     pdata = spec.train.get("poison_data")
     if isinstance(pdata, str) and pdata.startswith("builtin:") and pdata != BUILTIN_POISON:
         raise SptError(f"poison_data {pdata!r} is not built in; use {BUILTIN_POISON} or a stored dataset")
@@ -235,26 +220,27 @@ def _check_eval_types(cfg: Any, fields: Any) -> None:
             continue
         default = f.default
         if isinstance(default, bool) and not isinstance(v, bool):
-            raise SptError(f"--eval-set {f.name}={v!r} is not true or false")
+            raise SptError(f"`eval_set` {f.name}={v!r} is not true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 if not (f.name == "batch_size" and v == "auto"):
-                    raise SptError(f"--eval-set {f.name}={v!r} is not a finite number")
+                    raise SptError(f"`eval_set` {f.name}={v!r} is not a finite number")
             if isinstance(default, int) and isinstance(v, float) and f.name != "temperature":
-                raise SptError(f"--eval-set {f.name}={v!r} is not a whole number")
+                raise SptError(f"`eval_set` {f.name}={v!r} is not a whole number")
         if isinstance(default, str) and f.name != "batch_size" and not isinstance(v, str):
-            raise SptError(f"--eval-set {f.name}={v!r} is not text")
+            raise SptError(f"`eval_set` {f.name}={v!r} is not text")
 
 
 def _check_judges(spec: SweepSpec) -> None:
-    try:
-        from spt.judge.specs import parse_judge_spec
-    except ImportError:
-        return
-    specs = [parse_judge_spec(j, spec.rubric or "refusal") for j in spec.judges]
-    if any(s.backend == "openai" for s in specs) and not os.environ.get("OPENAI_API_KEY"):
-        raise SptError("--judge openai:… needs OPENAI_API_KEY; export it, or judge later with "
-                       "`spt judge --base-url URL` (or --judge keyword)")
+    from spt.judge import JudgeOptions
+    from spt.judge.specs import parse_judge_spec
+
+    options = JudgeOptions(judges=list(spec.judges), rubric=spec.rubric or "refusal")
+    for s in (parse_judge_spec(j, options.rubric) for j in spec.judges):
+        try:
+            s.impl.check_credentials(s, options)
+        except SptError as e:
+            raise SptError(f"`judge` {s.spec}: {e}; or judge later with `spt judge` (or `judge` keyword)") from None
 
 
 def default_stages() -> Stages:
@@ -376,16 +362,14 @@ def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], pr
             if tag in (r.tags or []) and ((r.config or {}).get("sweep") or {}).get("key") == config["key"]]
     if not mine:
         raise SptError(f"no finished finetune of configuration [{config['index']}] {config_label(config)} in "
-                       f"{store.path}; run it first (spt sweep ... --only-index {config['index']} --finetune-only)")
+                       f"{store.path}; run it first (spt sweep ... `only_index` {config['index']} `finetune_only`)")
     return {"run_id": mine[-1].id, "status": "done", "reused": True}
 
 
 def _is_interrupted(e: BaseException) -> bool:
     """Training stopped by a signal at a checkpoint (spt.train.signals.Interrupted): resumable, not failed."""
-    try:
-        from spt.train.signals import Interrupted
-    except ImportError:
-        return False
+    from spt.train.signals import Interrupted
+
     return isinstance(e, Interrupted)
 
 
@@ -490,7 +474,7 @@ def select_configs(configs: list[dict[str, Any]], only_index: list[int] | int | 
     wanted = [only_index] if isinstance(only_index, int) else list(only_index)
     bad = [i for i in wanted if not 0 <= i < len(configs)]
     if bad:
-        raise SptError(f"--only-index {bad[0]} is out of range: this sweep has {len(configs)} configurations "
+        raise SptError(f"`only_index` {bad[0]} is out of range: this sweep has {len(configs)} configurations "
                        f"(0-{len(configs) - 1})")
     return [configs[i] for i in sorted(set(wanted))]
 
@@ -534,10 +518,8 @@ def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None,
 
 def sweep_frontier(store: Store, spec: SweepSpec) -> dict[str, Any] | None:
     """The frontier over this sweep's runs, if spt.frontier is present and the metrics exist."""
-    try:
-        from spt.frontier.compute import compute_frontier
-    except ImportError:
-        return None
+    from spt.frontier.compute import compute_frontier
+
     try:
         res = compute_frontier(store, where=[f"tag={sweep_tag(spec)}"])
     except SptError as e:

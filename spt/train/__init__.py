@@ -4,8 +4,8 @@
     res = finetune(store, FinetuneConfig(model="tiny-random", stage="align", max_steps=20))
 
 Importing this package does not import torch; `finetune` and `merge_run` import it when called.
-Defenses live in flat modules `spt/train/defense_<name>.py`, each registering one class; list a new
-module in `DEFENSE_MODULES`.
+Defenses are modules of `spt/train/defenses/` (one file each, found by the registry); see
+`spt.train.defenses.base` for the interface.
 """
 
 from __future__ import annotations
@@ -13,15 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from spt.train.config import FinetuneConfig
-from spt.train.defense_base import DEFENSES, Defense, get_defense, register
+from spt.train.defenses import DEFENSES, Defense, Option, all_defenses, get_defense
 from spt.train.signals import INTERRUPTED, Interrupted
-
-DEFENSE_MODULES = (
-    "spt.train.defense_none",
-    "spt.train.defense_anchor",
-    "spt.train.defense_proximal",
-    "spt.train.defense_safelora",
-)
 
 
 def finetune(store: Any, config: FinetuneConfig, progress: Any = None) -> dict[str, Any]:
@@ -39,15 +32,7 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: An
     return _merge(store, run_id, checkpoint_id, out, dtype)
 
 
-def _load_defenses() -> None:
-    import importlib
+all_defenses()  # fill DEFENSES (the registry imports every module of spt/train/defenses/)
 
-    for m in DEFENSE_MODULES:
-        importlib.import_module(m)
-
-
-_load_defenses()
-
-__all__ = ["DEFENSES", "DEFENSE_MODULES", "INTERRUPTED", "Defense", "FinetuneConfig", "Interrupted", "finetune",
-           "get_defense", "merge_run",
-           "register"]
+__all__ = ["DEFENSES", "INTERRUPTED", "Defense", "FinetuneConfig", "Interrupted", "Option", "all_defenses",
+           "finetune", "get_defense", "merge_run"]

@@ -1,12 +1,19 @@
 """`FinetuneConfig`: every setting of `spt finetune`, loadable from a YAML recipe (flags override it).
 
-Fields left at None get a resolved default in `resolve()` (learning rate by LoRA/full, λ by defense,
-epochs when no step budget is given). Validation raises `SptError` before anything touches the store.
+Fields left at None get a resolved default in `resolve()` (learning rate by LoRA/full, λ and the
+defense's options by defense, epochs when no step budget is given). Validation raises `SptError`
+before anything touches the store.
+
+The dataclass is the shared settings below plus one field per option declared by a defense in
+`spt/train/defenses/` (`lisa_align_steps`, `safelora_mode`, ...), added when this module is imported:
+a new defense's options are settings, YAML keys and sweep `--set`/`--axis` names without edits here.
+Only the chosen defense's options are kept (the others are reset to None) and enter the identity.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +32,8 @@ NON_IDENTITY = {"save_every", "log_every", "resume", "config_path", "progress", 
 
 
 @dataclass
-class FinetuneConfig:
-    """All settings of one fine-tuning run (see `spt finetune --help`)."""
+class _Settings:
+    """All settings of one fine-tuning run (see `spt finetune --help`); defense options are added below."""
 
     model: str | None = None  # model reference (packaged name, local dir, hub id)
     from_run: str | None = None  # start from this run's final checkpoint (lineage)
@@ -36,6 +43,7 @@ class FinetuneConfig:
     poison: float = 0.0  # poison ratio in [0, 1)
     poison_data: str = DEFAULT_POISON
     defense: str = "none"
+    method: str = "sft"  # sft | dpo: the align stage's objective (spt.train.dpo)
     lam: float | None = None  # λ (meaning depends on the defense; default from the defense)
     lora: bool = True
     lora_r: int = 8
@@ -55,8 +63,6 @@ class FinetuneConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    safety_batch_size: int | None = None  # anchor: safety examples per micro-batch (default batch_size)
-    safelora_mode: str = "exact"  # exact (orthogonal projector onto span(V)) | paper (C = V Vᵀ/‖V‖_F)
     pack_length: int = 512  # row capacity when packing (longer examples get a row of their own length)
     align_eval_pairs: int = 16  # HarmOR test pairs in the fixed alignment-loss batch
     compile: bool = False  # torch.compile the model (GPU)
@@ -68,7 +74,7 @@ class FinetuneConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Any:
         """Read a YAML recipe (keys = field names, dashes allowed; `from` for from_run); non-None overrides win."""
         import yaml
 
@@ -96,7 +102,7 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     # ------------------------------------------------------------------ resolution
-    def checked_types(self) -> FinetuneConfig:
+    def checked_types(self) -> Any:
         """A copy whose values have the field's type (numbers from YAML strings like `1e-4` parsed, NaN and
         infinities refused); SptError naming the setting otherwise."""
         c = dataclasses.replace(self)
@@ -109,9 +115,9 @@ class FinetuneConfig:
             setattr(c, name, _coerce(name, kind, v))
         return c
 
-    def resolve(self) -> FinetuneConfig:
+    def resolve(self) -> Any:
         """A copy with defaults filled in and every value checked (SptError on bad input)."""
-        from spt.train.defense_base import get_defense
+        from spt.train.defenses import get_defense, option_fields
 
         c = self.checked_types()
         c.lora_targets = list(c.lora_targets or [])
@@ -122,26 +128,31 @@ class FinetuneConfig:
         if not c.model and not c.from_run:
             c.model = DEFAULT_MODEL
         d = get_defense(c.defense)
+        explicit_lam = c.lam is not None
         if c.lam is None:
-            c.lam = d.default_lam
-        elif d.lam_range is None:
+            c.lam = d.lam.default if d.lam is not None else None
+        elif d.lam is None:
             c.lam = None if c.lam == 0 else c.lam
             if c.lam is not None:
                 raise SptError(f"defense {c.defense!r} takes no --lam; drop it or pick a defense that uses λ")
         if c.lam is not None:
             c.lam = float(c.lam)
-            lo, hi = d.lam_range
+            lo, hi = d.lam.range or (-math.inf, math.inf)
             if not (lo <= c.lam <= hi):
-                rng = f"[{lo:g}, {hi:g}]" if hi != float("inf") else f"≥ {lo:g}"
-                raise SptError(f"--lam {c.lam:g} is outside {rng} for defense {c.defense!r} ({d.lam_meaning})")
+                rng = f"[{lo:g}, {hi:g}]" if hi != math.inf else f"≥ {lo:g}"
+                raise SptError(f"--lam {c.lam:g} is outside {rng} for defense {c.defense!r} ({d.lam.help})")
+        own = d.fields()
+        for f in option_fields():  # options of other defenses never reach the run
+            if f not in own:
+                setattr(c, f, None)
         if not (0.0 <= float(c.poison) < 1.0):
             raise SptError(f"--poison {c.poison:g} is outside [0, 1); give the fraction of poisoned examples")
         c.poison = float(c.poison)
         if c.stage == "align":
             if c.poison > 0:
                 raise SptError("--poison applies to --stage task only; the align stage trains on HarmOR train")
-            if c.defense not in ("none", "proximal"):
-                raise SptError(f"defense {c.defense!r} needs --stage task (it protects an aligned model)")
+        if c.stage not in d.stages:
+            raise SptError(f"defense {c.defense!r} applies to --stage {' or '.join(d.stages)}, not {c.stage}")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
             if int(getattr(c, name)) < 1:
                 raise SptError(f"--{name.replace('_', '-')} must be ≥ 1")
@@ -165,33 +176,33 @@ class FinetuneConfig:
             raise SptError("--lora-targets is empty; name modules such as q_proj,v_proj")
         if not (0 <= c.lora_dropout < 1):
             raise SptError("lora_dropout must be in [0, 1)")
-        if c.safelora_mode not in ("exact", "paper"):
-            raise SptError("safelora_mode must be exact or paper")
-        if c.safety_batch_size is None:
-            c.safety_batch_size = c.batch_size
-        if c.safety_batch_size < 2:
-            raise SptError("safety_batch_size must be ≥ 2 (both halves of a HarmOR pair)")
         if not (0 <= c.warmup_ratio < 1):
             raise SptError(f"warmup_ratio {c.warmup_ratio:g} must be in [0, 1)")
         if c.weight_decay < 0 or c.max_grad_norm < 0:
             raise SptError("weight_decay and max_grad_norm must be ≥ 0")
         if c.pack_length < 16 or c.align_eval_pairs < 1:
             raise SptError("pack_length must be ≥ 16 and align_eval_pairs ≥ 1")
+        d.resolve_options(c, explicit_lam)
         d.validate_config(c)
+        from spt.train.dpo import resolve_method
+
+        resolve_method(c, explicit_lam)  # --method: checks it, fills (dpo) or clears (sft) the DPO options
         return c
 
     def identity_fields(self) -> dict[str, Any]:
-        """The settings that change the trained weights."""
+        """The settings that change the trained weights (of defense options: the chosen defense's)."""
+        from spt.train.defenses import get_defense, option_fields
+
         d = self.to_dict()
-        for k in NON_IDENTITY | {"model", "from_run"}:
+        from spt.train.dpo import DPOMethod, method_identity
+
+        for k in NON_IDENTITY | {"model", "from_run", "method"} | set(option_fields()) | set(DPOMethod.fields()):
             d.pop(k, None)
         if not self.lora:
             for k in ("lora_r", "lora_alpha", "lora_targets", "lora_dropout"):
                 d.pop(k)
-        if self.defense != "anchor":
-            d.pop("safety_batch_size")
-        if self.defense != "safelora":
-            d.pop("safelora_mode")
+        d.update(get_defense(self.defense).identity(self))
+        d.update(method_identity(self))  # {} for SFT: existing identities are unchanged
         if self.stage == "align":
             for k in ("task", "poison", "poison_data"):
                 d.pop(k)
@@ -207,10 +218,10 @@ _TYPES: dict[str, str] = {
     "lora_targets": "list", "lora_dropout": "float", "epochs": "float", "max_steps": "int", "lr": "float",
     "batch_size": "int", "grad_accum": "int", "max_length": "int", "seed": "int", "save_every": "int",
     "log_every": "int", "resume": "bool", "warmup_ratio": "float", "weight_decay": "float",
-    "max_grad_norm": "float", "safety_batch_size": "int", "safelora_mode": "str", "pack_length": "int",
-    "align_eval_pairs": "int", "compile": "bool", "config_path": "str",
+    "max_grad_norm": "float", "pack_length": "int",
+    "align_eval_pairs": "int", "compile": "bool", "config_path": "str", "method": "str",
 }
-_OPTIONAL = {"model", "from_run", "lam", "epochs", "max_steps", "lr", "safety_batch_size", "config_path"}
+_OPTIONAL = {"model", "from_run", "lam", "epochs", "max_steps", "lr", "config_path"}
 _EXAMPLES = {"float": "e.g. 0.1 or 2e-4", "int": "e.g. 8", "bool": "", "str": "",
              "list": "a list of module names like [q_proj, v_proj]"}
 
@@ -271,3 +282,19 @@ def _coerce(name: str, kind: str, v: Any) -> Any:
     if not math.isfinite(f):
         raise _bad(name, kind, v, "is not a finite number")
     return f
+
+
+def _with_defense_options() -> type:
+    """`_Settings` plus one field (default None: resolved by the defense) per defense option."""
+    from spt.train.defenses import option_fields
+    from spt.train.dpo import DPOMethod
+
+    extra = [(f, Any, field(default=None)) for f in [*option_fields(), *DPOMethod.fields()]]
+    cls = dataclasses.make_dataclass("FinetuneConfig", extra, bases=(_Settings,))
+    cls.__module__ = __name__
+    cls.__doc__ = ("All settings of one fine-tuning run (see `spt finetune --help`), with one field per "
+                   "defense option: " + ", ".join(f for f in option_fields()) + ".")
+    return cls
+
+
+FinetuneConfig = _with_defense_options()

@@ -39,7 +39,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Σ_i w_i · CE(h_i Wᵀ, y_i), chunked over rows, gradients formed in the forward pass."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, w, chunk):  # type: ignore[override]
+    def forward(ctx, h, weight, targets, w, chunk, token_weight=None):  # type: ignore[override]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = h.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -52,6 +52,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             lse = torch.logsumexp(logits, dim=-1)
             ce = lse - logits.gather(1, yc[:, None]).squeeze(1)
             ce_all[s:s + chunk] = ce
+            if token_weight is not None:  # a multiplier computed from this forward's own token losses
+                wc = wc * token_weight(ce.detach(), slice(s, s + hc.shape[0])).to(wc.dtype)
             total += (ce * wc).sum()
             if need_h or need_w:
                 g = torch.exp(logits - lse[:, None])
@@ -74,14 +76,17 @@ class LinearCrossEntropy(torch.autograd.Function):
         gh, gw = ctx.saved_tensors
         need_h, need_w = ctx.need
         return (gh * grad_total.to(gh.dtype) if need_h else None,
-                (gw * grad_total).to(ctx.wdtype) if need_w else None, None, None, None)
+                (gw * grad_total).to(ctx.wdtype) if need_w else None, None, None, None, None)
 
 
 def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, weights: Any,
-                    chunk_elements: int = CHUNK_ELEMENTS) -> tuple[Any, Any, Any]:
+                    chunk_elements: int = CHUNK_ELEMENTS, token_weight: Any = None) -> tuple[Any, Any, Any]:
     """(Σ w·CE over completion tokens, per-token CE (detached), flat positions of those tokens).
 
     Position t of a row predicts labels[t+1]; only positions with a real next label are evaluated.
+    `token_weight(ce, sl)`, if given, multiplies the weights of the completion tokens in slice `sl` (of
+    the flat order) by a value computed from their detached CE (token-wise constrained SFT): the weight
+    is a constant of the backward pass, as in the authors' code.
     """
     lm = causal_lm(model)
     decoder, head = lm.get_decoder(), lm.get_output_embeddings()
@@ -99,7 +104,7 @@ def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, 
     vocab = head.weight.shape[0]
     chunk = max(64, chunk_elements // max(vocab, 1))
     if isinstance(head, nn.Linear) and head.bias is None and type(head) is nn.Linear:
-        total, ce = LinearCrossEntropy.apply(h, head.weight, y, w, chunk)
+        total, ce = LinearCrossEntropy.apply(h, head.weight, y, w, chunk, token_weight)
         return total, ce, flat
     # generic head (bias, adapter-wrapped): chunked with recomputation in backward
     from torch.utils.checkpoint import checkpoint
@@ -111,10 +116,15 @@ def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, 
     total = h.new_zeros((), dtype=torch.float32)
     ces = []
     for s in range(0, h.shape[0], chunk):
+        wc = w[s:s + chunk]
+        if token_weight is not None:
+            with torch.no_grad():
+                ce0 = F.cross_entropy(head(h[s:s + chunk]).float(), y[s:s + chunk], reduction="none")
+            wc = wc * token_weight(ce0, slice(s, s + ce0.shape[0])).to(wc.dtype)
         if torch.is_grad_enabled():
-            t, ce = checkpoint(_chunk, h[s:s + chunk], y[s:s + chunk], w[s:s + chunk], use_reentrant=False)
+            t, ce = checkpoint(_chunk, h[s:s + chunk], y[s:s + chunk], wc, use_reentrant=False)
         else:
-            t, ce = _chunk(h[s:s + chunk], y[s:s + chunk], w[s:s + chunk])
+            t, ce = _chunk(h[s:s + chunk], y[s:s + chunk], wc)
         total = total + t
         ces.append(ce)
     return total, torch.cat(ces) if ces else h.new_zeros(0), flat
@@ -128,8 +138,9 @@ class LossModule(nn.Module):
         self.model = model
         self.chunk_elements = chunk_elements
 
-    def forward(self, input_ids, position_ids, labels, weights):  # type: ignore[override]
-        return completion_loss(self.model, input_ids, position_ids, labels, weights, self.chunk_elements)
+    def forward(self, input_ids, position_ids, labels, weights, token_weight=None):  # type: ignore[override]
+        return completion_loss(self.model, input_ids, position_ids, labels, weights, self.chunk_elements,
+                               token_weight)
 
 
 def reference_loss(model: Any, examples: list[Any], pad_id: int) -> Any:

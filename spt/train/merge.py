@@ -77,7 +77,7 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
 
     from spt.models import chat_template_hash, load_tokenizer
     from spt.models.load import quiet_transformers
-    from spt.train.loop import weights_hash
+    from spt.train.checkpoint import weights_hash
 
     quiet_transformers()
     try:

@@ -1,0 +1,244 @@
+"""Planning a run before training: validate the settings and the lineage, build the data, compute the
+run identity, and create (or find, or adopt for a resume) the run row under this process's lease.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from spt.errors import SptError
+from spt.train.checkpoint import weights_hash
+from spt.train.config import FinetuneConfig
+from spt.train.signals import INTERRUPTED
+
+ALGO_VERSION = 1
+
+
+class LeaseHeld(SptError):
+    """Another live process holds the lease of the run with these settings (it is being trained now)."""
+
+    def __init__(self, message: str, holder_run_id: str):
+        super().__init__(message)
+        self.holder_run_id = holder_run_id
+
+
+def provenance(device: str, dtype: str, seed: int, world: int) -> dict[str, Any]:
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    import spt
+
+    vers = {}
+    for pkg in ("spt", "torch", "transformers", "peft", "trl", "accelerate"):
+        try:
+            vers[pkg] = version(pkg)
+        except PackageNotFoundError:
+            vers[pkg] = None
+    commit = None
+    try:
+        r = subprocess.run(["git", "-C", str(Path(spt.__file__).parent), "rev-parse", "HEAD"],
+                           capture_output=True, text=True, timeout=5)
+        commit = r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"versions": vers, "git_commit": commit, "host": socket.gethostname(), "device": device,
+            "dtype": dtype, "seeds": {"seed": seed, "data": seed, "lora_init": seed}, "world_size": world}
+
+
+@dataclass
+class Plan:
+    """What rank 0 decided before training; broadcast to the other processes as a dict."""
+
+    config: dict
+    run_id: str
+    identity: str
+    reused: bool = False
+    kind: str = "finetune"
+    start_path: str = ""
+    start_hash: str = ""
+    parent_id: str | None = None
+    parent_final: dict | None = None
+    parent_start_path: str | None = None
+    train_dataset: str | None = None
+    poison_dataset: str | None = None
+    safety_dataset: str | None = None
+    resume_from: dict | None = None  # checkpoint row (dict) with a trainer state
+    summary: dict = field(default_factory=dict)
+
+
+def _check_lora_targets(start_path: str, targets: list[str]) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        cfg = AutoConfig.from_pretrained(start_path)
+    except OSError as e:
+        raise SptError(f"cannot read the model config at {start_path} ({str(e).splitlines()[0]})") from None
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    names = [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise SptError(f"--lora-targets {', '.join(missing)} match no linear layer of this model; "
+                       f"available: {', '.join(leaves)}")
+
+
+def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
+    from sqlmodel import col, select
+
+    from spt.runs import resolve_run
+    from spt.store.models import Checkpoint
+
+    parent = resolve_run(store, run_ref)
+    if parent.status != "done":
+        raise SptError(f"--from run {parent.id} is {parent.status}"
+                       + (f" ({parent.error})" if parent.error else "")
+                       + "; start from a finished run (resume it with --resume, or pick another)")
+    with store.session() as s:
+        ck = s.exec(select(Checkpoint).where(Checkpoint.run_id == parent.id, Checkpoint.is_final == True)  # noqa: E712
+                    .order_by(col(Checkpoint.created_at).desc())).first()
+    if ck is None or not Path(ck.path).exists():
+        raise SptError(f"--from run {parent.id} has no final checkpoint on disk; re-run it")
+    return parent, ck
+
+
+def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
+    """Validate everything, build data, compute the identity, and create or find the run row."""
+
+    from spt.models import chat_template_hash, load_tokenizer, resolve_model
+    from spt.store import content_id
+    from spt.train import data as tdata
+    from spt.train.defenses import get_defense
+
+    cfg = config.resolve()
+    dcls = get_defense(cfg.defense)
+    parent = parent_ck = None
+    if cfg.from_run:
+        parent, parent_ck = _parent_run(store, cfg.from_run)
+    dcls.validate_lineage(cfg, parent)
+
+    if parent is not None:
+        model_ref, base_model = parent.model_ref, parent.base_model
+        if parent_ck.kind == "adapter":
+            from spt.train.merge import merge_run
+
+            merged = merge_run(store, parent.id, parent_ck.id)
+            start_path, start_hash = merged["path"], merged["content_hash"]
+        else:
+            start_path, start_hash = parent_ck.path, parent_ck.content_hash or weights_hash(parent_ck.path)
+        parent_start = (parent.config or {}).get("start_path")
+    else:
+        rm = resolve_model(cfg.model)
+        model_ref, base_model = cfg.model, rm.base_model
+        start_path = rm.path
+        if rm.kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            try:
+                start_path = snapshot_download(rm.path)
+            except Exception as e:  # noqa: BLE001 - any hub failure is the user's environment
+                raise SptError(f"cannot download {rm.path} ({type(e).__name__}); pass a local directory") from None
+        start_hash = weights_hash(start_path)
+        parent_start = None
+    if cfg.lora:
+        _check_lora_targets(start_path, cfg.lora_targets)
+
+    safety_id = tdata.resolve_safety(store, cfg.safety_data, seed=0)
+    task_id = poison_id = None
+    if cfg.stage == "task":
+        task_id = tdata.resolve_task(store, cfg.task, seed=0)
+        if cfg.poison > 0:
+            poison_id = tdata.resolve_poison(store, cfg.poison_data, seed=0)
+    tok_hash = chat_template_hash(load_tokenizer(start_path))
+
+    ident_obj = {
+        "algo": ALGO_VERSION, "start": start_hash, "stage": cfg.stage, "safety_dataset": safety_id,
+        "train_dataset": task_id or safety_id, "poison_dataset": poison_id, "world_size": world,
+        "chat_template": tok_hash, "settings": cfg.identity_fields(),
+    }
+    identity = content_id(ident_obj)
+    kind = "align" if cfg.stage == "align" else "finetune"
+    common = dict(kind=kind, identity=identity, start_path=str(start_path), start_hash=start_hash,
+                  parent_id=parent.id if parent else None,
+                  parent_final=parent_ck.model_dump() if parent_ck is not None else None,
+                  parent_start_path=parent_start, train_dataset=task_id or safety_id,
+                  poison_dataset=poison_id, safety_dataset=safety_id)
+
+    resolved = cfg.to_dict()
+    resolved.update({"start_path": str(start_path), "start_hash": start_hash, "chat_template_hash": tok_hash,
+                     "train_dataset": task_id or safety_id, "safety_dataset": safety_id,
+                     "poison_dataset": poison_id, "world_size": world, "identity_inputs": ident_obj})
+    from spt.models import default_device
+
+    prov = provenance(default_device(), "float32", cfg.seed, world)
+    for attempt in range(3):
+        try:
+            return _claim_run(store, cfg, identity, resolved, common, prov, model_ref, base_model, parent)
+        except IntegrityError:  # another planner inserted the running row first: plan again against it
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _claim_run(store: Any, cfg: FinetuneConfig, identity: str, resolved: dict, common: dict, prov: dict,
+               model_ref: str, base_model: str | None, parent: Any) -> Plan:
+    """In one write transaction: reuse a done run, adopt a resumable one whose lease expired, or insert a
+    new running row holding this process's lease. A live lease on the same settings is refused."""
+    from sqlmodel import col, select
+
+    from spt.store.lease import describe, is_stale, my_owner
+    from spt.store.models import Checkpoint, Run, utcnow
+
+    owner, now = my_owner(), utcnow()
+    with store.write() as s:  # BEGIN IMMEDIATE: planners of one store decide one at a time
+        same = s.exec(select(Run).where(Run.identity == identity).order_by(col(Run.created_at).desc())).all()
+        done = [r for r in same if r.status == "done"]
+        if done:
+            return Plan(config=cfg.to_dict(), run_id=done[0].id, reused=True, **common)
+        running = [r for r in same if r.status == "running"]
+        # A lease is released when its process ends the run (done, failed, interrupted); one still held and
+        # renewed means a process is working on the run, whatever its status says.
+        live = [r for r in same if (r.lease_owner or r.status == "running")
+                and not is_stale(r.lease_owner, r.lease_heartbeat, r.updated_at)]
+        if live:
+            r = live[0]
+            raise LeaseHeld(f"run {r.id} with these settings is being trained by "
+                            f"{describe(r.lease_owner, r.lease_heartbeat, r.updated_at)}; wait for it, or if that "
+                            "process is gone run `spt runs reap` (or lower SPT_LEASE_TIMEOUT_S)", r.id)
+        resume_ck = None
+        adopt = None
+        if cfg.resume:
+            adopt = next((r for r in same if r.status in ("running", "failed", "pending", INTERRUPTED)), None)
+        for r in running:  # stale rows not adopted become interrupted (one running row per identity)
+            if r is not adopt:
+                r.status, r.error, r.updated_at = INTERRUPTED, "lease expired; superseded by a new run", now
+                s.add(r)
+        if adopt is not None:
+            cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == adopt.id)
+                         .order_by(col(Checkpoint.step).desc())).all()
+            for ck in cks:
+                st = (ck.meta or {}).get("state_path")
+                if st and Path(st).exists():
+                    resume_ck = ck.model_dump()
+                    break
+            adopt.status, adopt.error, adopt.updated_at = "running", None, now
+            adopt.lease_owner, adopt.lease_heartbeat = owner, now
+            adopt.config = resolved
+            s.add(adopt)
+            return Plan(config=cfg.to_dict(), run_id=adopt.id, resume_from=resume_ck, **common)
+        s.flush()
+        run = Run(kind=common["kind"], parent_run_id=parent.id if parent else None, model_ref=model_ref,
+                  base_model=base_model, task=cfg.task if cfg.stage == "task" else None, defense=cfg.defense,
+                  lam=cfg.lam, poison_ratio=cfg.poison if cfg.stage == "task" else None, seed=cfg.seed,
+                  lora=cfg.lora, config=resolved, identity=identity, status="running", provenance=prov,
+                  lease_owner=owner, lease_heartbeat=now)
+        s.add(run)
+    return Plan(config=cfg.to_dict(), run_id=run.id, **common)
+
+
