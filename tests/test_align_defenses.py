@@ -519,6 +519,27 @@ def test_dpo_method_step_equals_direct_dpo_gradient(store):
     assert torch.equal(d2.ref[0], d.ref[0])
 
 
+def test_dpo_reference_covers_exactly_the_pairs_the_run_samples(store):
+    """The one-off reference pass costs what the run uses: a 2-step run computes only its sampled pairs."""
+    from spt.train.dpo import DPO_SALT, DPOMethod
+
+    mini_data(store)
+    m, tok = _model(seed=5)
+    cfg = _cfg(batch_size=3)
+    ctx = _ctx(m, tok, cfg, store)
+    ctx.total_steps = 2
+    d = DPOMethod(cfg)
+    d.setup(ctx)
+    rc, _rr = am.reference_pair_logps(copy.deepcopy(m), d.chosen, d.rejected, tok.pad_token_id)
+    d.train_step(ctx, 1, _align_batches(tok))
+    used = {i for step in (1, 2) for mb in range(int(cfg.grad_accum)) for i in ctx.sample(len(d.pairs), step, mb, 3,
+                                                                                          DPO_SALT)}
+    computed = {i for i in range(len(d.pairs)) if not torch.isnan(d.ref[0][i])}
+    assert computed == used and len(used) < len(d.pairs)
+    ii = sorted(used)
+    torch.testing.assert_close(d.ref[0][ii], rc[ii], rtol=1e-5, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------- CLI end to end
 def _cli(db, *args):
     import json

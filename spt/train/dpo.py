@@ -92,17 +92,27 @@ class DPOMethod(Defense):
             off = model.disable_adapter() if self.config.lora and hasattr(model, "disable_adapter") \
                 else contextlib.nullcontext()
             k = max(1, int(self.config.batch_size))
-            cs, rs = [], []
+            # only the pairs this run will sample (the stream is a pure function of seed and step), so a
+            # 30-step run pays for its 240 pairs, not all of HarmOR train; the others stay NaN, never read
+            need = self._pairs_needed(ctx, k) if ctx.total_steps else list(range(len(self.pairs)))
+            ref_c = torch.full((len(self.pairs),), float("nan"))
+            ref_r = torch.full((len(self.pairs),), float("nan"))
             with torch.no_grad(), off:
-                for s in range(0, len(self.pairs), k):
-                    idx = list(range(s, min(s + k, len(self.pairs))))
+                for s in range(0, len(need), k):
+                    idx = need[s:s + k]
                     ex = [self.chosen[i] for i in idx] + [self.rejected[i] for i in idx]
                     _, ce, flat, pk = ctx.forward(Batch(ex, [1.0] * len(ex)))
                     lp = -_per_example_sum(ce, flat, pk, len(ex)).cpu()
-                    cs.append(lp[:len(idx)])
-                    rs.append(lp[len(idx):])
-            self.ref = (torch.cat(cs), torch.cat(rs))
+                    ref_c[idx] = lp[:len(idx)]
+                    ref_r[idx] = lp[len(idx):]
+            self.ref = (ref_c, ref_r)
         return self.ref
+
+    def _pairs_needed(self, ctx: Any, k: int) -> list[int]:
+        """The pair indices `train_step` will draw over the whole run (every step and micro-batch)."""
+        n_micro = max(1, int(self.config.grad_accum))
+        return sorted({i for step in range(1, int(ctx.total_steps) + 1) for m in range(n_micro)
+                       for i in ctx.sample(len(self.pairs), step, m, k, DPO_SALT)})
 
     def train_step(self, ctx: Any, step: int, batches: list[Batch]) -> StepStats | None:
         import torch
