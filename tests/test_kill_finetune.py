@@ -171,6 +171,7 @@ def test_a_precision_left_by_another_trainer_does_not_leak_into_spt_training(tmp
     assert clean.returncode == 0, clean.stderr
     want = _tensors([c for c in json.loads(clean.stdout)["checkpoints"] if c["is_final"]][0]["path"])
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # earlier in-process runs of this session
     Accelerator(cpu=True, mixed_precision="bf16")  # what a Trainer(bf16=True) leaves behind
     try:
         assert AcceleratorState._shared_state["_mixed_precision"] == "bf16"

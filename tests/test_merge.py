@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -61,3 +62,30 @@ def test_merge_bad_inputs(store, db_path):
     assert r.exit_code == 2 and "not a LoRA adapter" in r.output
     r = runner.invoke(app, ["merge", res["run_id"], "--dtype", "int8", "--db", str(db_path)])
     assert r.exit_code == 2 and "unknown dtype" in r.output
+
+
+def test_merge_cleans_killed_copies_and_leaves_none_when_it_fails(store, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from transformers import PreTrainedModel
+
+    d = mini_data(store)
+    res = finetune(store, FinetuneConfig(model="tiny-random", max_steps=2, **d, **FAST))
+    target = tmp_path / "merged"
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    killed = tmp_path / f".merged.tmp-{p.pid}"  # what a SIGKILLed merge leaves
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+
+    def disk_full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    with pytest.raises(OSError):
+        merge_run(store, res["run_id"], out=target)
+    assert sorted(x.name for x in tmp_path.iterdir() if "merged" in x.name) == []  # neither copy is left
+    monkeypatch.undo()
+    out = merge_run(store, res["run_id"], out=target)
+    assert Path(out["path"]) == target and (target / "config.json").exists()

@@ -200,20 +200,26 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Mark running runs whose process is gone (lease expired) as interrupted, so --resume continues them."""
-        from spt.store.lease import describe, lease_timeout, reap
+        """Mark running runs whose process is gone (lease expired) as interrupted, so --resume continues them; stale
+        running evaluations as failed (spt evaluate resumes them from their stored generations)."""
+        from spt.store.lease import describe, lease_timeout, reap, reap_evaluations
 
         limit = lease_timeout(timeout)
         with get_store(ctx, db, create=False) as store:
             rows = reap(store, limit, dry_run=dry_run)
+            evals = reap_evaluations(store, limit, dry_run=dry_run)
         if json_out:
-            print_json({"timeout_s": limit, "dry_run": dry_run, "runs": rows})
+            print_json({"timeout_s": limit, "dry_run": dry_run, "runs": rows, "evaluations": evals})
             return
         for r in rows:
             console.print(f"{'stale' if dry_run else 'interrupted'} {r['id']}  "
                           f"({describe(r['owner'], r['heartbeat'], r['updated_at'])})", markup=False, highlight=False)
+        for e in evals:
+            console.print(f"{'stale' if dry_run else 'failed'} evaluation {e['id']}  "
+                          f"({describe(e['owner'], e['heartbeat'], e['updated_at'])})", markup=False, highlight=False)
         verb = "would be marked" if dry_run else "marked"
-        console.print(f"{len(rows)} stale running run(s) {verb} interrupted (lease timeout {limit:g} s)", markup=False)
+        console.print(f"{len(rows)} stale running run(s) {verb} interrupted, {len(evals)} stale evaluation(s) "
+                      f"{verb} failed (lease timeout {limit:g} s)", markup=False)
 
     @runs_app.command("show")
     def show_cmd(

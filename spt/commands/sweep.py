@@ -483,12 +483,10 @@ def _gather(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) 
     tag = meta.get("tag")
     by_status: dict[str, int] = {}
     if tag:
-        from sqlalchemy import text
+        from spt.store.queries import tag_status_counts
 
-        with get_store(ctx, db) as store, store.engine.connect() as conn:
-            rows = conn.execute(text("SELECT r.status, count(*) FROM run r WHERE EXISTS (SELECT 1 FROM "
-                                     "json_each(r.tags) je WHERE je.value = :t) GROUP BY r.status"), {"t": tag}).all()
-        by_status = {k: v for k, v in rows}
+        with get_store(ctx, db) as store:
+            by_status = tag_status_counts(store, tag)
     res.update(tag=tag, n_tasks=len(tasks), runs_by_status=by_status)
     if json_out:
         print_json(res)

@@ -15,7 +15,6 @@ Everything the user can get wrong is checked before anything is written.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from sqlmodel import select
 
 from spt.errors import SptError
 from spt.eval.refusal import PRESETS, get_preset
-from spt.store import content_id, file_hash, new_id
+from spt.models.fingerprint import weights_id
+from spt.provenance import provenance
+from spt.store import content_id, new_id, queries
 from spt.store.engine import Store
 from spt.store.lease import Heartbeat, describe, heartbeat_interval, is_stale, my_owner
 from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Generation, Metric, Run, utcnow
@@ -102,46 +103,12 @@ class Target:
     base_model: str | None = None
 
 
-_FINGERPRINT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "config.json", "adapter_config.json",
-                      "tokenizer_config.json", "tokenizer.json", "generation_config.json", "chat_template.jinja")
-
-
-def weights_fingerprint(path: str | Path) -> str:
-    """Content hash of a model directory's weight and config files (cached by size and mtime)."""
-    import json
-
-    from spt.paths import cache_dir
-
-    p = Path(path)
-    if not p.is_dir():
-        return "ref:" + str(path)
-    files = sorted({f for g in _FINGERPRINT_GLOBS for f in p.glob(g) if f.is_file()})
-    stat_key = content_id([str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files])
-    cache = cache_dir() / "fingerprints"
-    entry = cache / (stat_key.split(":")[1][:32] + ".json")
-    if entry.exists():
-        try:
-            return json.loads(entry.read_text())["fingerprint"]
-        except (OSError, ValueError, KeyError):
-            pass
-    fp = content_id([[f.name, file_hash(f)] for f in files])
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": str(p.resolve()), "fingerprint": fp}))
-        os.replace(tmp, entry)
-    except OSError:
-        pass
-    return fp
-
-
 def _checkpoint_weights_id(ck: Checkpoint) -> str:
-    return ck.content_hash or weights_fingerprint(ck.path)
+    return ck.content_hash or weights_id(ck.path)
 
 
 def _final_checkpoint(s: Any, run: Run) -> Checkpoint:
-    ck = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.is_final == True)  # noqa: E712
-                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())).first()
+    ck = queries.final_checkpoint(s, run.id)
     if ck is None:
         raise SptError(
             f"run {run.id} has no final checkpoint (status {run.status}); pass one of its checkpoint ids "
@@ -159,9 +126,8 @@ def resolve_target(store: Store, target: str) -> Target:
         ck = s.get(Checkpoint, target)
         run = s.get(Run, target) if ck is None else s.get(Run, ck.run_id)
         if ck is None and run is None:
-            runs = s.exec(select(Run).where(Run.id.startswith(target)).limit(3)).all() if len(target) >= 4 else []
-            cks = (s.exec(select(Checkpoint).where(Checkpoint.id.startswith(target)).limit(3)).all()
-                   if len(target) >= 4 else [])
+            runs = queries.runs_by_prefix(s, target) if len(target) >= 4 else []
+            cks = queries.checkpoint_by_prefix(s, target) if len(target) >= 4 else []
             # Runs win over checkpoints (a run and its first checkpoint often share a time prefix).
             if len(runs) > 1 or (not runs and len(cks) > 1):
                 raise SptError(f"TARGET prefix {target!r} is ambiguous; give more characters of the id")
@@ -186,39 +152,25 @@ def resolve_target(store: Store, target: str) -> Target:
             "list runs with `spt runs`, or pass tiny-random, smollm2-135m, a model directory or a hub id"
         ) from None
     # Reuse a base run recorded earlier for the same weights.
-    wid = weights_fingerprint(resolved.path) if resolved.kind != "hub" else "hub:" + resolved.ref
+    wid = weights_id(resolved.path) if resolved.kind != "hub" else "hub:" + resolved.ref
     ident = content_id({"kind": "base", "base_model": resolved.base_model, "weights": wid})
     with store.session() as s:
-        run = s.exec(select(Run).where(Run.kind == "base", Run.identity == ident).order_by(Run.id)).first()
+        run = next(iter(queries.runs_with_identity(s, ident, kind="base")), None)
         ck = _final_checkpoint(s, run) if run is not None else None
     return Target(run=run, checkpoint=ck, path=resolved.path, weights_id=wid, model_ref=target,
                   base_model=resolved.base_model)
 
 
-def _provenance() -> dict:
-    import platform
-
-    import spt
-
-    prov: dict[str, Any] = {"spt": spt.__version__, "python": platform.python_version(), "host": platform.node()}
-    for mod in ("torch", "transformers", "peft"):
-        try:
-            prov[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
-            pass
-    return prov
-
-
 def _ensure_base_run(s: Any, target: Target, chat_hash: str | None) -> tuple[Run, Checkpoint]:
     """Inside a write transaction: the `base` run and `reference` checkpoint for a model reference."""
     ident = content_id({"kind": "base", "base_model": target.base_model, "weights": target.weights_id})
-    run = s.exec(select(Run).where(Run.kind == "base", Run.identity == ident).order_by(Run.id)).first()
+    run = next(iter(queries.runs_with_identity(s, ident, kind="base")), None)
     if run is not None:
         return run, _final_checkpoint(s, run)
     now = utcnow()
     run = Run(kind="base", model_ref=target.model_ref or target.path, base_model=target.base_model,
               status="done", identity=ident, config={"path": target.path, "weights": target.weights_id},
-              provenance=_provenance(), finished_at=now)
+              provenance=provenance(), finished_at=now)
     ck = Checkpoint(run_id=run.id, step=0, kind="reference", path=target.path, content_hash=target.weights_id,
                     is_final=True, meta={"chat_template_hash": chat_hash})
     s.add(run)
@@ -493,7 +445,7 @@ def _write_metrics(store: Store, evaluation: Evaluation, metrics: list[dict], me
 
 def stored_metrics(store: Store, evaluation_id: str) -> list[dict]:
     with store.session() as s:
-        rows = s.exec(select(Metric).where(Metric.evaluation_id == evaluation_id)).all()
+        rows = queries.evaluation_metrics(s, evaluation_id)
     keys = ("name", "category", "value", "ci_low", "ci_high", "ci_method", "n", "n_unscored", "preset")
     out = [{k: getattr(m, k) for k in keys} for m in rows]
     return sorted(out, key=lambda m: (m["name"], m["category"] != "all", m["category"]))

@@ -170,10 +170,10 @@ def reap(store: Any, timeout: float | None = None, dry_run: bool = False) -> lis
         for r in s.exec(select(Run).where(Run.id.in_([f["id"] for f in found]))).all():  # type: ignore[attr-defined]
             if r.status != "running" or not is_stale(r.lease_owner, r.lease_heartbeat, r.updated_at, timeout):
                 continue
-            r.status = "interrupted"
-            r.error = f"lease expired ({describe(r.lease_owner, r.lease_heartbeat, r.updated_at)}); reaped"
-            r.updated_at = utcnow()
-            s.add(r)
+            from spt.store.queries import set_status
+
+            set_status(s, r, "interrupted", now=utcnow(),
+                       error=f"lease expired ({describe(r.lease_owner, r.lease_heartbeat, r.updated_at)}); reaped")
             reaped.append(next(f for f in found if f["id"] == r.id))
     return reaped
 

@@ -58,6 +58,11 @@ def run_by_prefix(store: Store, run_id: str) -> Run:
     raise SptError(f"run prefix {run_id!r} is ambiguous (several runs); give more characters")
 
 
+def runs_by_prefix(s: Session, prefix: str, *, limit: int = 3) -> list[Run]:
+    """Runs whose id starts with `prefix` (exact prefix, at most `limit`)."""
+    return list(s.exec(select(Run).where(func.substr(Run.id, 1, len(prefix)) == prefix).limit(limit)).all())
+
+
 def runs_with_identity(s: Session, identity: str, *, kind: str | None = None,
                        status: str | Sequence[str] | None = None, newest_first: bool = False) -> list[Run]:
     """Runs sharing a weights identity (optionally of one kind / status), oldest (by id) first."""
@@ -223,6 +228,27 @@ def latest_run_metrics(store: Store, run_id: str, names: Sequence[str], *,
         if cur is None or (m.judge_id is None, m.created_at or "") > (cur.judge_id is None, cur.created_at or ""):
             best[m.name] = m
     return {n: best[n].value for n in names if n in best}
+
+
+def tag_status_counts(store: Store, tag: str) -> dict[str, int]:
+    """How many runs tagged `tag` are in each status."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        return {k: int(v) for k, v in conn.execute(text(
+            "SELECT r.status, count(*) FROM run r WHERE EXISTS (SELECT 1 FROM json_each(r.tags) je "
+            "WHERE je.value = :t) GROUP BY r.status"), {"t": tag}).all()}
+
+
+def metric_presets_and_categories(store: Store) -> tuple[list[str], list[str]]:
+    """The refusal presets / rubrics and the categories any metric was recorded with."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        presets = [r[0] for r in conn.execute(text(
+            "SELECT DISTINCT preset FROM metric WHERE preset IS NOT NULL ORDER BY preset")).all()]
+        cats = [r[0] for r in conn.execute(text("SELECT DISTINCT category FROM metric ORDER BY category")).all()]
+    return presets, cats
 
 
 def metric_names_of_runs(store: Store, run_ids: Sequence[str]) -> list[str]:

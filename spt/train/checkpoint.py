@@ -12,24 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import SptError
+from spt.models.fingerprint import weights_id
+from spt.store import queries
 from spt.train.signals import INTERRUPTED
 
 STATE_FILE = "trainer_state.pt"
-
-
-def weights_hash(path: str | Path) -> str:
-    """Content hash of a model or adapter directory's weights (safetensors files)."""
-    from spt.store import content_id, file_hash
-
-    d = Path(path)
-    if not d.is_dir():
-        return f"ref:{path}"
-    files = sorted(d.glob("*.safetensors"))
-    if not files:
-        files = sorted(d.glob("*.bin"))
-    if len(files) == 1:
-        return file_hash(files[0])
-    return content_id({f.name: file_hash(f) for f in files})
 
 
 def ckpt_dir_name(step: int, final: bool) -> str:
@@ -70,7 +57,7 @@ def save_checkpoint(store: Any, plan: Any, cfg: Any, model: Any, tokenizer: Any,
         shutil.rmtree(target)
     os.replace(tmp, target)
     ck = Checkpoint(id=new_id(), run_id=plan.run_id, step=step, kind=kind, path=str(target),
-                    content_hash=weights_hash(target), is_final=final, meta=meta)
+                    content_hash=weights_id(target), is_final=final, meta=meta)
     with store.write() as s:
         s.add(ck)
     return ck.model_dump()
@@ -85,22 +72,25 @@ def mark(store: Any, run_id: str, **fields: Any) -> None:
         row = s.get(Run, run_id)
         if row is None:
             return
+        status = fields.pop("status", None)
+        if status is not None:
+            queries.set_status(s, row, status, error=fields.pop("error", row.error),
+                               finished=bool(fields.get("finished_at")) or None)
         for k, v in fields.items():
             setattr(row, k, v)
-        if fields.get("status") in ("done", "failed", INTERRUPTED) and row.lease_owner == my_owner():
+        if status in ("done", "failed", INTERRUPTED) and row.lease_owner == my_owner():
             row.lease_owner = row.lease_heartbeat = None
         row.updated_at = utcnow()
         s.add(row)
 
 
 def reused_summary(store: Any, run_id: str) -> dict[str, Any]:
-    from sqlmodel import col, select
 
-    from spt.store.models import Checkpoint, Run
+    from spt.store.models import Run
 
     with store.session() as s:
         run = s.get(Run, run_id)
-        cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(col(Checkpoint.step))).all()
+        cks = queries.checkpoints(s, run_id)
     res = (run.config or {}).get("result", {})
     return {"run_id": run_id, "status": run.status, "reused": True, "kind": run.kind,
             "checkpoints": [{"id": c.id, "step": c.step, "kind": c.kind, "path": c.path, "is_final": c.is_final}
@@ -149,16 +139,14 @@ def load_state(ck: dict) -> dict:
 def clean_run_dir(store: Any, run_id: str) -> list[str]:
     """Remove what a killed attempt left in the run's folder: temporary copies whose writer is gone,
     and checkpoint folders renamed into place without their store row (the kill fell in between)."""
-    from sqlmodel import select
 
     from spt.paths import artifacts_dir
-    from spt.store.models import Checkpoint
 
     run_dir = artifacts_dir(store.path) / run_id
     if not run_dir.is_dir():
         return []
     with store.session() as s:
-        known = {Path(p).name for p in s.exec(select(Checkpoint.path).where(Checkpoint.run_id == run_id)).all()}
+        known = {Path(c.path).name for c in queries.checkpoints(s, run_id)}
     removed = []
     for d in run_dir.iterdir():
         if not d.is_dir():
@@ -185,13 +173,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def all_checkpoints(store: Any, run_id: str) -> list[dict]:
-    from sqlmodel import col, select
 
-    from spt.store.models import Checkpoint
 
     with store.session() as s:
-        cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == run_id)
-                     .order_by(col(Checkpoint.step), col(Checkpoint.created_at))).all()
+        cks = queries.checkpoints(s, run_id)
     return [{"id": c.id, "step": c.step, "kind": c.kind, "path": c.path, "is_final": c.is_final,
              "content_hash": c.content_hash} for c in cks]
 

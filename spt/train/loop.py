@@ -11,14 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from spt.errors import SptError
-from spt.train.checkpoint import STATE_FILE, mark, reused_summary, weights_hash
+from spt.train.checkpoint import STATE_FILE, mark, reused_summary
 from spt.train.config import FinetuneConfig
 from spt.train.context import TrainContext
 from spt.train.plan import ALGO_VERSION, LeaseHeld, Plan, plan_run, provenance
 from spt.train.signals import Interrupted, StopOnSignal
 
-__all__ = ["ALGO_VERSION", "STATE_FILE", "LeaseHeld", "Plan", "TrainContext", "finetune", "plan_run", "provenance",
-           "weights_hash"]
+__all__ = ["ALGO_VERSION", "STATE_FILE", "LeaseHeld", "Plan", "TrainContext", "finetune", "plan_run", "provenance"]
 
 
 def _broadcast(obj: Any, accelerator: Any) -> Any:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import SptError
+from spt.store import queries
 
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _pick_checkpoint(store: Any, run_id: str, checkpoint_id: str | None) -> tuple[Any, Any]:
-    from sqlmodel import col, select
 
     from spt.runs import resolve_run
     from spt.store.models import Checkpoint
@@ -29,14 +29,12 @@ def _pick_checkpoint(store: Any, run_id: str, checkpoint_id: str | None) -> tupl
         if checkpoint_id:
             ck = s.get(Checkpoint, checkpoint_id)
             if ck is None:
-                found = s.exec(select(Checkpoint).where(col(Checkpoint.id).startswith(checkpoint_id),
-                                                        Checkpoint.run_id == run.id)).all()
+                found = [c for c in queries.checkpoint_by_prefix(s, checkpoint_id, limit=50) if c.run_id == run.id]
                 ck = found[0] if len(found) == 1 else None
             if ck is None or ck.run_id != run.id:
                 raise SptError(f"run {run.id} has no checkpoint {checkpoint_id!r}; see `spt runs show {run.id}`")
         else:
-            ck = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.is_final == True)  # noqa: E712
-                        .order_by(col(Checkpoint.created_at).desc())).first()
+            ck = queries.final_checkpoint(s, run.id)
             if ck is None:
                 raise SptError(f"run {run.id} has no final checkpoint (status {run.status}); pass --checkpoint ID")
     if ck.kind != "adapter":
@@ -49,7 +47,6 @@ def _pick_checkpoint(store: Any, run_id: str, checkpoint_id: str | None) -> tupl
 def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: str | Path | None = None,
               dtype: str = "float32") -> dict[str, Any]:
     """Merge a run's adapter checkpoint (default: the final one); returns the merged checkpoint as a dict."""
-    from sqlmodel import select
 
     from spt.models.load import adapter_base_path
     from spt.paths import artifacts_dir
@@ -62,8 +59,7 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
     target = (Path(out).expanduser().resolve() if out
               else artifacts_dir(store.path) / run.id / f"merged-{ck.id[-12:]}-{dtype}")
     with store.session() as s:
-        existing = [c for c in s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id,
-                                                                Checkpoint.kind == "merged")).all()
+        existing = [c for c in queries.checkpoints(s, run.id, kind="merged")
                     if (c.meta or {}).get("source_checkpoint_id") == ck.id and (c.meta or {}).get("dtype") == dtype
                     and Path(c.path) == target and (target / "config.json").exists()]
     if existing:
@@ -76,8 +72,8 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
     from transformers import AutoModelForCausalLM
 
     from spt.models import chat_template_hash, load_tokenizer
+    from spt.models.fingerprint import weights_id
     from spt.models.load import quiet_transformers
-    from spt.train.checkpoint import weights_hash
 
     quiet_transformers()
     try:
@@ -95,18 +91,25 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
     merged.config.dtype = dtype
     tok = load_tokenizer(ck.path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    from spt.tmpfiles import remove_stale, tmp_name
+
+    remove_stale(target)  # copies left by merges that were killed
+    tmp = tmp_name(target)
     shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    try:
+        merged.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted merge leaves no half copy
+        raise
     meta = {"source_checkpoint_id": ck.id, "dtype": dtype, "base_path": base_path,
-            "base_hash": (ck.meta or {}).get("base_hash") or weights_hash(base_path),
+            "base_hash": (ck.meta or {}).get("base_hash") or weights_id(base_path),
             "adapter_hash": ck.content_hash, "chat_template_hash": chat_template_hash(tok)}
     row = Checkpoint(id=new_id(), run_id=run.id, step=ck.step, kind="merged", path=str(target),
-                     content_hash=weights_hash(target), is_final=False, meta=meta)
+                     content_hash=weights_id(target), is_final=False, meta=meta)
     with store.write() as s:
         s.add(row)
     return {**_row(row), "reused": False}

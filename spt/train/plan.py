@@ -4,7 +4,6 @@ run identity, and create (or find, or adopt for a resume) the run row under this
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from spt.errors import SptError
-from spt.train.checkpoint import weights_hash
+from spt.models.fingerprint import weights_id
+from spt.store import queries
 from spt.train.config import FinetuneConfig
 from spt.train.signals import INTERRUPTED
 
@@ -28,26 +28,10 @@ class LeaseHeld(SptError):
 
 
 def provenance(device: str, dtype: str, seed: int, world: int) -> dict[str, Any]:
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
+    """The run's provenance (`spt.provenance`) with what training adds: device, dtype, seeds, processes."""
+    from spt.provenance import provenance as common
 
-    import spt
-
-    vers = {}
-    for pkg in ("spt", "torch", "transformers", "peft", "trl", "accelerate"):
-        try:
-            vers[pkg] = version(pkg)
-        except PackageNotFoundError:
-            vers[pkg] = None
-    commit = None
-    try:
-        r = subprocess.run(["git", "-C", str(Path(spt.__file__).parent), "rev-parse", "HEAD"],
-                           capture_output=True, text=True, timeout=5)
-        commit = r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"versions": vers, "git_commit": commit, "host": socket.gethostname(), "device": device,
-            "dtype": dtype, "seeds": {"seed": seed, "data": seed, "lora_init": seed}, "world_size": world}
+    return common(device=device, dtype=dtype, seeds={"seed": seed, "data": seed, "lora_init": seed}, world_size=world)
 
 
 @dataclass
@@ -90,10 +74,8 @@ def _check_lora_targets(start_path: str, targets: list[str]) -> None:
 
 
 def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
-    from sqlmodel import col, select
 
     from spt.runs import resolve_run
-    from spt.store.models import Checkpoint
 
     parent = resolve_run(store, run_ref)
     if parent.status != "done":
@@ -101,8 +83,7 @@ def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
                        + (f" ({parent.error})" if parent.error else "")
                        + "; start from a finished run (resume it with --resume, or pick another)")
     with store.session() as s:
-        ck = s.exec(select(Checkpoint).where(Checkpoint.run_id == parent.id, Checkpoint.is_final == True)  # noqa: E712
-                    .order_by(col(Checkpoint.created_at).desc())).first()
+        ck = queries.final_checkpoint(s, parent.id)
     if ck is None or not Path(ck.path).exists():
         raise SptError(f"--from run {parent.id} has no final checkpoint on disk; re-run it")
     return parent, ck
@@ -131,7 +112,7 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
             merged = merge_run(store, parent.id, parent_ck.id)
             start_path, start_hash = merged["path"], merged["content_hash"]
         else:
-            start_path, start_hash = parent_ck.path, parent_ck.content_hash or weights_hash(parent_ck.path)
+            start_path, start_hash = parent_ck.path, parent_ck.content_hash or weights_id(parent_ck.path)
         parent_start = (parent.config or {}).get("start_path")
     else:
         rm = resolve_model(cfg.model)
@@ -144,7 +125,7 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
                 start_path = snapshot_download(rm.path)
             except Exception as e:  # noqa: BLE001 - any hub failure is the user's environment
                 raise SptError(f"cannot download {rm.path} ({type(e).__name__}); pass a local directory") from None
-        start_hash = weights_hash(start_path)
+        start_hash = weights_id(start_path)
         parent_start = None
     if cfg.lora:
         _check_lora_targets(start_path, cfg.lora_targets)
@@ -190,14 +171,13 @@ def _claim_run(store: Any, cfg: FinetuneConfig, identity: str, resolved: dict, c
                model_ref: str, base_model: str | None, parent: Any) -> Plan:
     """In one write transaction: reuse a done run, adopt a resumable one whose lease expired, or insert a
     new running row holding this process's lease. A live lease on the same settings is refused."""
-    from sqlmodel import col, select
 
     from spt.store.lease import describe, is_stale, my_owner
-    from spt.store.models import Checkpoint, Run, utcnow
+    from spt.store.models import Run, utcnow
 
     owner, now = my_owner(), utcnow()
     with store.write() as s:  # BEGIN IMMEDIATE: planners of one store decide one at a time
-        same = s.exec(select(Run).where(Run.identity == identity).order_by(col(Run.created_at).desc())).all()
+        same = queries.runs_with_identity(s, identity, newest_first=True)
         done = [r for r in same if r.status == "done"]
         if done:
             return Plan(config=cfg.to_dict(), run_id=done[0].id, reused=True, **common)
@@ -217,17 +197,14 @@ def _claim_run(store: Any, cfg: FinetuneConfig, identity: str, resolved: dict, c
             adopt = next((r for r in same if r.status in ("running", "failed", "pending", INTERRUPTED)), None)
         for r in running:  # stale rows not adopted become interrupted (one running row per identity)
             if r is not adopt:
-                r.status, r.error, r.updated_at = INTERRUPTED, "lease expired; superseded by a new run", now
-                s.add(r)
+                queries.set_status(s, r, INTERRUPTED, error="lease expired; superseded by a new run", now=now)
         if adopt is not None:
-            cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == adopt.id)
-                         .order_by(col(Checkpoint.step).desc())).all()
-            for ck in cks:
+            for ck in reversed(queries.checkpoints(s, adopt.id)):
                 st = (ck.meta or {}).get("state_path")
                 if st and Path(st).exists():
                     resume_ck = ck.model_dump()
                     break
-            adopt.status, adopt.error, adopt.updated_at = "running", None, now
+            queries.set_status(s, adopt, "running", error=None, now=now)
             adopt.lease_owner, adopt.lease_heartbeat = owner, now
             adopt.config = resolved
             s.add(adopt)

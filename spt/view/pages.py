@@ -365,9 +365,9 @@ class Site:
         for key, desc in evaluation_settings(self.store).values():
             settings.setdefault(key, desc)
         judges = q._rows(self.store, "SELECT id, name FROM judge ORDER BY name, id")
-        presets = [r[0] for r in q._rows(self.store, "SELECT DISTINCT preset FROM metric WHERE preset IS NOT NULL "
-                                                     "ORDER BY preset")]
-        cats = [r[0] for r in q._rows(self.store, "SELECT DISTINCT category FROM metric ORDER BY category")]
+        from spt.store.queries import metric_presets_and_categories
+
+        presets, cats = metric_presets_and_categories(self.store)
         return {"metrics": [(n, METRICS[n].arrow if n in METRICS else "") for n in names], "settings": settings,
                 "judges": judges, "presets": presets, "categories": cats}
 
@@ -536,7 +536,7 @@ class Site:
     def warm(self, n_evaluations: int = 8) -> None:
         """Fill the cache with the slowest computations (judge agreement over the store, the pair order of
         the newest evaluations and their current judgments), so the first visits to those pages are fast.
-        Run in the background."""
+        `spt view` runs it before printing the URL."""
         self.cache.get(("judges", None), lambda: q.judges_overview(self.store, None))
         for e in q.evaluations(self.store, with_counts=False)[-n_evaluations:][::-1]:
             self.cache.get(("pairs", e["id"]), lambda e=e: q.pair_index(self.store, e["id"]))

@@ -48,11 +48,13 @@ def hf_fingerprint(path: str) -> tuple[str | None, str]:
         raise SptError(f"--judge hf:{path}: config.json is not valid JSON ({e})") from None
     archs = cfg.get("architectures") or []
     mode = "classifier" if any("SequenceClassification" in a for a in archs) else "generate"
-    files = sorted(
-        (f.name, f.stat().st_size) for f in p.iterdir()
-        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt")
-    )
-    return content_id({"config": cfg_text, "files": files}), mode
+    from spt.models.fingerprint import weights_id
+
+    # the weights by content (the id every stage uses), the config text, and the tokenizer files by name and
+    # size (a judge's tokenizer or chat template changes its verdicts)
+    tok = sorted((f.name, f.stat().st_size) for f in p.iterdir()
+                 if f.is_file() and f.suffix in (".json", ".model", ".txt", ".jinja") and f.name != "config.json")
+    return content_id({"config": cfg_text, "weights": weights_id(p), "tokenizer": tok}), mode
 
 
 class HFBackend(BaseBackend):
