@@ -136,7 +136,7 @@ def measure(path: Path, repeat: int) -> dict:
     out["slowest_page_cold_s"] = worst
     out["slowest_page_warm_s"] = max(p["warm_median_s"] for p in out["pages"].values())
     out["all_cold_under_1s"] = worst < 1.0 and all(p["status"] == 200 for p in out["pages"].values())
-    # what `spt view` does: a fresh server warms the slowest data in the background at start (Site.warm);
+    # what `spt view` does: a fresh server warms the slowest data (Site.warm) before it prints its URL;
     # then each page's first visit
     fresh = open_readonly(path)
     server, thread, base = serve(fresh)

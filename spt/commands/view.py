@@ -44,7 +44,8 @@ def bind(host: str, port: int) -> Any:
 
 
 def _warm(site: Any) -> None:
-    """Precompute the slowest pages' data in the background (a failure only means a slower first visit)."""
+    """Precompute the slowest pages' data before the URL is printed, so no first visit waits for it (a
+    failure only means a slower first visit: the pages compute it again, and report errors, when visited)."""
     try:
         site.warm()
     except Exception:  # noqa: BLE001 - the pages compute it again, and report errors, when visited
@@ -52,9 +53,7 @@ def _warm(site: Any) -> None:
 
 
 def serve(store: Any, host: str, port: int) -> None:
-    """Serve the store until Ctrl-C; prints the URL first."""
-    import threading
-
+    """Serve the store until Ctrl-C; prints the URL once the slowest pages' data is ready."""
     import uvicorn
 
     from spt.view.app import create_app
@@ -63,7 +62,7 @@ def serve(store: Any, host: str, port: int) -> None:
     port = sock.getsockname()[1]
     loopback = host in _LOOPBACK
     app = create_app(store, allowed_hosts=None if loopback else ["*"])
-    threading.Thread(target=_warm, args=(app.state.site,), daemon=True, name="spt-view-warm").start()
+    _warm(app.state.site)  # measured 1.5 s (a 100k-response sweep) to 3.6 s (two 50k evaluations), 2 loaded cores
     url = f"http://{_url_host(host)}:{port}/"
     if not loopback:
         err_console.print(f"warning: --host {host} serves the store to other machines (read-only, no login)",
