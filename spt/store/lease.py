@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from spt.errors import SptError
+from spt.tmpfiles import pid_alive
 
 LEASE_ENV = "SPT_LEASE_TIMEOUT_S"
 DEFAULT_LEASE_S = 300.0
@@ -62,16 +63,6 @@ def _parse_time(s: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def lease_age(heartbeat: str | None, updated_at: str | None = None) -> float | None:
     t = _parse_time(heartbeat) or _parse_time(updated_at)
     if t is None:
@@ -85,7 +76,7 @@ def is_stale(owner: str | None, heartbeat: str | None, updated_at: str | None = 
     if owner:
         host, _, rest = owner.partition(":")
         pid = rest.partition(":")[0]
-        if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
             return True
         if owner == my_owner():
             return False

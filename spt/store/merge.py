@@ -71,12 +71,12 @@ def _copy_consistent(source: Path, dest: Path) -> None:
 
 def clean_import_leftovers(tmp_root: Path | str | None = None) -> list[str]:
     """Remove source copies (`spt-import-PID-*`) left in the temp folder by imports that were killed."""
-    from spt.store.lease import _pid_alive
+    from spt.tmpfiles import pid_alive
 
     removed = []
     for d in Path(tmp_root or tempfile.gettempdir()).glob("spt-import-*-*"):
         pid = d.name.split("-")[2]
-        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d.name)
     return removed

@@ -14,6 +14,7 @@ from typing import Any
 from spt.errors import SptError
 from spt.models.fingerprint import weights_id
 from spt.store import queries
+from spt.tmpfiles import pid_alive
 from spt.train.signals import INTERRUPTED
 
 STATE_FILE = "trainer_state.pt"
@@ -161,15 +162,6 @@ def clean_run_dir(store: Any, run_id: str) -> list[str]:
         removed.append(d.name)
     return removed
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def all_checkpoints(store: Any, run_id: str) -> list[dict]:
