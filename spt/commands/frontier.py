@@ -119,11 +119,14 @@ def print_frontier(result, all_points: bool = False) -> None:
              f"{xl.name} ({xl.better}), category {result.category}"
              + (f", judge {result.judge['name']}" if result.judge else ""))
     grp = result.group_by != "defense"  # with --group-by defense the group is the defense column
-    t = Table("run", *([result.group_by] if grp else []), "defense", "λ", "poison", "model", "seeds",
+    lineage = any(p.aligned_by for p in rows)  # two-stage lineage: show each run's alignment variant
+    t = Table("run", *([result.group_by] if grp else []), *(["aligned by"] if lineage else []), "defense", "λ",
+              "poison", "model", "seeds",
               f"{xl.name} {xl.arrow} [95% CI]", "n", f"{yl.name} {yl.arrow} [95% CI]", "n",
               *(["frontier"] if all_points else []), title=title, title_justify="left")
     for p in rows:
-        add_row(t, p.run_id, *([p.group] if grp else []), p.group if not grp else (p.defense or ""), num(p.lam),
+        add_row(t, p.run_id, *([p.group] if grp else []), *([p.aligned_by or ""] if lineage else []),
+                p.group if not grp else (p.defense or ""), num(p.lam),
                 num(p.poison_ratio), p.model or "", ",".join("" if s is None else str(s) for s in p.seeds),
                 with_ci(p.x.value, p.x.ci_low, p.x.ci_high), str(p.x.n),
                 with_ci(p.y.value, p.y.ci_low, p.y.ci_high), str(p.y.n),

@@ -175,10 +175,12 @@ def register(app: typer.Typer) -> None:
             console.print("no runs match --where" if where else
                           "no runs yet; start one with `spt finetune` or `spt demo`")
             return
-        table = Table("id", "kind", "model", "task", "defense", "λ", "poison", "seed", "status",
-                      *[_SHORT[m] for m in KEY_METRICS])
+        lineage = any(r.get("aligned_by") for r in runs)  # two-stage lineage: each run's alignment variant
+        table = Table("id", "kind", "model", "task", *(["aligned by"] if lineage else []), "defense", "λ", "poison",
+                      "seed", "status", *[_SHORT[m] for m in KEY_METRICS])
         for r in runs:
-            add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "", r["defense"] or "",
+            add_row(table, r["id"], r["kind"], r["model_ref"], r["task"] or "",
+                    *([r.get("aligned_by") or ""] if lineage else []), r["defense"] or "",
                     num(r["lam"]), num(r["poison_ratio"]), num(r["seed"]),
                     r["status"] + (" (stale)" if r.get("stale") else ""),
                     *[num(r["metrics"][m]) for m in KEY_METRICS])

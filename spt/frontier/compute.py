@@ -52,6 +52,7 @@ class Point:
     configuration: str = ""  # runs that differ only in seed share it
     runs: list[str] = field(default_factory=list)  # the runs pooled into this point (one unless by configuration)
     seeds: list[int | None] = field(default_factory=list)
+    aligned_by: str | None = None  # the alignment variant of the run's parent (none, vaccine, booster, dpo)
 
     @property
     def xy(self) -> tuple[float, float]:
@@ -234,6 +235,7 @@ def compute_frontier(
             poison_ratio=run["poison_ratio"], model=run["base_model"] or run["model_ref"], task=run["task"],
             seed=run["seed"], status=run["status"], group=group_key(run, group_by), x=mx, y=my,
             configuration=run["configuration"], runs=[run["id"]], seeds=[run["seed"]],
+            aligned_by=run.get("aligned_by"),
         ))
     setting_key = cmp.check_one_setting(points, settings)
     for info in (x_info, y_info):

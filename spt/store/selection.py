@@ -112,6 +112,12 @@ _CONFIGURATION_SQL = ("COALESCE(json_remove(json_extract(r.config, '$.identity_i
                       "r.identity, r.id)")
 
 
+# The alignment stage of a run's lineage: its parent's variant when the parent is an alignment run
+# (`dpo` for --method dpo, else the parent's defense: none, vaccine, booster, ...); None otherwise.
+_ALIGNED_BY_SQL = ("(SELECT CASE WHEN json_extract(p.config, '$.method') = 'dpo' THEN 'dpo' "
+                   "ELSE COALESCE(p.defense, 'none') END FROM run p WHERE p.id = r.parent_run_id AND p.kind = 'align')")
+
+
 def configuration_key(identity_without_seed: str) -> str:
     """A short, stable id for the configuration of a run (runs that differ only in seed share it)."""
     import hashlib
@@ -124,12 +130,13 @@ def select_runs(store: Store, where: dict[str, list[str]] | None = None) -> list
     cond, params = where_sql(where or {})
     cols = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
     sql = (f"SELECT {cols}, EXISTS (SELECT 1 FROM evaluation e WHERE e.run_id = r.id) AS has_evaluation, "
-           f"{_CONFIGURATION_SQL} AS configuration FROM run r WHERE {cond} ORDER BY r.created_at, r.id")
+           f"{_CONFIGURATION_SQL} AS configuration, {_ALIGNED_BY_SQL} AS aligned_by FROM run r WHERE {cond} "
+           "ORDER BY r.created_at, r.id")
     with store.engine.connect() as conn:
         rows = conn.execute(text(sql), params).all()
     out = []
     for row in rows:
-        d = dict(zip(RUN_COLUMNS + ("has_evaluation", "configuration"), row, strict=True))
+        d = dict(zip(RUN_COLUMNS + ("has_evaluation", "configuration", "aligned_by"), row, strict=True))
         d["tags"] = _decode_tags(d["tags"])
         d["has_evaluation"] = bool(d["has_evaluation"])
         d["configuration"] = configuration_key(str(d["configuration"]))
