@@ -124,20 +124,10 @@ class StoreCache:
         return value
 
     def get(self, key: Any, compute: Any) -> Any:
+        """The cached value of `key`, computing and caching it when missing (values are never None)."""
         sig = self.signature()
-        with self._lock:
-            if sig != self._sig:
-                self._data.clear()
-                self._sig = sig
-            if key in self._data:
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            if self._sig == sig:
-                if len(self._data) >= self.max_entries:
-                    self._data.pop(next(iter(self._data)))
-                self._data[key] = value
-        return value
+        hit = self.peek(key)
+        return hit if hit is not None else self.put(key, compute(), sig)
 
 
 # --------------------------------------------------------------------------- runs
