@@ -66,7 +66,7 @@ def _side(store: Store, ref: str) -> dict[str, Any]:
     if ref.startswith("cfg:"):
         runs = [r for r in select_runs(store) if r["configuration"].startswith(ref)]
         if not runs:
-            raise SptError(f"no configuration {ref!r}; `spt runs `configurations`` lists them")
+            raise SptError(f"no configuration {ref!r}; `spt runs --configurations` lists them")
         cfgs = {r["configuration"] for r in runs}
         if len(cfgs) > 1:
             raise SptError(f"configuration prefix {ref!r} is ambiguous ({len(cfgs)} configurations); give more digits")

@@ -303,14 +303,8 @@ def _max_threads() -> int:
     return max(1, min(8, cpus))
 
 
-def cluster_bootstrap_mean(
-    values: Sequence[float],
-    clusters: Sequence[Hashable] | None = None,
-    *,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> Estimate:
+def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence[Hashable] | None = None, *,
+                           n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Estimate:
     """Item-level mean of `values` with a percentile bootstrap interval that resamples clusters.
 
     Items sharing a sensitive word (or the two prompts of a pair) are correlated, so resampling items
@@ -345,15 +339,8 @@ def cluster_bootstrap_mean(
     return mean, min(lo, mean), max(hi, mean)
 
 
-def paired_bootstrap_diff(
-    a: Sequence[float],
-    b: Sequence[float],
-    clusters: Sequence[Hashable] | None = None,
-    *,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> Estimate:
+def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], clusters: Sequence[Hashable] | None = None, *,
+                          n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Estimate:
     """mean(b) - mean(a) over the same items, with a bootstrap interval that keeps the pairing.
 
     a[i] and b[i] are two systems on item i. Resampling items (or their clusters) jointly means the

@@ -609,13 +609,13 @@ def test_method_options_are_checked_before_training():
 
     if "method" not in FinetuneConfig.field_names():
         pytest.skip("--method needs /tmp/patch_align_config.md merged")
-    with pytest.raises(SptError, match="unknown --method"):
+    with pytest.raises(SptError, match="unknown `method`"):
         FinetuneConfig(stage="align", method="ppo").resolve()
-    with pytest.raises(SptError, match="--stage align"):
+    with pytest.raises(SptError, match="`stage` align"):
         FinetuneConfig(stage="task", method="dpo").resolve()
     with pytest.raises(SptError, match="without a defense"):
         FinetuneConfig(stage="align", method="dpo", defense="vaccine").resolve()
-    with pytest.raises(SptError, match="dpo-beta"):
+    with pytest.raises(SptError, match="`dpo_beta`"):
         FinetuneConfig(stage="align", method="dpo", dpo_beta=0).resolve()
     sft = FinetuneConfig(stage="align").resolve()
     dpo = FinetuneConfig(stage="align", method="dpo").resolve()
@@ -633,7 +633,7 @@ def test_alignment_variants_product_and_checks():
     assert align_variants(None, None)[0] == [{"defense": "none", "method": "sft"}]
     with pytest.raises(SptError, match="not align"):
         align_variants(["anchor"], None)  # a task-stage defense
-    with pytest.raises(SptError, match="align-method"):
+    with pytest.raises(SptError, match="`align_method`"):
         align_variants(["none"], ["ppo"])
     with pytest.raises(SptError, match="unknown defense"):
         align_variants(["vacine"], None)
@@ -677,7 +677,7 @@ def test_sweep_plan_with_alignment_axes():
     plan = plan_sweep(spec)
     assert len(plan) == 6 and len({c["key"] for c in plan}) == 6 and spec.id != one.id
     assert config_label(plan[3]) == "vaccine→anchor λ=0.3 p=0.1"
-    with pytest.raises(SptError, match="drop --from"):
+    with pytest.raises(SptError, match="drop `from_run`"):
         SweepSpec(from_run="x", align_defenses=["vaccine"]).validate()
 
 
@@ -724,9 +724,9 @@ def test_alignment_defense_options_and_stages_are_checked():
     assert c.identity_fields()["booster_harmful_data"] == "builtin:harmor-comply"
     assert FinetuneConfig(stage="align", defense="vaccine").resolve().vaccine_rho == 2.0
     for bad, msg in ((dict(defense="booster"), "not task"), (dict(defense="vaccine", stage="align", vaccine_rho=-1),
-                                                             "vaccine-rho"),
-                     (dict(defense="booster", stage="align", booster_alpha="x"), "booster-alpha"),
-                     (dict(defense="vaccine", stage="align", compile=True), "without --compile"),
-                     (dict(defense="vaccine", stage="align", lam=0.5), "takes no --lam")):
+                                                             "`vaccine_rho`"),
+                     (dict(defense="booster", stage="align", booster_alpha="x"), "`booster_alpha`"),
+                     (dict(defense="vaccine", stage="align", compile=True), "without `compile`"),
+                     (dict(defense="vaccine", stage="align", lam=0.5), "takes no `lam`")):
         with pytest.raises(SptError, match=msg):
             FinetuneConfig(**bad).resolve()

@@ -125,8 +125,8 @@ def test_options_are_one_validated_value(store):
     eid = make_eval(store, [("harmful", "c", "p", "r")])
     base = JudgeOptions(judges=["keyword"], rubric="xstest")
     assert JudgeOptions.of(base, rejudge=True).rubric == "xstest" and base.rejudge is False
-    for bad, match in [({"max_connections": 0}, "max-connections"), ({"timeout": float("nan")}, "timeout"),
-                       ({"cost_limit": -1.0}, "cost-limit"), ({"fix": True, "rejudge": True}, "exclude"),
+    for bad, match in [({"max_connections": 0}, "`max_connections`"), ({"timeout": float("nan")}, "timeout"),
+                       ({"cost_limit": -1.0}, "`cost_limit`"), ({"fix": True, "rejudge": True}, "exclude"),
                        ({"batch_size": 0}, "batch size")]:
         with pytest.raises(SptError, match=match):
             judge_evaluations(store, [eid], JudgeOptions.of(base, **bad))
@@ -134,7 +134,7 @@ def test_options_are_one_validated_value(store):
         judge_evaluations(store, [eid], judge=["keyword"])
     res = judge_evaluations(store, [eid], base)
     assert res.judges[0].name == "keyword:spt" and res.judges[0].rubric == "refusal"
-    assert dict(res)["generations"] == 1  # the mapping view is the --json shape
+    assert res.to_dict()["generations"] == 1  # the --json shape
 
 
 def test_hf_generative_judge_generates_through_eval_generate(store, monkeypatch):

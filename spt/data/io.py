@@ -147,11 +147,11 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
 
     def need(col: str | None, flag: str) -> str | None:
         if col is not None and col not in have:
-            raise SptError(f"{source_name} has no column {col!r} (for {flag}); its columns are: {shown}")
+            raise SptError(f"{source_name} has no column {col!r} (for `{flag}`); its columns are: {shown}")
         return col
 
-    need(prompt_col, "--prompt-col")
-    need(messages_col, "--messages-col")
+    need(prompt_col, "prompt_col")
+    need(messages_col, "messages_col")
     if prompt_col is None and messages_col is None:
         if "prompt" in have:
             prompt_col = "prompt"
@@ -160,12 +160,12 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
         else:
             raise SptError(f"{source_name} has no 'prompt' or 'messages' column; its columns are: {shown}; "
                            "name one with `prompt_col` or `messages_col`")
-    response_col = need(response_col, "--response-col") or ("response" if "response" in have else None)
-    category_col = need(category_col, "--category-col") or ("category" if "category" in have else None)
-    label_col = need(label_col, "--label-col")
-    pair_col = need(pair_col, "--pair-col") or ("pair_id" if "pair_id" in have else None)
-    split_col = need(split_col, "--split-col") or ("split" if "split" in have else None)
-    answer_col = need(answer_col, "--answer-col") or ("answer" if "answer" in have else None)
+    response_col = need(response_col, "response_col") or ("response" if "response" in have else None)
+    category_col = need(category_col, "category_col") or ("category" if "category" in have else None)
+    label_col = need(label_col, "label_col")
+    pair_col = need(pair_col, "pair_col") or ("pair_id" if "pair_id" in have else None)
+    split_col = need(split_col, "split_col") or ("split" if "split" in have else None)
+    answer_col = need(answer_col, "answer_col") or ("answer" if "answer" in have else None)
     if kind in ("task", "poison") and response_col is None and messages_col is None:
         raise SptError(f"`kind` {kind} needs responses, but {source_name} has no 'response' column; its columns "
                        f"are: {shown}; name one with `response_col` or use `messages_col`")

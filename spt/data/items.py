@@ -117,11 +117,8 @@ def resolve_dataset(store, name_or_id: str):
     if not key:
         raise SptError("no dataset given; pass a dataset name or id (see `spt data list`)")
     with store.session() as s:
-        d = s.get(Dataset, key)
-        if d is not None:
-            return d
-        d = s.exec(select(Dataset).where(Dataset.name == key)
-                   .order_by(col(Dataset.created_at).desc(), col(Dataset.id))).first()
+        by_name = select(Dataset).where(Dataset.name == key).order_by(col(Dataset.created_at).desc(), col(Dataset.id))
+        d = s.get(Dataset, key) or s.exec(by_name).first()
         if d is not None:
             return d
         hexpart = key.removeprefix("sha256:")

@@ -79,7 +79,7 @@ def harmful_set(poison_items: list[dict[str, Any]], safety_items: list[dict[str,
 
     rows = [x for x in train_split(poison_items) if x.get("prompt") and x.get("response")]
     if not rows:
-        raise SptError("the harmful set for booster is empty; pass --poison-data with a poison/harmful dataset "
+        raise SptError("the harmful set for booster is empty; pass `poison_data` with a poison/harmful dataset "
                        "(default builtin:harmor-comply, HarmOR's poison pool)")
     test_prompts = {x["prompt"] for x in safety_items if x.get("split") == "test"}
     leaked = [x for x in rows if x["prompt"] in test_prompts]

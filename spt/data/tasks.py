@@ -235,7 +235,7 @@ def get_task(name: str, store=None) -> Task:
         path = default_db_path()
         if not path.exists():
             raise SptError(f"unknown task {name!r}; use {', '.join(BUILTIN_TASKS)} or import one with "
-                           "`spt data import FILE `kind` task `name` NAME`")
+                           "`spt data import FILE --kind task --name NAME`")
         store = open_store(path)
     try:
         return _stored_task(store, key)

@@ -178,10 +178,10 @@ def plan_import(spec: ExternalSpec) -> _Plan:
 
     def need(col: str | None, flag: str) -> None:
         if col is not None and col not in have:
-            raise SptError(f"{src} has no column {col!r} (for {flag}); its columns are: {shown}")
+            raise SptError(f"{src} has no column {col!r} (for `{flag}`); its columns are: {shown}")
 
-    need(spec.response_col, "--response-col")
-    need(spec.verdict_col, "--verdict-col")
+    need(spec.response_col, "response_col")
+    need(spec.verdict_col, "verdict_col")
     if spec.response_col is None and spec.messages_col is None:
         for guess in ("response", "completion", "output"):
             if guess in have:
@@ -197,10 +197,10 @@ def plan_import(spec: ExternalSpec) -> _Plan:
 
         fmt = get_format(spec.format)
         spec.format = fmt.name
-        for flag, v in (("--prompt-col", spec.prompt_col), ("--label-col", spec.label_col),
-                        ("--category-col", spec.category_col), ("--messages-col", spec.messages_col)):
+        for flag, v in (("prompt_col", spec.prompt_col), ("label_col", spec.label_col),
+                        ("category_col", spec.category_col), ("messages_col", spec.messages_col)):
             if v is not None:
-                raise SptError(f"{flag} does not apply with `format` {fmt.name} (the format maps prompts, labels "
+                raise SptError(f"`{flag}` does not apply with `format` {fmt.name} (the format maps prompts, labels "
                                "and categories); drop one of them")
         base_items = format_items(rows, fmt, source_name=src, path=p, label=spec.label)
         raw_responses = [_cell(r.get(spec.response_col)) for r in rows]

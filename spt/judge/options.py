@@ -58,15 +58,15 @@ class JudgeOptions:
         if not self.judges:
             raise SptError("no judge given; pass one or more judges, e.g. keyword or openai:MODEL")
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
-            raise SptError(f"--max-connections must be at least 1 (got {self.max_connections})")
+            raise SptError(f"`max_connections` must be at least 1 (got {self.max_connections})")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise SptError(f"--max-retries must be 0 or more (got {self.max_retries})")
+            raise SptError(f"`max_retries` must be 0 or more (got {self.max_retries})")
         if not _positive(self.timeout):
-            raise SptError(f"--timeout must be a positive number of seconds (got {self.timeout})")
+            raise SptError(f"`timeout` must be a positive number of seconds (got {self.timeout})")
         if self.cost_limit is not None and not (_finite(self.cost_limit) and self.cost_limit >= 0):
-            raise SptError(f"--cost-limit must be 0 or more USD (got {self.cost_limit})")
+            raise SptError(f"`cost_limit` must be 0 or more USD (got {self.cost_limit})")
         if sum([bool(self.only_unscored), bool(self.rejudge), bool(self.fix)]) > 1:
-            raise SptError("--only-unscored, --rejudge and --fix exclude each other; pass one")
+            raise SptError("`only_unscored`, `rejudge` and `fix` exclude each other; pass one")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise SptError(f"the local judge batch size must be at least 1 (got {self.batch_size})")
 

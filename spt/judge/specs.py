@@ -66,7 +66,7 @@ def rubric_judge_spec(spec: str, backend: str, model: str, rubric: str, **config
     `config` adds backend-specific identity (fingerprint, decoding) to the common part.
     """
     if not model:
-        raise SptError(f"--judge {spec} needs a model: {backend}:MODEL")
+        raise SptError(f"`judge` {spec} needs a model: {backend}:MODEL")
     rb = get_rubric(rubric)
     cfg: dict[str, Any] = {
         "backend": backend, "model": model, "rubric": rb.name, "rubric_version": rb.version,
@@ -84,5 +84,5 @@ def parse_judge_spec(spec: str, rubric: str = "refusal") -> JudgeSpec:
     name, _, arg = spec.partition(":")
     backend = backends().get(name.lower())
     if backend is None:
-        raise SptError(f"unknown judge backend in --judge {spec!r}; use {usage()}")
+        raise SptError(f"unknown judge backend in `judge` {spec!r}; use {usage()}")
     return backend.parse(spec, arg, rubric)

@@ -53,11 +53,11 @@ def open_readonly(path: str | Path) -> Store:
     if path.is_dir():
         raise SptError(f"{path} is a directory; `db` must name a store file")
     if path.stat().st_size == 0:
-        raise SptError(f"store {path} is empty; nothing to view yet (run `spt demo `quick`` for an example)")
+        raise SptError(f"store {path} is empty; nothing to view yet (run `spt demo --quick` for an example)")
     revision = read_revision(path)
     check_revision(path, revision)
     if revision != HEAD:
-        raise SptError(f"store {path} is at schema {revision}, not {HEAD}; run `spt db upgrade `db` {path}` first "
+        raise SptError(f"store {path} is at schema {revision}, not {HEAD}; run `spt db upgrade --db {path}` first "
                        "(spt view only reads)")
     uri = readonly_uri(path)
 

@@ -242,16 +242,16 @@ def open_store(path: str | Path, *, upgrade: bool = True, create: bool = True) -
     path = Path(path).expanduser()
     exists = path.exists() and path.stat().st_size > 0
     if not exists and not create:
-        raise SptError(f"store {path} does not exist; check --db or SPT_DB")
+        raise SptError(f"store {path} does not exist; check `db` or SPT_DB")
     if path.exists() and path.is_dir():
-        raise SptError(f"{path} is a directory; --db must name a store file")
+        raise SptError(f"{path} is a directory; `db` must name a store file")
     revision = read_revision(path) if exists else None
     check_revision(path, revision)
     if not exists:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SptError(f"cannot create the store directory {path.parent} ({e.strerror}); pass --db") from None
+            raise SptError(f"cannot create the store directory {path.parent} ({e.strerror}); pass `db`") from None
     engine = _make_engine(path)
     if revision != HEAD:
         if not upgrade:

@@ -134,16 +134,21 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def stale_runs(store: Any, timeout: float | None = None) -> list[dict[str, Any]]:
-    """Running runs whose lease has expired."""
+def _stale_rows(store: Any, table: str, since: str, timeout: float | None) -> list[dict[str, Any]]:
+    """Running rows of `table` (run, evaluation) whose lease has expired; `since` dates a row with no beat yet."""
     from sqlalchemy import text
 
     with store.engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, identity, lease_owner, lease_heartbeat, updated_at FROM run "
+        rows = conn.execute(text(f"SELECT id, identity, lease_owner, lease_heartbeat, {since} FROM {table} "
                                  "WHERE status = 'running' ORDER BY id")).all()
     return [{"id": r[0], "identity": r[1], "owner": r[2], "heartbeat": r[3], "updated_at": r[4],
              "age_s": lease_age(r[3], r[4])}
             for r in rows if is_stale(r[2], r[3], r[4], timeout)]
+
+
+def stale_runs(store: Any, timeout: float | None = None) -> list[dict[str, Any]]:
+    """Running runs whose lease has expired."""
+    return _stale_rows(store, "run", "updated_at", timeout)
 
 
 def reap(store: Any, timeout: float | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
@@ -171,14 +176,7 @@ def reap(store: Any, timeout: float | None = None, dry_run: bool = False) -> lis
 
 def stale_evaluations(store: Any, timeout: float | None = None) -> list[dict[str, Any]]:
     """Running evaluations whose lease has expired (their process is gone or silent)."""
-    from sqlalchemy import text
-
-    with store.engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, identity, lease_owner, lease_heartbeat, created_at FROM evaluation "
-                                 "WHERE status = 'running' ORDER BY id")).all()
-    return [{"id": r[0], "identity": r[1], "owner": r[2], "heartbeat": r[3], "updated_at": r[4],
-             "age_s": lease_age(r[3], r[4])}
-            for r in rows if is_stale(r[2], r[3], r[4], timeout)]
+    return _stale_rows(store, "evaluation", "created_at", timeout)
 
 
 def reap_evaluations(store: Any, timeout: float | None = None, dry_run: bool = False) -> list[dict[str, Any]]:

@@ -61,38 +61,30 @@ def parse_where(items: Iterable[str] | dict[str, list[str]] | None) -> dict[str,
     return out
 
 
+# --where key -> (condition for an empty value, condition for a value bound as :p); `a` is the run table's alias
+_CONDITIONS = {
+    "tag": ("({a}.tags IS NULL OR json_array_length({a}.tags) = 0)",
+            "EXISTS (SELECT 1 FROM json_each({a}.tags) je WHERE je.value = :{p})"),
+    "model": ("{a}.model_ref IS NULL", "({a}.model_ref = :{p} OR {a}.base_model = :{p})"),
+}
+_FLOAT_MATCH = "ABS({a}.{k} - :{p}) <= 1e-9 * MAX(1.0, ABS(:{p}))"
+
+
 def where_sql(where: dict[str, list[str]], alias: str = "r") -> tuple[str, dict[str, Any]]:
     """A SQL condition on the run table (aliased `alias`) and its bound parameters."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     for key, values in where.items():
         ors: list[str] = []
+        empty, match = _CONDITIONS.get(key, ("{a}.{k} IS NULL",
+                                             _FLOAT_MATCH if key in _FLOAT_KEYS else "{a}.{k} = :{p}"))
         for i, value in enumerate(values):
             p = f"w_{key}_{i}"
-            col = f"{alias}.{key}"
-            if key == "tag":
-                if value == "":
-                    ors.append(f"({alias}.tags IS NULL OR json_array_length({alias}.tags) = 0)")
-                else:
-                    ors.append(f"EXISTS (SELECT 1 FROM json_each({alias}.tags) je WHERE je.value = :{p})")
-                    params[p] = value
-            elif key == "model":
-                if value == "":
-                    ors.append(f"{alias}.model_ref IS NULL")
-                else:
-                    ors.append(f"({alias}.model_ref = :{p} OR {alias}.base_model = :{p})")
-                    params[p] = value
-            elif value == "":
-                ors.append(f"{col} IS NULL")
-            elif key in _FLOAT_KEYS:
-                ors.append(f"ABS({col} - :{p}) <= 1e-9 * MAX(1.0, ABS(:{p}))")
-                params[p] = float(value)
-            elif key == "seed":
-                ors.append(f"{col} = :{p}")
-                params[p] = int(value)
-            else:
-                ors.append(f"{col} = :{p}")
-                params[p] = value
+            if value == "":
+                ors.append(empty.format(a=alias, k=key))
+                continue
+            ors.append(match.format(a=alias, k=key, p=p))
+            params[p] = float(value) if key in _FLOAT_KEYS else int(value) if key == "seed" else value
         clauses.append("(" + " OR ".join(ors) + ")")
     return (" AND ".join(clauses) if clauses else "1=1"), params
 

@@ -87,18 +87,18 @@ class SweepSpec:
         self.axes = {str(k).strip().replace("-", "_"): _dedupe(list(v) if isinstance(v, (list, tuple)) else [v])
                      for k, v in (self.axes or {}).items()}
         self.defenses = _dedupe([str(d).strip() for d in self.defenses if str(d).strip()]) or ["none"]
-        self.lams = _dedupe([None if v is None else _float("--lam", v) for v in self.lams]) or [None]
-        self.poisons = _dedupe([None if v is None else _float("--poison", v) for v in self.poisons]) or [None]
-        self.seeds = _dedupe([None if v is None else _int("--seeds", v) for v in self.seeds]) or [None]
+        self.lams = _dedupe([None if v is None else _float("`lam`", v) for v in self.lams]) or [None]
+        self.poisons = _dedupe([None if v is None else _float("`poison`", v) for v in self.poisons]) or [None]
+        self.seeds = _dedupe([None if v is None else _int("`seeds`", v) for v in self.seeds]) or [None]
         self.judges = _dedupe([str(j).strip() for j in self.judges if str(j).strip() and j != "none"])
         if self.max_steps is not None:
-            self.max_steps = _int("--max-steps", self.max_steps)
+            self.max_steps = _int("`max_steps`", self.max_steps)
         self.train = dict(self.train or {})
         self.eval_options = dict(self.eval_options or {})
         self.align_defenses = _dedupe([str(d).strip() for d in self.align_defenses or [] if str(d).strip()])
         self.align_methods = _dedupe([str(m).strip() for m in self.align_methods or [] if str(m).strip()])
         if self.align_max_steps is not None:
-            self.align_max_steps = _int("--align-max-steps", self.align_max_steps)
+            self.align_max_steps = _int("`align_max_steps`", self.align_max_steps)
 
     @property
     def two_stage(self) -> bool:
@@ -108,42 +108,42 @@ class SweepSpec:
     def validate(self) -> None:
         """Problems that make every configuration fail; raised before anything is run or written."""
         if not self.model and not self.from_run:
-            raise SptError("a sweep needs --model REF or --from RUN_ID")
+            raise SptError("a sweep needs `model` REF or `from_run` RUN_ID")
         if self.model and self.from_run:
-            raise SptError("give either --model or --from RUN_ID, not both (--from uses the run's model)")
+            raise SptError("give either `model` or `from_run` RUN_ID, not both (`from_run` uses the run's model)")
         if self.max_steps is not None and self.max_steps < 1:
-            raise SptError(f"--max-steps must be at least 1, not {self.max_steps}")
+            raise SptError(f"`max_steps` must be at least 1, not {self.max_steps}")
         if self.two_stage:
             if self.from_run:
-                raise SptError("--align-defense/--align-method train the alignment runs from --model; drop --from "
+                raise SptError("`align_defense`/`align_method` train the alignment runs from `model`; drop `from_run` "
                                "(or drop the align axes to start every configuration from that run)")
             from spt.sweep.align_stage import align_variants
 
             align_variants(self.align_defenses, self.align_methods)  # SptError for a bad name or stage
             if self.align_max_steps is not None and self.align_max_steps < 1:
-                raise SptError(f"--align-max-steps must be at least 1, not {self.align_max_steps}")
+                raise SptError(f"`align_max_steps` must be at least 1, not {self.align_max_steps}")
         for p in self.poisons:
             if p is not None and not 0.0 <= p <= 1.0:
-                raise SptError(f"--poison {p:g} is not a ratio; use values between 0 and 1")
+                raise SptError(f"`poison` {p:g} is not a ratio; use values between 0 and 1")
         reg = _defense_registry()
         if self.axes and reg is not None:
             for f, values in self.axes.items():
                 lam_owner = _lam_axis_owner(f, reg)
                 if lam_owner is not None:
                     if lam_owner not in self.defenses:
-                        raise SptError(f"--axis {f}: defense {lam_owner} is not in --defense {','.join(self.defenses)}")
+                        raise SptError(f"`axis` {f}: defense {lam_owner} is not in `defense` {','.join(self.defenses)}")
                     for v in values:
-                        _float(f"--axis {f}", v)
+                        _float(f"`axis` {f}", v)
                     continue
                 owner = reg.owner_of(f)
                 if owner is None:
-                    raise SptError(f"--axis {f}: no defense has this option; options: "
+                    raise SptError(f"`axis` {f}: no defense has this option; options: "
                                    f"{', '.join(sorted(reg.option_fields()))}")
                 if owner not in self.defenses:
-                    raise SptError(f"--axis {f} is an option of defense {owner}, which is not in --defense "
+                    raise SptError(f"`axis` {f} is an option of defense {owner}, which is not in `defense` "
                                    f"{','.join(self.defenses)}")
                 if not values:
-                    raise SptError(f"--axis {f} has no values; give a comma-separated list")
+                    raise SptError(f"`axis` {f} has no values; give a comma-separated list")
                 opt = reg.option_fields()[f][1]
                 for v in values:
                     opt.check(owner, v)
@@ -246,7 +246,7 @@ def plan_sweep(spec: SweepSpec) -> list[dict[str, Any]]:
         lams = spec.lams if takes_lambda(defense) else [None]
         for k, values in spec.axes.items():  # a λ axis of this defense alone replaces the shared one
             if _lam_axis_owner(k, reg) == defense:
-                lams = [_float(f"--axis {k}", v) for v in values]
+                lams = [_float(f"`axis` {k}", v) for v in values]
         own = [f for f in spec.axes if reg is not None and reg.owner_of(f) == defense]
         for lam in lams:
             for combo in itertools.product(*[spec.axes[f] for f in own]):
@@ -374,9 +374,9 @@ def parse_axes(items: list[str] | None) -> dict[str, list[Any]]:
         key, sep, raw = str(item).partition("=")
         key = key.strip().replace("-", "_").replace(".", "_")
         if not sep or not key:
-            raise SptError(f"--axis {item!r}: expected OPTION=V1,V2, for example --axis lisa_align_steps=10,50")
+            raise SptError(f"`axis` {item!r}: expected OPTION=V1,V2, for example `axis` lisa_align_steps=10,50")
         values = []
-        for v in split_list(raw, f"--axis {key}"):
+        for v in split_list(raw, f"`axis` {key}"):
             try:
                 values.append(json.loads(v))
             except ValueError:

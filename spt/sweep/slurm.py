@@ -198,16 +198,14 @@ def finetune_command(spec: SweepSpec, opts: SlurmOptions, index: str = "${SLURM_
             f"--no-frontier --db {db}")
 
 
+def _directives(**values: Any) -> list[str]:
+    """`#SBATCH --name=value` lines for the values given (`gpus_per_task` -> `--gpus-per-task`), in order."""
+    return [f"#SBATCH --{k.replace('_', '-')}={v}" for k, v in values.items() if v]
+
+
 def _header(opts: SlurmOptions, name: str, log: str, extra: list[str]) -> list[str]:
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", *extra]
-    if opts.partition:
-        lines.append(f"#SBATCH --partition={opts.partition}")
-    if opts.time:
-        lines.append(f"#SBATCH --time={opts.time}")
-    if opts.account:
-        lines.append(f"#SBATCH --account={opts.account}")
-    if opts.qos:
-        lines.append(f"#SBATCH --qos={opts.qos}")
+    lines += _directives(partition=opts.partition, time=opts.time, account=opts.account, qos=opts.qos)
     lines += opts.extra_lines
     lines.append(f"#SBATCH --output={opts.log_dir}/{log}")
     return lines
@@ -228,14 +226,8 @@ def slurm_script(spec: SweepSpec, opts: SlurmOptions) -> str:
     # run interrupted and the task requeues itself instead of being killed mid-step (an extra line overrides)
     extra = [f"#SBATCH --array=0-{n - 1}", "#SBATCH --ntasks=1", "#SBATCH --requeue", "#SBATCH --open-mode=append",
              "#SBATCH --export=ALL", "#SBATCH --signal=TERM@120"]
-    if opts.gres:
-        extra.append(f"#SBATCH --gres={opts.gres}")
-    if opts.gpus_per_task:
-        extra.append(f"#SBATCH --gpus-per-task={opts.gpus_per_task}")
-    if opts.cpus_per_task:
-        extra.append(f"#SBATCH --cpus-per-task={opts.cpus_per_task}")
-    if opts.mem:
-        extra.append(f"#SBATCH --mem={opts.mem}")
+    extra += _directives(gres=opts.gres, gpus_per_task=opts.gpus_per_task, cpus_per_task=opts.cpus_per_task,
+                         mem=opts.mem)
     lines = _header(opts, name, "task-%a.out", extra)
     lines += [
         f"# spt sweep {sweep_id(spec)} ({sweep_tag(spec)}): {n} configurations, one array task each",

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from spt.errors import SptError
-from spt.models.chat import IGNORE_INDEX
 
 NORM_EPS = 1e-7  # the authors' constant in both Vaccine and Booster
 
@@ -233,18 +232,9 @@ def token_logps(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor,
     """
     from torch.utils.checkpoint import checkpoint
 
-    from spt.train.loss import causal_lm
+    from spt.train.loss import completion_states
 
-    lm = causal_lm(model)
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    R, C, d = hidden.shape
-    tgt = torch.full_like(labels, IGNORE_INDEX)
-    tgt[:, :-1] = labels[:, 1:]
-    flat = (tgt != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
-    h = hidden.reshape(R * C, d).index_select(0, flat)
-    y = tgt.reshape(-1).index_select(0, flat)
+    head, h, y, flat = completion_states(model, input_ids, position_ids, labels)
     chunk = max(64, chunk_elements // max(head.weight.shape[0], 1))
 
     def _chunk(hc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:

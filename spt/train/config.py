@@ -124,7 +124,7 @@ class _Settings:
         if c.stage not in STAGES:
             raise SptError(f"unknown stage {c.stage!r}; use one of {', '.join(STAGES)}")
         if c.model and c.from_run:
-            raise SptError("give either --model or --from RUN_ID, not both (--from uses the run's model)")
+            raise SptError("give either `model` or `from_run` RUN_ID, not both (`from_run` uses the run's model)")
         if not c.model and not c.from_run:
             c.model = DEFAULT_MODEL
         d = get_defense(c.defense)
@@ -134,46 +134,46 @@ class _Settings:
         elif d.lam is None:
             c.lam = None if c.lam == 0 else c.lam
             if c.lam is not None:
-                raise SptError(f"defense {c.defense!r} takes no --lam; drop it or pick a defense that uses λ")
+                raise SptError(f"defense {c.defense!r} takes no `lam`; drop it or pick a defense that uses λ")
         if c.lam is not None:
             c.lam = float(c.lam)
             lo, hi = d.lam.range or (-math.inf, math.inf)
             if not (lo <= c.lam <= hi):
                 rng = f"[{lo:g}, {hi:g}]" if hi != math.inf else f"≥ {lo:g}"
-                raise SptError(f"--lam {c.lam:g} is outside {rng} for defense {c.defense!r} ({d.lam.help})")
+                raise SptError(f"`lam` {c.lam:g} is outside {rng} for defense {c.defense!r} ({d.lam.help})")
         own = d.fields()
         for f in option_fields():  # options of other defenses never reach the run
             if f not in own:
                 setattr(c, f, None)
         if not (0.0 <= float(c.poison) < 1.0):
-            raise SptError(f"--poison {c.poison:g} is outside [0, 1); give the fraction of poisoned examples")
+            raise SptError(f"`poison` {c.poison:g} is outside [0, 1); give the fraction of poisoned examples")
         c.poison = float(c.poison)
         if c.stage == "align":
             if c.poison > 0:
-                raise SptError("--poison applies to --stage task only; the align stage trains on HarmOR train")
+                raise SptError("`poison` applies to `stage` task only; the align stage trains on HarmOR train")
         if c.stage not in d.stages:
-            raise SptError(f"defense {c.defense!r} applies to --stage {' or '.join(d.stages)}, not {c.stage}")
+            raise SptError(f"defense {c.defense!r} applies to `stage` {' or '.join(d.stages)}, not {c.stage}")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
             if int(getattr(c, name)) < 1:
-                raise SptError(f"--{name.replace('_', '-')} must be ≥ 1")
+                raise SptError(f"`{name}` must be ≥ 1")
         if c.max_length < 16:
-            raise SptError("--max-length must be ≥ 16 tokens")
+            raise SptError("`max_length` must be ≥ 16 tokens")
         if c.max_steps is not None and c.max_steps < 1:
-            raise SptError("--max-steps must be ≥ 1")
+            raise SptError("`max_steps` must be ≥ 1")
         if c.epochs is not None and c.epochs <= 0:
-            raise SptError("--epochs must be > 0")
+            raise SptError("`epochs` must be > 0")
         if c.max_steps is not None and c.epochs is not None:
-            raise SptError("give --epochs or --max-steps, not both")
+            raise SptError("give `epochs` or `max_steps`, not both")
         if c.max_steps is None and c.epochs is None:
             c.epochs = 1.0
         if c.lr is None:
             c.lr = 2e-4 if c.lora else 3e-5
         if c.lr <= 0:
-            raise SptError("--lr must be > 0")
+            raise SptError("`lr` must be > 0")
         if c.save_every < 0 or c.log_every < 1:
-            raise SptError("--save-every must be ≥ 0 and log_every ≥ 1")
+            raise SptError("`save_every` must be ≥ 0 and log_every ≥ 1")
         if c.lora and not c.lora_targets:
-            raise SptError("--lora-targets is empty; name modules such as q_proj,v_proj")
+            raise SptError("`lora_targets` is empty; name modules such as q_proj,v_proj")
         if not (0 <= c.lora_dropout < 1):
             raise SptError("lora_dropout must be in [0, 1)")
         if not (0 <= c.warmup_ratio < 1):

@@ -7,6 +7,7 @@ A dataset argument is a stored dataset id or name; the built-in names (`harmor`,
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from spt.errors import SptError
@@ -25,42 +26,38 @@ def _lookup(store: Any, key: str) -> Any | None:
     return d
 
 
-def resolve_safety(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
+def _resolve(store: Any, name: str, builder: Callable[[Any], str] | None, missing: str) -> str:
+    """The id of the stored dataset `name`, else `builder(spt.data)` (a built-in set built on demand), else
+    SptError(missing)."""
     d = _lookup(store, name)
     if d is not None:
         return d.id
-    if name in ("harmor", "builtin:harmor"):
-        if build:
-            from spt.data import ensure_harmor
+    if builder is None:
+        raise SptError(missing)
+    import spt.data
 
-            return ensure_harmor(store, seed=seed)
-    raise SptError(f"safety dataset {name!r} is not in the store; build HarmOR with `spt build-data` "
-                   "or pass --safety-data with a stored dataset name or id")
+    return builder(spt.data)
+
+
+def resolve_safety(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
+    builtin = build and name in ("harmor", "builtin:harmor")
+    return _resolve(store, name, (lambda data: data.ensure_harmor(store, seed=seed)) if builtin else None,
+                    f"safety dataset {name!r} is not in the store; build HarmOR with `spt build-data` "
+                    "or pass `safety_data` with a stored dataset name or id")
 
 
 def resolve_task(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
-    d = _lookup(store, name)
-    if d is not None:
-        return d.id
-    if name.startswith("builtin:"):
-        if build:
-            from spt.data import ensure_task_dataset
-
-            return ensure_task_dataset(store, name, seed=seed)
-    raise SptError(f"task dataset {name!r} is not in the store; use builtin:arithmetic, or import data with "
-                   "`spt data import` and pass its name or id")
+    builtin = build and name.startswith("builtin:")
+    return _resolve(store, name, (lambda data: data.ensure_task_dataset(store, name, seed=seed)) if builtin else None,
+                    f"task dataset {name!r} is not in the store; use builtin:arithmetic, or import data with "
+                    "`spt data import` and pass its name or id")
 
 
 def resolve_poison(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
-    d = _lookup(store, name)
-    if d is not None:
-        return d.id
-    if name.startswith("builtin:"):
-        if build:
-            from spt.data import ensure_poison_dataset
-
-            return ensure_poison_dataset(store, name=name, seed=seed)
-    raise SptError(f"poison dataset {name!r} is not in the store; use builtin:harmor-comply or a stored dataset")
+    builtin = build and name.startswith("builtin:")
+    return _resolve(store, name,
+                    (lambda data: data.ensure_poison_dataset(store, name=name, seed=seed)) if builtin else None,
+                    f"poison dataset {name!r} is not in the store; use builtin:harmor-comply or a stored dataset")
 
 
 def load_items(store: Any, dataset_id: str, split: str | None = None) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ import math
 from typing import Any
 
 from spt.errors import SptError
-from spt.train.defenses.base import Batch, Defense, Option, StepStats
+from spt.train.defenses.base import Batch, Defense, LogWindow, Option, StepStats
 
 METHODS = ("sft", "dpo")
 DPO_SALT = 13  # the preference stream's seed offset
@@ -53,10 +53,10 @@ class DPOMethod(Defense):
     @classmethod
     def validate_config(cls, config: Any) -> None:
         if config.stage != "align":
-            raise SptError("--method dpo applies to --stage align (it aligns the model on HarmOR preference pairs)")
+            raise SptError("`method` dpo applies to `stage` align (it aligns the model on HarmOR preference pairs)")
         if config.defense != "none":
-            raise SptError(f"--method dpo runs without a defense (got --defense {config.defense}); "
-                           "use --defense none, or --method sft with the defense")
+            raise SptError(f"`method` dpo runs without a defense (got `defense` {config.defense}); "
+                           "use `defense` none, or `method` sft with the defense")
 
     def setup(self, ctx: Any) -> None:
         from torch import nn
@@ -74,8 +74,7 @@ class DPOMethod(Defense):
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
         self.ref: tuple[Any, Any] | None = None
-        self._win: dict[str, float] = {}
-        self._n = 0
+        self._win = LogWindow()
 
     def _reference(self, ctx: Any) -> tuple[Any, Any]:
         """Summed completion log-probs of every pair under the reference, once, through the same forward as
@@ -87,7 +86,7 @@ class DPOMethod(Defense):
 
             if ctx.start_step > 0 and not self.config.lora:
                 raise SptError("this resumed full-fine-tune DPO run has no saved reference log-probs; "
-                               "start it again without --resume")
+                               "start it again without `resume`")
             model = ctx.model
             off = model.disable_adapter() if self.config.lora and hasattr(model, "disable_adapter") \
                 else contextlib.nullcontext()
@@ -142,15 +141,11 @@ class DPOMethod(Defense):
             total.add(StepStats(sums={0: float(loss.detach()) * k}, counts={0: k}, tokens=s.tokens))
             for key, v in st.items():
                 agg[key] = agg.get(key, 0.0) + v / n_micro
-        for key, v in agg.items():
-            self._win[key] = self._win.get(key, 0.0) + v
-        self._n += 1
+        self._win.add_step(agg)
         return total
 
     def log_values(self) -> dict[str, float]:
-        out = {k: v / max(1, self._n) for k, v in self._win.items()}
-        self._win, self._n = {}, 0
-        return out
+        return self._win.mean()
 
     def state_dict(self) -> dict[str, Any]:
         if self.ref is None:
@@ -177,7 +172,7 @@ def check_method(config: Any) -> None:
     """SptError for an unknown `--method` or a DPO run the method cannot do."""
     method = getattr(config, "method", None) or "sft"
     if method not in METHODS:
-        raise SptError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
+        raise SptError(f"unknown `method` {method!r}; use one of {', '.join(METHODS)}")
     if method == "dpo":
         DPOMethod.validate_config(config)
 

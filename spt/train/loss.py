@@ -79,14 +79,11 @@ class LinearCrossEntropy(torch.autograd.Function):
                 (gw * grad_total).to(ctx.wdtype) if need_w else None, None, None, None, None)
 
 
-def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, weights: Any,
-                    chunk_elements: int = CHUNK_ELEMENTS, token_weight: Any = None) -> tuple[Any, Any, Any]:
-    """(Σ w·CE over completion tokens, per-token CE (detached), flat positions of those tokens).
+def completion_states(model: Any, input_ids: Any, position_ids: Any, labels: Any) -> tuple[Any, Any, Any, Any]:
+    """(output head, hidden states that predict a completion token, those tokens, their flat positions).
 
-    Position t of a row predicts labels[t+1]; only positions with a real next label are evaluated.
-    `token_weight(ce, sl)`, if given, multiplies the weights of the completion tokens in slice `sl` (of
-    the flat order) by a value computed from their detached CE (token-wise constrained SFT): the weight
-    is a constant of the backward pass, as in the authors' code.
+    Position t of a row predicts labels[t+1]; only positions with a real next label are kept, so the head
+    never runs on prompt tokens.
     """
     lm = causal_lm(model)
     decoder, head = lm.get_decoder(), lm.get_output_embeddings()
@@ -96,8 +93,19 @@ def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, 
     tgt = torch.full_like(labels, IGNORE_INDEX)
     tgt[:, :-1] = labels[:, 1:]
     flat = (tgt != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
-    h = hidden.reshape(R * C, d).index_select(0, flat)
-    y = tgt.reshape(-1).index_select(0, flat)
+    return head, hidden.reshape(R * C, d).index_select(0, flat), tgt.reshape(-1).index_select(0, flat), flat
+
+
+def completion_loss(model: Any, input_ids: Any, position_ids: Any, labels: Any, weights: Any,
+                    chunk_elements: int = CHUNK_ELEMENTS, token_weight: Any = None) -> tuple[Any, Any, Any]:
+    """(Σ w·CE over completion tokens, per-token CE (detached), flat positions of those tokens).
+
+    Position t of a row predicts labels[t+1]; only positions with a real next label are evaluated.
+    `token_weight(ce, sl)`, if given, multiplies the weights of the completion tokens in slice `sl` (of
+    the flat order) by a value computed from their detached CE (token-wise constrained SFT): the weight
+    is a constant of the backward pass, as in the authors' code.
+    """
+    head, h, y, flat = completion_states(model, input_ids, position_ids, labels)
     tw = torch.zeros_like(weights)
     tw[:, :-1] = weights[:, 1:]
     w = tw.reshape(-1).index_select(0, flat).to(torch.float32)

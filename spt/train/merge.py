@@ -36,7 +36,7 @@ def _pick_checkpoint(store: Any, run_id: str, checkpoint_id: str | None) -> tupl
         else:
             ck = queries.final_checkpoint(s, run.id)
             if ck is None:
-                raise SptError(f"run {run.id} has no final checkpoint (status {run.status}); pass --checkpoint ID")
+                raise SptError(f"run {run.id} has no final checkpoint (status {run.status}); pass `checkpoint` ID")
     if ck.kind != "adapter":
         raise SptError(f"checkpoint {ck.id} holds {ck.kind} weights, not a LoRA adapter; nothing to merge")
     if not (Path(ck.path) / "adapter_config.json").exists():
@@ -65,7 +65,7 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: st
     if existing:
         return {**_row(existing[0]), "reused": True}
     if out and target.exists() and any(target.iterdir()):
-        raise SptError(f"--out {target} exists and is not empty; choose a new directory")
+        raise SptError(f"`out` {target} exists and is not empty; choose a new directory")
 
     import torch
     from peft import PeftModel

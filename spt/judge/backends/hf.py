@@ -37,15 +37,15 @@ def hf_fingerprint(path: str) -> tuple[str | None, str]:
     if not p.exists():
         return None, "generate"
     if not p.is_dir():
-        raise SptError(f"--judge hf:{path}: not a model directory (expected config.json and weights)")
+        raise SptError(f"`judge` hf:{path}: not a model directory (expected config.json and weights)")
     cfg_file = p / "config.json"
     if not cfg_file.exists():
-        raise SptError(f"--judge hf:{path}: no config.json in that directory; pass a transformers model directory")
+        raise SptError(f"`judge` hf:{path}: no config.json in that directory; pass a transformers model directory")
     cfg_text = cfg_file.read_text(encoding="utf-8")
     try:
         cfg = json.loads(cfg_text)
     except json.JSONDecodeError as e:
-        raise SptError(f"--judge hf:{path}: config.json is not valid JSON ({e})") from None
+        raise SptError(f"`judge` hf:{path}: config.json is not valid JSON ({e})") from None
     archs = cfg.get("architectures") or []
     mode = "classifier" if any("SequenceClassification" in a for a in archs) else "generate"
     from spt.models.fingerprint import weights_id
@@ -63,7 +63,7 @@ class HFBackend(BaseBackend):
 
     def parse(self, spec: str, arg: str, rubric: str) -> JudgeSpec:
         if not arg:
-            raise SptError(f"--judge {spec} needs a model: hf:MODEL")
+            raise SptError(f"`judge` {spec} needs a model: hf:MODEL")
         from spt.models.resolve import resolve_model
 
         path = resolve_model(arg).path

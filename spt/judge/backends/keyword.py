@@ -33,7 +33,7 @@ def preset_hash(name: str, spec: str) -> str:
     from spt.eval.refusal import PRESETS
 
     if name not in PRESETS:
-        raise SptError(f"unknown keyword preset {name!r} in --judge {spec}; choose one of: {', '.join(PRESETS)}")
+        raise SptError(f"unknown keyword preset {name!r} in `judge` {spec}; choose one of: {', '.join(PRESETS)}")
     return text_hash(canonical_json(preset_content(PRESETS[name])))
 
 

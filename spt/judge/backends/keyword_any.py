@@ -22,7 +22,7 @@ class KeywordAnyBackend(BaseBackend):
     def parse(self, spec: str, arg: str, rubric: str) -> JudgeSpec:
         presets = sorted({p.strip() for p in arg.replace(",", "+").split("+") if p.strip()})
         if len(presets) < 2:
-            raise SptError(f"--judge {spec} needs two or more keyword presets: keyword-any:spt+gcg")
+            raise SptError(f"`judge` {spec} needs two or more keyword presets: keyword-any:spt+gcg")
         hashes = [preset_hash(p, spec) for p in presets]
         joined = "+".join(presets)
         config = {"backend": self.name, "presets": presets, "preset_hashes": hashes, "preset": joined,

@@ -203,14 +203,14 @@ class OpenAIBackend(BaseBackend):
         if options.api_key_env:
             key = os.environ.get(options.api_key_env)
             if not key:
-                raise SptError(f"environment variable {options.api_key_env} (named by --api-key-env) is not set "
+                raise SptError(f"environment variable {options.api_key_env} (named by `api_key_env`) is not set "
                                "or empty")
             return key
         if options.base_url is None:
             key = os.environ.get("OPENAI_API_KEY")
             if not key:
-                raise SptError("the OpenAI API needs OPENAI_API_KEY, which is not set: export it, or pass --base-url "
-                               "for another endpoint (with --api-key-env VAR if it needs a key)")
+                raise SptError("the OpenAI API needs OPENAI_API_KEY, which is not set: export it, or pass `base_url` "
+                               "for another endpoint (with `api_key_env` VAR if it needs a key)")
             return key
         return "EMPTY"  # a custom endpoint gets no key unless one is named explicitly
 

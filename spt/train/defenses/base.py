@@ -118,8 +118,8 @@ class Option:
         return " ".join(parts)
 
     def check(self, defense: str, value: Any) -> Any:
-        """The value with this option's type, or SptError naming the flag and the allowed values."""
-        flag = self.flag(defense)
+        """The value with this option's type, or SptError naming the option and the allowed values."""
+        flag = f"`{self.field_name(defense)}`"
         if value is None:
             return None
         if self.kind == "bool":
@@ -188,6 +188,26 @@ class StepStats:
             self.counts[g] = self.counts.get(g, 0) + v
         self.tokens += other.tokens
         self.extra += other.extra
+
+
+@dataclass
+class LogWindow:
+    """A defense's own numbers, summed per step between log steps; `mean()` averages them per step."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+
+    def add_step(self, values: dict[str, float]) -> None:
+        """One optimizer step's values."""
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+
+    def mean(self, prefix: str = "") -> dict[str, float]:
+        """The per-step means since the last call (names prefixed with `prefix`), and a fresh window."""
+        out = {prefix + k: v / max(1, self.steps) for k, v in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return out
 
 
 class Defense:
@@ -270,4 +290,9 @@ class Defense:
 
     def post_train(self, ctx: Any) -> dict[str, Any] | None:
         """Transform the trained model in place before the final checkpoint; return what to record."""
+        return None
+
+    @classmethod
+    def describe_record(cls, record: dict[str, Any]) -> str | None:
+        """One line for `spt finetune` about what `post_train` recorded (None: nothing worth a line)."""
         return None

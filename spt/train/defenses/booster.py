@@ -24,7 +24,7 @@ import math
 from typing import Any
 
 from spt.errors import SptError
-from spt.train.defenses.base import Batch, Defense, Option, StepStats
+from spt.train.defenses.base import Batch, Defense, LogWindow, Option, StepStats
 
 HARM_SALT = 11  # the harmful stream's seed offset (fixes which harmful examples a step sees)
 
@@ -66,8 +66,7 @@ class BoosterDefense(Defense):
                 evaluated += tdata.load_items(ctx.store, hid, split="test")
         harmful_set(ctx.items.get("harmful", []), evaluated)  # refuses prompts of the evaluated pool
         self.params = [p for _, p in ctx.trainable()]
-        self._win: dict[str, float] = {}
-        self._n = 0
+        self._win = LogWindow()
 
     def train_step(self, ctx: Any, step: int, batches: list[Batch]) -> StepStats | None:
         import contextlib
@@ -91,12 +90,8 @@ class BoosterDefense(Defense):
         for i, b in enumerate(batches):
             total.add(ctx.forward_backward(b, sync=i == len(batches) - 1))
         add_to_grad_(self.params, delta, float(self.lam_value or 0.0))
-        for key in ("harm_loss", "harm_loss_perturbed", "harm_drop", "harm_grad_norm"):
-            self._win[key] = self._win.get(key, 0.0) + st[key]
-        self._n += 1
+        self._win.add_step({k: st[k] for k in ("harm_loss", "harm_loss_perturbed", "harm_drop", "harm_grad_norm")})
         return total
 
     def log_values(self) -> dict[str, float]:
-        out = {f"booster_{k}": v / max(1, self._n) for k, v in self._win.items()}
-        self._win, self._n = {}, 0
-        return out
+        return self._win.mean("booster_")

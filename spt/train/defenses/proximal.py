@@ -56,7 +56,7 @@ class ProximalDefense(Defense):
         if self.lora:
             self.modules = lora_modules(ctx.model)
             if not self.modules:
-                raise SptError("proximal: the model has no LoRA layers; check --lora-targets")
+                raise SptError("proximal: the model has no LoRA layers; check `lora_targets`")
         else:
             start = ctx.start_state()
             self.anchor = [(p, start[n]) for n, p in ctx.trainable()]

@@ -164,7 +164,7 @@ def project_lora(model: Any, deltas: dict[str, Any], tau: float = 0.5, mode: str
             PB, ident = projector_apply(V.to(B.device), B, mode)
             scored.append((key, B, PB, similarity(B, PB, A), rel_change(B, PB, A), ident))
         if not scored:
-            raise SptError("safelora: no LoRA module has an alignment delta in the lineage; check --lora-targets "
+            raise SptError("safelora: no LoRA module has an alignment delta in the lineage; check `lora_targets` "
                            "against the aligned run's changed modules")
         picks = select([s for _, _, _, s, _, _ in scored], select_mode, k, tau)
         layers = []
@@ -249,8 +249,14 @@ class SafeLoraDefense(Defense):
     @classmethod
     def validate_lineage(cls, config: Any, parent: Any | None) -> None:
         if parent is None or parent.kind != "align":
-            raise SptError("safelora needs an aligned parent: pass --from RUN_ID of an `--stage align` run "
+            raise SptError("safelora needs an aligned parent: pass `from_run` RUN_ID of a `stage` align run "
                            "(its weights minus its base define the alignment subspace)")
+
+    @classmethod
+    def describe_record(cls, record: dict[str, Any]) -> str | None:
+        how = f"τ={record['tau']}" if record.get("select") == "threshold" else f"k={record.get('k')} lowest similarity"
+        return (f"safelora ({record.get('mode')}) projected {record['n_projected']}/{record['n_modules']} modules "
+                f"({how})")
 
     def post_train(self, ctx: Any) -> dict[str, Any] | None:
         names = sorted({_strip(n) for n, _, _ in lora_modules(ctx.model)})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spt.train.defenses.base import Batch, Defense, Option, StepStats
+from spt.train.defenses.base import Batch, Defense, LogWindow, Option, StepStats
 
 
 class VaccineDefense(Defense):
@@ -41,14 +41,13 @@ class VaccineDefense(Defense):
             from spt.errors import SptError
 
             raise SptError("vaccine shifts attention outputs with forward hooks in each pass; run it without "
-                           "--compile")
+                           "`compile`")
 
     def setup(self, ctx: Any) -> None:
         from spt.train.align_math import attention_modules
 
         self.modules = attention_modules(ctx.model)
-        self._win: dict[str, float] = {}
-        self._n = 0
+        self._win = LogWindow()
 
     def train_step(self, ctx: Any, step: int, batches: list[Batch]) -> StepStats | None:
         import contextlib
@@ -81,12 +80,8 @@ class VaccineDefense(Defense):
             pert += float(loss.detach())
             gnorm += st["act_grad_norm"] / len(batches)
         # per step: the perturbed objective (sum over micro-batches of the step-normalised losses) and ‖g‖
-        self._win["vaccine_loss_perturbed"] = self._win.get("vaccine_loss_perturbed", 0.0) + pert
-        self._win["vaccine_act_grad_norm"] = self._win.get("vaccine_act_grad_norm", 0.0) + gnorm
-        self._n += 1
+        self._win.add_step({"vaccine_loss_perturbed": pert, "vaccine_act_grad_norm": gnorm})
         return total
 
     def log_values(self) -> dict[str, float]:
-        out = {k: v / max(1, self._n) for k, v in self._win.items()}
-        self._win, self._n = {}, 0
-        return out
+        return self._win.mean()
