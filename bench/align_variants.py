@@ -24,9 +24,9 @@ def log(*a: object) -> None:
     print(*a, file=sys.stderr, flush=True)
 
 
-def rates(res: dict) -> dict:
+def rates(res) -> dict:
     out = {}
-    for m in res["metrics"]:
+    for m in res.metrics:
         if m["category"] == "all" and m["name"] in ("refusal_rate", "over_refusal_rate"):
             out[m["name"]] = {k: m[k] for k in ("value", "ci_low", "ci_high", "n", "n_unscored", "ci_method")}
     return out
@@ -63,13 +63,13 @@ def main() -> None:
         al = finetune(store, FinetuneConfig(model=args.model, stage="align", defense=defense, method=method,
                                             max_steps=args.align_steps, **common))
         t_align = time.time() - t0
-        log(f"[{v}] evaluate aligned run {al['run_id'][:13]}")
-        e1 = evaluate(store, al["run_id"], EvaluateConfig(task="none", **ev_cfg))
+        log(f"[{v}] evaluate aligned run {al.run_id[:13]}")
+        e1 = evaluate(store, al.run_id, EvaluateConfig(task="none", **ev_cfg))
         log(f"[{v}] poisoned task run ({args.poison:g}), {args.task_steps} steps")
-        tk = finetune(store, FinetuneConfig(from_run=al["run_id"], stage="task", task="builtin:arithmetic",
+        tk = finetune(store, FinetuneConfig(from_run=al.run_id, stage="task", task="builtin:arithmetic",
                                             poison=args.poison, defense="none", max_steps=args.task_steps, **common))
-        e2 = evaluate(store, tk["run_id"], EvaluateConfig(task="none", **ev_cfg))
-        out["variants"][v] = {"align_run": al["run_id"], "task_run": tk["run_id"], "aligned": rates(e1),
+        e2 = evaluate(store, tk.run_id, EvaluateConfig(task="none", **ev_cfg))
+        out["variants"][v] = {"align_run": al.run_id, "task_run": tk.run_id, "aligned": rates(e1),
                               "after_poisoned_task": rates(e2), "align_seconds": round(t_align, 1),
                               "seconds": round(time.time() - t0, 1)}
         log(f"[{v}] done in {time.time() - t0:.0f} s: {json.dumps(out['variants'][v])}")

@@ -62,25 +62,20 @@ def build_evaluation(store, n: int, seed: int = 0) -> tuple[str, list[tuple[str,
 
 
 class PhaseClock:
-    """A progress factory for judge_evaluations that records when each judgment was recorded, to split
-    the call phase from the set-up before it and the metrics after it."""
+    """A progress listener for judge_evaluations that records when the first and last judgment were
+    recorded, to split the call phase from the set-up before it and the metrics after it."""
 
     def __init__(self) -> None:
         self.first: float | None = None
         self.last: float | None = None
 
-    def __call__(self, description: str, total: int):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def cm():
-            def advance(*a, **k) -> None:
-                now = time.perf_counter()
-                if self.first is None:
-                    self.first = now
-                self.last = now
-            yield advance
-        return cm()
+    def __call__(self, p) -> None:
+        if p.done == 0:  # the report before the first call
+            return
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
 
 
 def sequential_baseline(base_url: str, pairs: list[tuple[str, str]], timeout: float) -> tuple[float, list]:
@@ -160,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary2 = judge_evaluations(store, [ev_id], judges=[f"openai:{MODEL}"], base_url=ep.base_url,
                                          max_connections=conns, timeout=args.timeout)
         rerun_calls = ep.calls - c0
-        j2 = summary2["judges"][0]
+        j2 = summary2.to_dict()["judges"][0]
 
         # the same verdicts on the generations both judged
         from sqlmodel import select
@@ -182,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
             with Timer() as tk:
                 sk = judge_evaluations(store, [ev_k], judges=[f"openai:{MODEL}"], base_url=ep.base_url,
                                        max_connections=c, timeout=args.timeout, progress=clock_k)
-            jk = sk["judges"][0]
+            jk = sk.to_dict()["judges"][0]
             until = (clock_k.last or tk.t0) - tk.t0
             sweep.append({"max_connections": c, "judgments": jk["judged"], "seconds": round(tk.s, 3),
                           "judgments_per_s": round(jk["judged"] / tk.s, 2),

@@ -101,7 +101,7 @@ def main() -> None:
         ev = evaluate(store, run_id, EvaluateConfig(limit=args.eval_limit, max_new_tokens=args.eval_tokens,
                                                     task="none"))
         out = {}
-        for m in ev.get("metrics") or []:  # the overall rows: value, n, n_unscored and the interval
+        for m in ev.metrics:  # the overall rows: value, n, n_unscored and the interval
             if m.get("category") == "all" and m["name"] in ("refusal_rate", "over_refusal_rate", "alignment_loss"):
                 out[f"eval_{m['name']}"] = {k: m.get(k) for k in ("value", "n", "n_unscored", "ci_low", "ci_high")}
         return out
@@ -110,32 +110,32 @@ def main() -> None:
     out: dict = {"model": args.model, "settings": vars(args)}
     log(f"align ({args.align_steps} steps) ...")
     align = finetune(store, FinetuneConfig(model=args.model, stage="align", max_steps=args.align_steps, **common))
-    a = ends(align["run_id"])
-    out["align"] = {"run_id": align["run_id"], **a,
+    a = ends(align.run_id)
+    out["align"] = {"run_id": align.run_id, **a,
                     "lowered": a["alignment_loss_end"] < a["alignment_loss_start"]}
     out["task"] = {}
     runs = [(d, None) for d in names] + [("anchor", float(x)) for x in args.lams.split(",")
                                            if x.strip() and "anchor" in names]
     for defense, lam in runs:
-        parent = align["run_id"]
+        parent = align.run_id
         if "task" not in registry[defense].stages:  # an alignment-stage defense: its own align run first
             log(f"align with {defense} ...")
             parent = finetune(store, FinetuneConfig(model=args.model, stage="align", defense=defense,
-                                                    max_steps=args.align_steps, **common))["run_id"]
+                                                    max_steps=args.align_steps, **common)).run_id
         task_defense = defense if "task" in registry[defense].stages else "none"
         key = defense if lam is None else f"anchor_lam{lam:g}"
         log(f"task {key} ({args.task_steps} steps, poison {args.poison}) ...")
         t1 = time.perf_counter()
         r = finetune(store, FinetuneConfig(from_run=parent, task="builtin:arithmetic", poison=args.poison,
                                            defense=task_defense, lam=lam, max_steps=args.task_steps, **common))
-        e = ends(r["run_id"])
+        e = ends(r.run_id)
         post = r.get(task_defense) or {}
-        row = {"run_id": r["run_id"], **e, "rise": e["alignment_loss_end"] - e["alignment_loss_start"],
+        row = {"run_id": r.run_id, **e, "rise": e["alignment_loss_end"] - e["alignment_loss_start"],
                "rise_harmful": e["alignment_loss_harmful_end"] - e["alignment_loss_harmful_start"],
                "train_s": round(time.perf_counter() - t1, 1)}
         if post:
             row["record"] = {k: v for k, v in post.items() if k != "layers"}
-        row.update(refusals(r["run_id"]))
+        row.update(refusals(r.run_id))
         out["task"][key] = row
         log(f"  {key}: alignment loss {e['alignment_loss_start']:.3f} -> {e['alignment_loss_end']:.3f}")
     rises = [out["task"][k]["rise"] for k in out["task"] if k.startswith("anchor_lam")]

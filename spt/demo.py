@@ -17,14 +17,17 @@ printed as not shown at this n.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spt.metrics import SUMMARY_METRICS
+from spt.progress import ProgressFn, report, within
 from spt.store import queries
 from spt.store.engine import Store
+
+if TYPE_CHECKING:
+    from spt.sweep.run import SweepResult
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,6 @@ QUICK = DemoPlan(name="quick", align_steps=8, task_steps=3, lams=(0.6,), seeds=(
                  train={"log_every": 100, "align_eval_pairs": 4, "safety_batch_size": 4, "lora_dropout": 0.0,
                         "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]})
 
-Event = Callable[..., None]
 
 
 def _tag_run(store: Store, run_id: str, tag: str) -> None:
@@ -82,11 +84,11 @@ def _eval_config(plan: DemoPlan) -> Any:
 
 
 def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = None,
-             event: Event | None = None) -> dict[str, Any]:
+             progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run (or resume) the demo in `store`; returns runs, metrics, frontier and the trade-off checks.
 
-    `event(kind, **info)` reports progress: ("stage", index, total, title) when a stage starts, and
-    ("finetune"|"evaluate"|"sweep", *args) forwarding each library function's own progress.
+    `progress` gets `Progress("demo", i, 5, "stages", title=...)` as each stage starts, and the reports of
+    the finetunes, evaluations and sweeps it runs within the scope `stage i`.
     """
     from spt.data import ensure_harmor, ensure_poison_dataset, ensure_task_dataset
     from spt.eval import evaluate
@@ -94,47 +96,49 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
     from spt.sweep import SweepSpec, run_sweep
     from spt.train import FinetuneConfig, finetune
 
-    emit = event or (lambda *a, **k: None)
     n_stages = 5
+
+    def stage(i: int, title: str) -> ProgressFn | None:
+        report(progress, "demo", i - 1, n_stages, "stages", title=title)
+        return within(progress, f"stage {i}")
     train_common = dict(batch_size=plan.batch_size, max_length=plan.max_length, lr=plan.lr, lora_r=plan.lora_r,
                         **plan.train)
 
-    emit("stage", 1, n_stages, "building HarmOR, the arithmetic task and the poison set")
+    stage(1, "building HarmOR, the arithmetic task and the poison set")
     ensure_harmor(store)
     ensure_task_dataset(store, plan.task)
     ensure_poison_dataset(store)
 
-    emit("stage", 2, n_stages, f"evaluating the base model ({plan.model})")
-    base = evaluate(store, plan.model, _eval_config(plan), progress=lambda *a: emit("evaluate", *a))
-    judge_evaluations(store, [base["evaluation_id"]], judges=["keyword"])
-    _tag_run(store, base["run_id"], plan.tag)
+    inner = stage(2, f"evaluating the base model ({plan.model})")
+    base = evaluate(store, plan.model, _eval_config(plan), progress=inner)
+    judge_evaluations(store, [base.evaluation_id], judges=["keyword"], progress=inner)
+    _tag_run(store, base.run_id, plan.tag)
 
-    emit("stage", 3, n_stages, f"aligning on HarmOR train ({plan.align_steps} steps) and evaluating")
+    inner = stage(3, f"aligning on HarmOR train ({plan.align_steps} steps) and evaluating")
     align = finetune(store, FinetuneConfig(model=plan.model, stage="align", max_steps=plan.align_steps,
-                                           **train_common),
-                     progress=lambda *a: emit("finetune", *a))
-    _tag_run(store, align["run_id"], plan.tag)
-    aligned = evaluate(store, align["run_id"], _eval_config(plan), progress=lambda *a: emit("evaluate", *a))
-    judge_evaluations(store, [aligned["evaluation_id"]], judges=["keyword"])
+                                           **train_common), progress=inner)
+    _tag_run(store, align.run_id, plan.tag)
+    aligned = evaluate(store, align.run_id, _eval_config(plan), progress=inner)
+    judge_evaluations(store, [aligned.evaluation_id], judges=["keyword"], progress=inner)
 
     seeds = list(plan.seeds)
-    emit("stage", 4, n_stages, f"task fine-tuning, seeds {','.join(map(str, seeds))}: no poison (control); "
+    inner = stage(4, f"task fine-tuning, seeds {','.join(map(str, seeds))}: no poison (control); "
          f"{plan.poison:g} poison with none and anchor λ={','.join(f'{v:g}' for v in plan.lams)}")
-    common = dict(from_run=align["run_id"], task=plan.task, seeds=seeds, max_steps=plan.task_steps,
+    common = dict(from_run=align.run_id, task=plan.task, seeds=seeds, max_steps=plan.task_steps,
                   train=train_common, eval_options={"limit": plan.eval_limit, "max_new_tokens": plan.max_new_tokens},
                   judges=["keyword"])
     control = run_sweep(store, SweepSpec(defenses=["none"], poisons=[0.0], **common),
-                        progress=lambda *a, **k: emit("sweep", *a, **k), frontier=False)
+                        progress=within(inner, "control"), frontier=False)
     sweep = run_sweep(store, SweepSpec(defenses=["none", "anchor"], lams=list(plan.lams), poisons=[plan.poison],
-                                       **common), progress=lambda *a, **k: emit("sweep", *a, **k), frontier=False)
-    for cfg in sweep["configs"]:
-        if cfg.get("run_id"):
-            _tag_run(store, cfg["run_id"], plan.tag)
-    for cfg in control["configs"]:
-        if cfg.get("run_id"):
-            _tag_run(store, cfg["run_id"], plan.tag + ":control")
+                                       **common), progress=within(inner, "poisoned"), frontier=False)
+    for cfg in sweep.configs:
+        if cfg.run_id:
+            _tag_run(store, cfg.run_id, plan.tag)
+    for cfg in control.configs:
+        if cfg.run_id:
+            _tag_run(store, cfg.run_id, plan.tag + ":control")
 
-    emit("stage", 5, n_stages, "paired tests, frontier and plot")
+    stage(5, "paired tests, frontier and plot")
     from spt.frontier.compute import compute_frontier
 
     # Alignment loss (teacher-forced, defined for every response) is the frontier's safety axis: refusal
@@ -147,9 +151,9 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
         plot_path = str(plot_frontier(frontier, plot, title=f"spt demo ({plan.name}): {plan.model}, "
                                       f"poison {plan.poison:g}, {len(seeds)} seeds"))
 
-    def runs_of(summary: dict[str, Any], defense: str, lam: float | None) -> list[str]:
-        return [c["run_id"] for c in summary["configs"] if c.get("run_id") and (c.get("defense") or "none") == defense
-                and (defense == "none" or c.get("lam") == lam)]
+    def runs_of(summary: SweepResult, defense: str, lam: float | None) -> list[str]:
+        return [c.run_id for c in summary.configs if c.run_id and (c.defense or "none") == defense
+                and (defense == "none" or c.lam == lam)]
 
     groups = {"control": runs_of(control, "none", None), "none": runs_of(sweep, "none", None),
               **{f"anchor λ={lam:g}": runs_of(sweep, "anchor", lam) for lam in plan.lams}}
@@ -158,16 +162,16 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
     keys = SUMMARY_METRICS
     by_cfg = {c["configuration"]: c for c in list_configurations(store, [f"tag={plan.tag}", f"tag={plan.tag}:control"],
                                                                  metrics=keys)}
-    rows = [_row("base", None, [base["run_id"]], _overall(store, base["evaluation_id"])),
-            _row("aligned", None, [align["run_id"]], _overall(store, aligned["evaluation_id"]))]
+    rows = [_row("base", None, [base.run_id], _overall(store, base.evaluation_id)),
+            _row("aligned", None, [align.run_id], _overall(store, aligned.evaluation_id))]
     for label, ids in groups.items():
         cfg = next((c for c in by_cfg.values() if ids and ids[0] in c["runs"]), None)
         lam = None if not label.startswith("anchor") else float(label.split("=")[1])
         rows.append(_row(label, lam, ids, {k: v["mean"] for k, v in cfg["metrics"].items()} if cfg else {},
                          intervals={k: (v["ci_low"], v["ci_high"]) for k, v in cfg["metrics"].items()} if cfg else {},
                          configuration=cfg["configuration"] if cfg else None))
-    failed = sweep["n_failed"] + control["n_failed"]
-    checks = check_claims(store, base["run_id"], align["run_id"], groups) if not failed else []
+    failed = sweep.n_failed + control.n_failed
+    checks = check_claims(store, base.run_id, align.run_id, groups) if not failed else []
     return {
         "plan": asdict(plan), "store": str(store.path), "rows": rows, "checks": checks,
         "frontier": frontier, "plot": plot_path, "sweep_failed": failed,

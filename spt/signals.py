@@ -1,4 +1,7 @@
-"""Stopping training cleanly on SIGTERM / SIGINT (Slurm preemption, Ctrl-C).
+"""Stopping long work cleanly on SIGTERM / SIGINT (Slurm preemption, Ctrl-C): training and judging.
+
+`StopOnSignal` turns the signal into a flag that the work polls at its own safe points: `spt judge`
+stops starting calls and stores the replies in flight; training stops at a step boundary as below.
 
 While `finetune` trains, a SIGTERM or SIGINT only sets a flag. At the next step boundary the loop
 saves a resumable checkpoint (weights, optimizer, scheduler, RNG state and step), marks the run

@@ -147,9 +147,9 @@ def test_safelora_end_to_end_records_projected_layers(store):
     d = mini_data(store)
     align = finetune(store, FinetuneConfig(model="tiny-random", stage="align", max_steps=3,
                                            safety_data=d["safety_data"], **FAST))
-    res = finetune(store, FinetuneConfig(from_run=align["run_id"], defense="safelora", lam=0.99, max_steps=3,
+    res = finetune(store, FinetuneConfig(from_run=align.run_id, defense="safelora", lam=0.99, max_steps=3,
                                          **d, **FAST))
-    rec = res["safelora"]
+    rec = res.post_train
     assert rec["n_modules"] == 4 and rec["aligned_delta"] == "lora"
     assert rec["n_projected"] == len(rec["projected"]) >= 1
     from spt.store.models import Checkpoint
@@ -157,5 +157,5 @@ def test_safelora_end_to_end_records_projected_layers(store):
     with store.session() as s:
         from sqlmodel import select
 
-        final = [c for c in s.exec(select(Checkpoint).where(Checkpoint.run_id == res["run_id"])) if c.is_final][0]
+        final = [c for c in s.exec(select(Checkpoint).where(Checkpoint.run_id == res.run_id)) if c.is_final][0]
     assert final.meta["safelora"]["projected"] == rec["projected"]

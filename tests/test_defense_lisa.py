@@ -105,7 +105,8 @@ def test_lisa_cli_end_to_end(db_path):
                                  "--max-length", "64", "--log-every", "2", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert res["lisa"]["steps_align"] == 4 and res["lisa"]["steps_task"] == 6 and res["lisa"]["rho"] == 0.5
+    lisa = res["post_train"]
+    assert res["defense"] == "lisa" and lisa["steps_align"] == 4 and lisa["steps_task"] == 6 and lisa["rho"] == 0.5
     st = open_store(db_path)
     with st.session() as s:
         names = {x.name for x in s.exec(select(TrainLog).where(TrainLog.run_id == res["run_id"])).all()}
@@ -130,7 +131,7 @@ def test_lisa_interrupted_and_resumed_equals_uninterrupted(tmp_path):
                log_every=2, align_eval_pairs=2)
 
     def final(res):
-        return load_file(str(Path([c for c in res["checkpoints"] if c["is_final"]][0]["path"]) / "model.safetensors"))
+        return load_file(str(Path(res.final_checkpoint.path) / "model.safetensors"))
 
     st = open_store(tmp_path / "ref.db")
     ref = final(finetune(st, FinetuneConfig(**cfg, **mini_data(st))))
@@ -138,14 +139,14 @@ def test_lisa_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     st = open_store(tmp_path / "b.db")
     data = mini_data(st)
 
-    def send(step, total, vals):
-        if step == 4:  # after the align→task switch at step 2, inside the task state
+    def send(p):
+        if p.task == "train" and p.done == 4:  # after the align→task switch at step 2, inside the task state
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(Interrupted):
         finetune(st, FinetuneConfig(**cfg, **data), progress=send)
     res = finetune(st, FinetuneConfig(**cfg, **data, resume=True))
-    assert res["resumed_from_step"] == 4
+    assert res.resumed_from_step == 4
     got = final(res)
     st.close()
     assert [k for k in ref if not torch.equal(ref[k], got[k])] == []

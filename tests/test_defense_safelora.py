@@ -38,9 +38,9 @@ def test_full_ft_alignment_default_projects_and_exact_warns(store):
     d = mini_data(store)
     align = finetune(store, FinetuneConfig(model="tiny-random", stage="align", lora=False, max_steps=3, lr=1e-3,
                                            safety_data=d["safety_data"], **FAST))
-    common = dict(from_run=align["run_id"], defense="safelora", max_steps=3, **d, **FAST)
+    common = dict(from_run=align.run_id, defense="safelora", max_steps=3, **d, **FAST)
     res = finetune(store, FinetuneConfig(**common, safelora_layers=3))
-    rec = res["safelora"]
+    rec = res.post_train
     assert rec["aligned_delta"] == "full" and rec["mode"] == "paper" and rec["select"] == "number"
     assert rec["n_modules"] == 4 and rec["n_projected"] == 3 and not rec["no_op"]
     sims = {x["module"]: x["similarity"] for x in rec["layers"]}
@@ -49,7 +49,7 @@ def test_full_ft_alignment_default_projects_and_exact_warns(store):
     assert all(x["rel_change"] > 1e-3 for x in rec["layers"] if x["projected"])
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        ex = finetune(store, FinetuneConfig(**common, safelora_mode="exact"))["safelora"]
+        ex = finetune(store, FinetuneConfig(**common, safelora_mode="exact")).post_train
     # q_proj 64×64 and v_proj 32×64 of a full fine-tune: V has full row rank, U Uᵀ = I
     assert ex["projector_identity"] and ex["n_projector_identity"] == 4 and ex["no_op"]
     assert "identity" in ex["warning"] and any("safelora changed nothing" in str(x.message) for x in w)
@@ -70,3 +70,13 @@ def test_full_ft_projection_matches_explicit_c(store):
     assert similarity(B, PB, A) == pytest.approx(float(cos), abs=1e-5)
     _, ident = projector_apply(V, B, "exact")
     assert ident
+
+
+def test_finetune_reports_the_projection_in_the_defense_s_own_words():
+    from spt.train import get_defense
+
+    rec = {"mode": "paper", "n_projected": 2, "n_modules": 4, "select": "top_k", "k": 2}
+    line = get_defense("safelora").describe_record(rec)
+    assert line == "safelora (paper) projected 2/4 modules (k=2 lowest similarity)"
+    assert get_defense("safelora").describe_record({**rec, "select": "threshold", "tau": 0.5}).endswith("(τ=0.5)")
+    assert get_defense("lisa").describe_record({"steps_align": 4}) is None  # nothing worth a line

@@ -107,8 +107,8 @@ def test_tokenwise_cli_end_to_end(db_path):
                                  "--log-every", "2", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert res["tokenwise"]["bias_length"] == 3 and res["tokenwise"]["beta"] == 0.1
-    assert res["tokenwise"]["n_reference_examples"] >= 4
+    assert res["post_train"]["bias_length"] == 3 and res["post_train"]["beta"] == 0.1
+    assert res["post_train"]["n_reference_examples"] >= 4
     st = open_store(db_path)
     with st.session() as s:
         w = [x.value for x in s.exec(select(TrainLog).where(TrainLog.run_id == res["run_id"],

@@ -190,12 +190,17 @@ def test_live_evaluation_lease_is_waited_for_and_an_expired_one_adopted(setup, m
 
     store = setup["store"]
     cfg = lambda: EvaluateConfig(dataset="mini-harmor", limit=10, max_new_tokens=4)  # noqa: E731
-    first = evaluate(store, setup["run"], cfg())
+    reports = []
+    first = evaluate(store, setup["run"], cfg(), progress=reports.append)
+    gen = [p for p in reports if p.task == "generate"]  # one per batch: items done, new tokens so far
+    assert gen[0].done == 0 and gen[-1].done == gen[-1].total == first.n_items == first.n_generated == 10
+    assert gen[-1].info["new_tokens"] == first.new_tokens > 0
+    assert [p.done for p in reports if p.task == "alignment loss"][-1] == 10
     sleeper = subprocess.Popen(["sleep", "60"])  # a live process on this host: the "other worker"
     try:
         def hold() -> None:
             with store.write() as s:
-                ev = s.get(Evaluation, first["evaluation_id"])
+                ev = s.get(Evaluation, first.evaluation_id)
                 ev.status, ev.lease_heartbeat = "running", utcnow()
                 ev.lease_owner = f"{socket.gethostname()}:{sleeper.pid}:x"
                 s.add(ev)
@@ -203,7 +208,7 @@ def test_live_evaluation_lease_is_waited_for_and_an_expired_one_adopted(setup, m
         def finish_soon() -> None:
             time.sleep(0.6)
             with store.write() as s:
-                ev = s.get(Evaluation, first["evaluation_id"])
+                ev = s.get(Evaluation, first.evaluation_id)
                 ev.status, ev.lease_owner, ev.lease_heartbeat = "done", None, None
                 s.add(ev)
 
@@ -215,15 +220,15 @@ def test_live_evaluation_lease_is_waited_for_and_an_expired_one_adopted(setup, m
         t0 = time.monotonic()
         got = evaluate(store, setup["run"], cfg())
         t.join()
-        assert time.monotonic() - t0 >= 0.5 and got["n_generated"] == 0 and got["status"] == "done"
+        assert time.monotonic() - t0 >= 0.5 and got.n_generated == 0 and got.status == "done"
         assert "is being computed by" in capfd.readouterr().err
         # 2. the other worker goes silent: after the lease timeout the row is adopted and finished here
         monkeypatch.setenv("SPT_LEASE_TIMEOUT_S", "1.5")
         hold()
         t0 = time.monotonic()
         got = evaluate(store, setup["run"], cfg())
-        assert time.monotonic() - t0 >= 1.5 and got["evaluation_id"] == first["evaluation_id"]
-        assert got["n_generated"] == 0 and got["n_reused"] == 10 and got["status"] == "done"
+        assert time.monotonic() - t0 >= 1.5 and got.evaluation_id == first.evaluation_id
+        assert got.n_generated == 0 and got.n_reused == 10 and got.status == "done"
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -90,8 +90,13 @@ def source(tmp_path) -> Path:
 
 def test_import_keeps_ids_and_content(target, source):
     src, before = dump(source), dump(target)
-    log = import_store(target, source)
+    reports = []
+    log = import_store(target, source, progress=reports.append)
     after = dump(target)
+    n_source = sum(c["source"] for c in log["counts"].values())
+    assert {(p.task, p.unit, p.total) for p in reports} == {("import", "rows", n_source)}
+    assert reports[0].done == 0 and reports[-1].done == n_source  # rows merged so far, per chunk
+    assert [p.done for p in reports] == sorted(p.done for p in reports)
     for name in TABLE_NAMES:
         if name in ("import_log", "judge"):
             continue
@@ -356,7 +361,7 @@ def test_refused_import_cli(case, target, tmp_path):
 
 def test_refused_invalid_on_conflict(target, source):
     before = file_hash(target)
-    with pytest.raises(SptError, match="on-conflict"):
+    with pytest.raises(SptError, match="`on_conflict`"):
         import_store(target, source, on_conflict="merge")
     result = runner.invoke(app, ["--db", str(target), "import", str(source), "--on-conflict", "merge"])
     assert result.exit_code != 0

@@ -448,8 +448,8 @@ def test_bad_inputs_raise_before_writing(store, server):
     cases = [
         ({"judges": ["openai:m"], "rubric": "vibes"}, "unknown rubric"),
         ({"judges": ["gemini:m"]}, "unknown judge backend"),
-        ({"judges": ["openai:m"], "max_connections": 0}, "max-connections"),
-        ({"judges": ["openai:m"], "max_retries": -1}, "max-retries"),
+        ({"judges": ["openai:m"], "max_connections": 0}, "`max_connections`"),
+        ({"judges": ["openai:m"], "max_retries": -1}, "`max_retries`"),
         ({"judges": ["openai:m"], "timeout": 0}, "timeout"),
         ({"judges": ["openai:m"], "rejudge": True, "fix": True}, "exclude each other"),
         ({"judges": ["openai:m"], "api_key_env": "SPT_NO_SUCH_VAR"}, "SPT_NO_SUCH_VAR"),
@@ -581,23 +581,19 @@ def test_rejected_key_stops_the_run_with_a_clear_error(store, server):
 
 
 def test_progress_reports_rate_tokens_and_cost(store, server):
-    from contextlib import contextmanager
+    from spt.commands._common import _rate
 
     events = []
-
-    @contextmanager
-    def progress(description, total):
-        events.append(("start", description, total))
-        yield lambda n=1, **f: events.append(("advance", n, f.get("rate", "")))
-
     server.default = {"text": "VERDICT: REFUSAL"}
     eid = make_eval(store, [("harmful", "c", f"p{i}", f"r{i}") for i in range(3)])
-    judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, progress=progress,
+    judge_evaluations(store, [eid], judges=["openai:m"], base_url=server.base_url, progress=events.append,
                       price_table={"m": {"input": 1.0, "output": 2.0}}, **FAST)
-    assert events[0] == ("start", "judge openai:m/refusal", 3)
-    advances = [e for e in events if e[0] == "advance"]
-    assert sum(e[1] for e in advances) == 3
-    assert "/s" in advances[-1][2] and "tok" in advances[-1][2] and "$" in advances[-1][2]
+    assert {p.task for p in events} == {"judge openai:m/refusal"} and {p.unit for p in events} == {"judgments"}
+    assert [p.done for p in events] == [0, 1, 2, 3] and {p.total for p in events} == {3}
+    last = events[-1].info
+    assert last["tokens_total"] > 0 and last["cost_usd"] > 0
+    shown = _rate(events[-1], last, 2.0, 3, 0)  # what the CLI's bar prints beside the counts
+    assert "1.5 judgments/s" in shown and f"{last['tokens_total']:,} tok" in shown and "$" in shown
 
 
 # --------------------------------------------------------------------------- local transformers judges

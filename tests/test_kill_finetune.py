@@ -19,7 +19,7 @@ from sqlmodel import select
 from spt.paths import artifacts_dir
 from spt.store import open_store
 from spt.store.models import Checkpoint, Run, TrainLog
-from spt.train import FinetuneConfig, finetune
+from spt.train import FinetuneConfig, FinetuneResult, finetune
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import FAST, mini_data  # noqa: E402
@@ -58,7 +58,7 @@ def test_sigkill_finetune_at_random_points_then_resume(tmp_path):
     ref_store = open_store(tmp_path / "ref.db")
     cfg = dict(model="tiny-random", stage="task", max_steps=STEPS, save_every=SAVE, lora_dropout=0.05, **FAST)
     ref = finetune(ref_store, FinetuneConfig(**cfg, **mini_data(ref_store)))
-    ref_w = _tensors([c for c in ref["checkpoints"] if c["is_final"]][0]["path"])
+    ref_w = _tensors(ref.final_checkpoint.path)
     with ref_store.session() as s:
         ref_log = sorted((r.step, r.name, r.value) for r in s.exec(select(TrainLog)).all()
                          if r.name in ("task_loss", "alignment_loss"))
@@ -90,14 +90,14 @@ def test_sigkill_finetune_at_random_points_then_resume(tmp_path):
     print("kill points (after checkpoint, + s, status, last checkpoint step, train_log rows):", points)
     done = subprocess.run(_cmd(db), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    res = json.loads(done.stdout)
+    res = FinetuneResult.from_dict(json.loads(done.stdout))
 
     with open_store(db) as st2, st2.session() as s:
         runs = s.exec(select(Run)).all()
         cks = s.exec(select(Checkpoint)).all()
         log = sorted((r.step, r.name, r.value) for r in s.exec(select(TrainLog)).all()
                      if r.name in ("task_loss", "alignment_loss"))
-    assert len(runs) == 1 and runs[0].status == "done" and res["run_id"] == runs[0].id
+    assert len(runs) == 1 and runs[0].status == "done" and res.run_id == runs[0].id
     steps = sorted(c.step for c in cks)
     assert len(steps) == len(set(steps)) and steps[-1] == STEPS  # one row per saved step
     assert set(range(SAVE, STEPS, SAVE)) <= set(steps)
@@ -105,7 +105,7 @@ def test_sigkill_finetune_at_random_points_then_resume(tmp_path):
     assert [(a, b) for a, b, _ in log] == [(a, b) for a, b, _ in ref_log]
     for (_, _, got), (_, _, want) in zip(log, ref_log, strict=True):
         assert abs(got - want) < 1e-5
-    got_w = _tensors([c for c in res["checkpoints"] if c["is_final"]][0]["path"])
+    got_w = _tensors(res.final_checkpoint.path)
     for k in ref_w:
         torch.testing.assert_close(got_w[k], ref_w[k], rtol=0, atol=1e-7, msg=k)
     run_dir = artifacts_dir(db) / runs[0].id
@@ -127,7 +127,7 @@ def test_full_ft_proximal_killed_and_resumed_equals_uninterrupted(tmp_path):
     ref = finetune(ref_store, FinetuneConfig(model="tiny-random", lora=False, defense="proximal", lam=50.0, lr=1e-3,
                                              max_steps=steps, save_every=save, **FAST, **mini_data(ref_store)))
     ref_store.close()
-    ref_w = load_file(str(Path([c for c in ref["checkpoints"] if c["is_final"]][0]["path"]) / "model.safetensors"))
+    ref_w = load_file(str(Path(ref.final_checkpoint.path) / "model.safetensors"))
 
     db = tmp_path / "k.db"
     st = open_store(db)
@@ -146,9 +146,9 @@ def test_full_ft_proximal_killed_and_resumed_equals_uninterrupted(tmp_path):
     done = subprocess.run(_cmd(db)[:-6] + args + ["--resume", "--json"], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
-    res = json.loads(done.stdout)
-    assert res["resumed_from_step"] == killed_at
-    got = load_file(str(Path([c for c in res["checkpoints"] if c["is_final"]][0]["path"]) / "model.safetensors"))
+    res = FinetuneResult.from_dict(json.loads(done.stdout))
+    assert res.resumed_from_step == killed_at
+    got = load_file(str(Path(res.final_checkpoint.path) / "model.safetensors"))
     assert set(got) == set(ref_w)
     diff = [k for k in ref_w if not torch.equal(got[k], ref_w[k])]
     assert not diff, diff
@@ -183,6 +183,6 @@ def test_a_precision_left_by_another_trainer_does_not_leak_into_spt_training(tmp
         st.close()
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
-    got = _tensors([c for c in res["checkpoints"] if c["is_final"]][0]["path"])
+    got = _tensors(res.final_checkpoint.path)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)

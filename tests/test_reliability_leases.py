@@ -43,8 +43,8 @@ def _set(st, run_id, **fields):
 
 
 def _failed_run(st, data):
-    def boom(step, total, vals):
-        if step == 3:
+    def boom(p):
+        if p.task == "train" and p.done == 3:
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
@@ -78,7 +78,7 @@ def test_live_lease_is_not_adopted_expired_one_is_reaped_and_resumed(db_path):
     with st.session() as s:
         assert s.get(Run, run.id).status == "interrupted"
     out = finetune(st, FinetuneConfig(**CFG, **data, resume=True))
-    assert out["run_id"] == run.id and out["resumed_from_step"] == 2 and out["status"] == "done"
+    assert out.run_id == run.id and out.resumed_from_step == 2 and out.status == "done"
     st.close()
 
 

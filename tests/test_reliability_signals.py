@@ -18,7 +18,7 @@ from spt.errors import SptError
 from spt.paths import artifacts_dir
 from spt.store import open_store
 from spt.store.models import Checkpoint, Run, TrainLog
-from spt.train import INTERRUPTED, FinetuneConfig, Interrupted, finetune
+from spt.train import INTERRUPTED, FinetuneConfig, FinetuneResult, Interrupted, finetune
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import FAST, mini_data  # noqa: E402
@@ -33,7 +33,7 @@ def _adapter(path):
 
 
 def _final(res):
-    return _adapter([c for c in res["checkpoints"] if c["is_final"]][0]["path"])
+    return _adapter(res.final_checkpoint.path)
 
 
 def _same(a, b):
@@ -58,8 +58,8 @@ def test_signal_checkpoints_marks_interrupted_and_resume_matches(tmp_path, signu
     st = open_store(tmp_path / "b.db")
     data = mini_data(st)
 
-    def send(step, total, vals):
-        if step == 6:  # a real signal to this process, between two step boundaries' checkpoints
+    def send(p):
+        if p.task == "train" and p.done == 6:  # a real signal to this process, between two step boundaries' checkpoints
             os.kill(os.getpid(), signum)
 
     with pytest.raises(Interrupted) as ei:
@@ -72,7 +72,7 @@ def test_signal_checkpoints_marks_interrupted_and_resume_matches(tmp_path, signu
     assert steps == [4, 6]  # the regular step-4 checkpoint and the one at the interruption
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
     res = finetune(st, FinetuneConfig(**CFG, **cfg, **data, resume=True))
-    assert res["run_id"] == run.id and res["resumed_from_step"] == 6
+    assert res.run_id == run.id and res.resumed_from_step == 6
     _same(_final(res), ref)
     with st.session() as s:
         assert s.get(Run, run.id).status == "done"
@@ -121,8 +121,8 @@ def test_kill_term_subprocess_then_resume_gives_same_weights(tmp_path):
     assert p2.returncode == 0, err2
     import json
 
-    res = json.loads(out2)
-    assert res["run_id"] == run.id and res["resumed_from_step"] == stopped_at
+    res = FinetuneResult.from_dict(json.loads(out2))
+    assert res.run_id == run.id and res.resumed_from_step == stopped_at
     _same(_final(res), ref)
 
 
@@ -131,8 +131,8 @@ def test_resume_cleans_leftovers_and_refuses_foreign_state(tmp_path):
     data = mini_data(st)
     cfg = dict(max_steps=6, save_every=2)
 
-    def boom(step, total, vals):
-        if step == 3:
+    def boom(p):
+        if p.task == "train" and p.done == 3:
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
@@ -153,7 +153,7 @@ def test_resume_cleans_leftovers_and_refuses_foreign_state(tmp_path):
         finetune(st, FinetuneConfig(**CFG, **cfg, **data, resume=True))
     Path(ck.meta["state_path"]).write_bytes(good)
     res = finetune(st, FinetuneConfig(**CFG, **cfg, **data, resume=True))
-    assert res["resumed_from_step"] == 2 and res["status"] == "done"
+    assert res.resumed_from_step == 2 and res.status == "done"
     names = sorted(d.name for d in run_dir.iterdir())
     assert names == ["final", "step-000002", "step-000004"]  # step-4 rewritten by the resumed run, registered
     with st.session() as s:

@@ -128,13 +128,13 @@ def test_finetune_only_skips_evaluation_and_keeps_the_tag(store, monkeypatch):
 
     spec = _spec()
     summary = run_sweep(store, spec, stages=FAKE, only_index=0, finetune_only=True)
-    assert summary["configs"][0]["status"] == "done" and summary["configs"][0]["evaluation_ids"] == []
-    missing = run_sweep(store, spec, stages=FAKE, only_index=1, evaluate_only=True)["configs"][0]
-    assert missing["status"] == "failed" and "no finished finetune of configuration [1]" in missing["error"]
+    assert summary.configs[0].status == "done" and summary.configs[0].evaluation_ids == []
+    missing = run_sweep(store, spec, stages=FAKE, only_index=1, evaluate_only=True).configs[0]
+    assert missing.status == "failed" and "no finished finetune of configuration [1]" in missing.error
     FakeStages.trained.clear()
     again = run_sweep(store, spec, stages=FAKE, only_index=0, evaluate_only=True)
-    assert again["configs"][0]["evaluation_ids"] and FakeStages.trained == []  # evaluated the run, trained nothing
-    assert again["configs"][0]["run_id"] == summary["configs"][0]["run_id"] and again["tag"] == summary["tag"]
+    assert again.configs[0].evaluation_ids and FakeStages.trained == []  # evaluated the run, trained nothing
+    assert again.configs[0].run_id == summary.configs[0].run_id and again.tag == summary.tag
 
 
 def test_status_before_submission(tmp_path):

@@ -19,12 +19,16 @@ from typer.testing import CliRunner
 
 from spt.cli import app
 from spt.errors import SptError
+from spt.eval.evaluate import EvaluateResult
+from spt.judge.result import JudgeResult
+from spt.progress import report
 from spt.store import content_id, open_store
 from spt.store.models import Evaluation, Metric, Run
 from spt.sweep import SweepSpec, plan_sweep, run_sweep, sweep_id, sweep_tag
 from spt.sweep.plan import spec_to_args
 from spt.sweep.run import Stages, finetune_config_values
 from spt.sweep.slurm import SlurmOptions, gather, slurm_files, write_slurm
+from spt.train.result import FinetuneResult
 
 TESTS = Path(__file__).resolve().parent
 runner = CliRunner()
@@ -52,15 +56,14 @@ class FakeStages:
         with store.session() as s:
             done = s.exec(select(Run).where(Run.identity == identity, Run.status == "done")).first()
         if done is not None:
-            return {"run_id": done.id, "status": "done", "reused": True}
+            return FinetuneResult(run_id=done.id, status="done", kind="finetune", reused=True)
         run = Run(kind="finetune", model_ref=values.get("model") or "x", defense=values["defense"], lam=lam,
                   poison_ratio=values.get("poison"), seed=values.get("seed"), identity=identity,
                   status="running", config={"finetune": values})
         with store.write() as s:
             s.add(run)
-        if progress:
-            progress(1, 2)
-            progress(2, 2)
+        report(progress, "train", 1, 2, "steps")
+        report(progress, "train", 2, 2, "steps")
         if values.get("seed") == 13:
             raise RuntimeError("CUDA out of memory (fake)")
         with store.write() as s:
@@ -68,7 +71,7 @@ class FakeStages:
             row.status = "done"
             s.add(row)
         FakeStages.trained.append(run.id)
-        return {"run_id": run.id, "status": "done", "reused": False, "final_losses": {"task_loss": 1.0}}
+        return FinetuneResult(run_id=run.id, status="done", kind="finetune", final_losses={"task_loss": 1.0})
 
     @staticmethod
     def evaluate(store, spec, config, run_id, progress=None):
@@ -78,7 +81,7 @@ class FakeStages:
         with store.session() as s:
             ev = s.exec(select(Evaluation).where(Evaluation.identity == identity)).first()
         if ev is not None:
-            return {"evaluation_ids": [ev.id], "run_id": run_id, "reused": True}
+            return _evaluated(ev.id, run_id, reused=True)
         lam = config.get("lam") or 0.0
         ev = Evaluation(run_id=run_id, identity=identity, status="done")
         with store.write() as s:
@@ -87,11 +90,19 @@ class FakeStages:
                                 ("alignment_loss", 2.0 - lam)):
                 s.add(Metric(id=content_id({"e": ev.id, "n": name}), run_id=run_id, evaluation_id=ev.id,
                              name=name, value=value, n=10))
-        return {"evaluation_ids": [ev.id], "run_id": run_id, "reused": False}
+        return _evaluated(ev.id, run_id, reused=False)
 
     @staticmethod
     def judge(store, spec, config, evaluation_ids):
-        return {"judged": len(evaluation_ids), "calls": 0}
+        return JudgeResult(evaluations=list(evaluation_ids), generations=0)
+
+
+def _evaluated(evaluation_id: str, run_id: str, reused: bool) -> EvaluateResult:
+    """What a fake evaluation reports: its id, and whether anything was generated now."""
+    return EvaluateResult(evaluation_id=evaluation_id, identity=evaluation_id, run_id=run_id, checkpoint_id=None,
+                          dataset_id="fake", dataset="fake", split="test", task=None, refusal_preset="spt",
+                          status="done", n_items=10, n_task_items=0, n_generated=0 if reused else 10, n_reused=0,
+                          n_copied=0, new_tokens=0, tokens_per_s=None)
 
 
 FAKE = Stages(FakeStages.finetune, FakeStages.evaluate, FakeStages.judge)
@@ -145,7 +156,7 @@ def test_cli_args_rebuild_the_same_spec():
 
 
 def test_plan_validation_errors():
-    for kwargs, msg in [({}, "--model"), ({"model": "m", "from_run": "r"}, "not both"),
+    for kwargs, msg in [({}, "`model`"), ({"model": "m", "from_run": "r"}, "not both"),
                         ({"model": "m", "poisons": [2]}, "ratio")]:
         with pytest.raises(SptError, match=msg):
             SweepSpec(**kwargs).validate()
@@ -161,21 +172,23 @@ def test_failing_configuration_is_recorded_and_second_run_trains_nothing(store):
     FakeStages.trained.clear()
     spec = SweepSpec(model="tiny-random", defenses=["none", "anchor"], lams=[0.1, 1.5], poisons=[0.1], seeds=[0])
     events = []
-    summary = run_sweep(store, spec, progress=lambda e, **k: events.append((e, k)), stages=FAKE)
-    by_label = {r["label"]: r for r in summary["configs"]}
-    assert summary["n_configs"] == 3 and summary["n_failed"] == 1 and summary["n_trained"] == 2
+    summary = run_sweep(store, spec, progress=events.append, stages=FAKE)
+    by_label = {r.label: r for r in summary.configs}
+    assert summary.n_configs == 3 and summary.n_failed == 1 and summary.n_trained == 2
     bad = by_label["anchor λ=1.5 p=0.1 seed=0"]
-    assert bad["status"] == "failed" and "outside [0, 1]" in bad["error"]
-    assert by_label["none p=0.1 seed=0"]["status"] == "done"
-    assert by_label["anchor λ=0.1 p=0.1 seed=0"]["metrics"]["refusal_rate"] == pytest.approx(0.27)
-    assert ("stage", {"index": 1, "stage": "evaluate"}) in events
-    assert any(e == "step" and k["stage"] == "finetune" for e, k in events)
+    assert bad.status == "failed" and "outside [0, 1]" in bad.error
+    assert by_label["none p=0.1 seed=0"].status == "done"
+    assert by_label["anchor λ=0.1 p=0.1 seed=0"].metrics["refusal_rate"] == pytest.approx(0.27)
+    assert [(p.done, p.total) for p in events if p.task == "sweep"] == [(0, 3), (1, 3), (1, 3), (2, 3), (2, 3), (3, 3)]
+    trains = [p for p in events if p.task == "train"]  # each stage's reports, within its configuration
+    assert [(p.scope, p.done) for p in trains[:2]] == [(("[0] none p=0.1 seed=0", "finetune"), 1),
+                                                       (("[0] none p=0.1 seed=0", "finetune"), 2)]
 
     runs = {r.id: r for r in _runs(store)}
     assert len(runs) == 3
-    failed = runs[bad["run_id"]]
+    failed = runs[bad.run_id]
     assert failed.status == "failed" and failed.kind == "finetune" and "outside" in failed.error
-    assert failed.identity == bad["key"] and failed.lam == 1.5 and failed.defense == "anchor"
+    assert failed.identity == bad.key and failed.lam == 1.5 and failed.defense == "anchor"
     assert failed.config["finetune"]["lam"] == 1.5
     for r in runs.values():
         assert sweep_tag(spec) in r.tags
@@ -185,23 +198,23 @@ def test_failing_configuration_is_recorded_and_second_run_trains_nothing(store):
     # the same sweep again: nothing trained, no new rows, the failure found (and updated) again
     FakeStages.trained.clear()
     again = run_sweep(store, spec, stages=FAKE)
-    assert FakeStages.trained == [] and again["n_trained"] == 0
-    assert [r["status"] for r in again["configs"]] == ["reused", "reused", "failed"]
+    assert FakeStages.trained == [] and again.n_trained == 0
+    assert [r.status for r in again.configs] == ["reused", "reused", "failed"]
     assert {r.id for r in _runs(store)} == set(runs)
-    assert again["configs"][2]["run_id"] == bad["run_id"]
+    assert again.configs[2].run_id == bad.run_id
 
 
 def test_crash_after_the_run_row_and_evaluation_failure_are_recorded(store):
     spec = SweepSpec(model="tiny-random", defenses=["none"], poisons=[0.1], seeds=[13, 14, 0])
     summary = run_sweep(store, spec, stages=FAKE)
-    crash, evalfail, ok = summary["configs"]
-    assert crash["status"] == "failed" and "RuntimeError: CUDA out of memory" in crash["error"]
-    assert "traceback" in crash
-    assert evalfail["status"] == "failed" and evalfail["stage"] == "evaluate"
-    assert ok["status"] == "done" and ok["metrics"]
+    crash, evalfail, ok = summary.configs
+    assert crash.status == "failed" and "RuntimeError: CUDA out of memory" in crash.error
+    assert crash.traceback
+    assert evalfail.status == "failed" and evalfail.stage == "evaluate"
+    assert ok.status == "done" and ok.metrics
     with store.session() as s:
-        crashed = s.get(Run, crash["run_id"])
-        trained = s.get(Run, evalfail["run_id"])
+        crashed = s.get(Run, crash.run_id)
+        trained = s.get(Run, evalfail.run_id)
     assert crashed.status == "failed" and "out of memory" in crashed.error and sweep_tag(spec) in crashed.tags
     assert trained.status == "done"
     assert trained.config["sweep"]["errors"][0]["stage"] == "evaluate"
@@ -211,7 +224,7 @@ def test_crash_after_the_run_row_and_evaluation_failure_are_recorded(store):
 def test_only_index_runs_one_configuration(store):
     spec = SweepSpec(model="tiny-random", defenses=["anchor"], lams=[0.1, 0.2, 0.3])
     summary = run_sweep(store, spec, stages=FAKE, only_index=1)
-    assert [r["index"] for r in summary["configs"]] == [1] and summary["configs"][0]["lam"] == 0.2
+    assert [r.index for r in summary.configs] == [1] and summary.configs[0].lam == 0.2
     with pytest.raises(SptError, match="out of range"):
         run_sweep(store, spec, stages=FAKE, only_index=3)
 
@@ -225,7 +238,8 @@ def test_cli_local_sweep_json(db_path, monkeypatch):
     assert r.exit_code == 1, r.output  # one configuration failed
     out = json.loads(r.output)
     assert [c["status"] for c in out["configs"]] == ["done", "done", "failed"]
-    assert out["frontier"] is None or "points" in out["frontier"] or "error" in out["frontier"]
+    # fake runs have no evaluated base model, so the frontier has no fixed reference point: said, not drawn
+    assert out["frontier"] is None and "no base-model run" in out["frontier_error"]
     r = runner.invoke(app, args)
     assert r.exit_code == 1
     assert "2 done, 1 failed, 0 trained now" in r.output
@@ -320,16 +334,16 @@ def test_real_stages_tiny_sweep(store):
                      max_steps=2, train={"batch_size": 2, "save_every": 0},
                      eval_options={"limit": 2, "max_new_tokens": 4}, judges=["keyword"])
     summary = run_sweep(store, spec)
-    ok, bad = summary["configs"]
-    assert ok["status"] == "done" and ok["trained"] and ok["evaluation_ids"], ok
-    assert "refusal_rate" in ok["metrics"] and "alignment_loss" in ok["metrics"]
-    assert bad["status"] == "failed" and "1.5" in bad["error"]
+    ok, bad = summary.configs
+    assert ok.status == "done" and ok.trained and ok.evaluation_ids, ok
+    assert "refusal_rate" in ok.metrics and "alignment_loss" in ok.metrics
+    assert bad.status == "failed" and "1.5" in bad.error
     runs = _runs(store)
     assert {r.status for r in runs if sweep_tag(spec) in (r.tags or [])} == {"done", "failed"}
     again = run_sweep(store, spec)
-    assert again["n_trained"] == 0 and len(_runs(store)) == len(runs)
-    assert [r["status"] for r in again["configs"]] == ["reused", "failed"]
-    assert again["configs"][1]["run_id"] == bad["run_id"]
+    assert again.n_trained == 0 and len(_runs(store)) == len(runs)
+    assert [r.status for r in again.configs] == ["reused", "failed"]
+    assert again.configs[1].run_id == bad.run_id
 
 
 def test_a_configuration_another_worker_is_training_is_skipped_not_failed(store):
@@ -347,8 +361,8 @@ def test_a_configuration_another_worker_is_training_is_skipped_not_failed(store)
 
     spec = SweepSpec(model="tiny-random", defenses=["none"], poisons=[0.1], seeds=[0])
     summary = run_sweep(store, spec, stages=Stages(busy, FakeStages.evaluate, FakeStages.judge))
-    (cfg,) = summary["configs"]
-    assert cfg["status"] == "skipped" and cfg["run_id"] == holder_id
-    assert summary["n_failed"] == 0 and summary["n_skipped"] == 1
+    (cfg,) = summary.configs
+    assert cfg.status == "skipped" and cfg.run_id == holder_id
+    assert summary.n_failed == 0 and summary.n_skipped == 1
     with store.session() as s:
         assert [r.status for r in s.exec(select(Run)).all()] == ["running"]  # no failure row, holder untouched

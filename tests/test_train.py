@@ -124,14 +124,14 @@ def test_resume_after_failure_gives_same_weights(tmp_path):
     st_a = open_store(tmp_path / "a.db")
     cfg_a = FinetuneConfig(**cfg, **mini_data(st_a))
     ref = finetune(st_a, cfg_a)
-    ref_w = _adapter_tensors([c for c in ref["checkpoints"] if c["is_final"]][0]["path"])
+    ref_w = _adapter_tensors(ref.final_checkpoint.path)
 
     # interrupted after the step-4 checkpoint, then resumed
     st_b = open_store(tmp_path / "b.db")
     data_b = mini_data(st_b)
 
-    def boom(step, total, vals):
-        if step == 6:
+    def boom(p):
+        if p.task == "train" and p.done == 6:
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
@@ -140,8 +140,8 @@ def test_resume_after_failure_gives_same_weights(tmp_path):
         (run,) = s.exec(select(Run)).all()
         assert run.status == "failed" and "killed" in run.error
     res = finetune(st_b, FinetuneConfig(**cfg, **data_b, resume=True))
-    assert res["run_id"] == run.id and res["resumed_from_step"] == 4
-    got = _adapter_tensors([c for c in res["checkpoints"] if c["is_final"]][0]["path"])
+    assert res.run_id == run.id and res.resumed_from_step == 4
+    got = _adapter_tensors(res.final_checkpoint.path)
     assert set(got) == set(ref_w)
     for k in ref_w:
         torch.testing.assert_close(got[k], ref_w[k], rtol=0, atol=1e-7, msg=k)

@@ -123,7 +123,11 @@ def bundle(env):
     from spt.view.export import export_site
 
     out = env["root"] / "bundle"
-    export_site(env["store"], out)
+    reports = []
+    res = export_site(env["store"], out, progress=reports.append)
+    pages = [f for f in res["files"] if not f.startswith("static/")]
+    assert [p.done for p in reports] == list(range(1, len(pages) + 1))  # one report per page written
+    assert {p.total for p in reports} == {len(pages)} and {p.unit for p in reports} == {"pages"}
     return out
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-
-from spt.errors import SptError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -57,46 +53,88 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Raise a one-line user error."""
-    raise SptError(message)
+def cli_message(text: str) -> str:
+    """A library message that is shown rather than raised, in the command line's terms (`spt.cli.cli_terms`)."""
+    import click
+
+    from spt.cli import cli_terms
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return text
+    root = ctx.find_root()
+    return cli_terms(text, root.command, root)
 
 
-def not_implemented(name: str) -> None:
-    err_console.print(f"error: `spt {name}` is not implemented yet")
-    raise typer.Exit(3)
+class ProgressDisplay:
+    """Draws the library's `Progress` reports: one rich bar per counter, with counts, a rate and times.
 
-
-@contextmanager
-def progress(description: str, total: int | None = None, *, quiet: bool = False) -> Iterator[Any]:
-    """A rich progress bar with counts and rate; silent when stderr is not a terminal or `quiet`.
-
-    Yields an `advance(n=1, **fields)` callable.
+    Silent when stderr is not a terminal or `quiet` (JSON output). A report from a new scope (the next
+    configuration of a sweep, the next stage of a demo) removes the bars of scopes it is not inside, so
+    a long sweep shows its own bar and the running configuration's bars, not hundreds of finished ones.
+    The rate column says what the numbers mean: tokens/s for generation, loss and tokens/s while
+    training, calls/s, tokens and cost while judging, else units/s.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    enabled = err_console.is_terminal and not quiet
-    prog = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, disable=not enabled, transient=False,
-    )
-    with prog:
-        task = prog.add_task(description, total=total, rate="")
+    def __init__(self, quiet: bool = False, *, transient: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bars
 
-        def advance(n: int = 1, **fields: Any) -> None:
-            t = prog.tasks[0]
-            rate = f"{(t.completed + n) / t.elapsed:.1f}/s" if t.elapsed else ""
-            prog.update(task, advance=n, rate=fields.pop("rate", rate), **fields)
+        self.enabled = err_console.is_terminal and not quiet
+        self.bars = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                         console=err_console, disable=not self.enabled, transient=transient)
+        self._tasks: dict[tuple[str, ...], Any] = {}
+        self._started: dict[tuple[str, ...], tuple[float, int, int]] = {}  # when, done and tokens at the first report
+        self._last: dict[tuple[str, ...], dict[str, Any]] = {}
 
-        yield advance
+    def __enter__(self) -> ProgressDisplay:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def print(self, text: str) -> None:
+        """A line above the bars (printed also when the bars are hidden, e.g. piped)."""
+        self.bars.console.print(text, highlight=False)
+
+    def __call__(self, p: Any) -> None:
+        import time
+
+        key = p.key
+        for old in [k for k in self._tasks if k[:-1] != p.scope[:len(k) - 1] and k != key]:
+            self.bars.remove_task(self._tasks.pop(old))
+            self._started.pop(old, None)
+            self._last.pop(old, None)
+        last = self._last.setdefault(key, {})
+        last.update(p.info)
+        if key not in self._tasks:
+            self._tasks[key] = self.bars.add_task(" › ".join(key), total=p.total, rate="")
+            self._started[key] = (time.perf_counter(), p.done, int(last.get("new_tokens") or 0))
+        t0, done0, tok0 = self._started[key]
+        self.bars.update(self._tasks[key], completed=p.done, total=p.total,
+                         rate=_rate(p, last, max(time.perf_counter() - t0, 1e-9), p.done - done0,
+                                    int(last.get("new_tokens") or 0) - tok0))
+
+
+def _rate(p: Any, last: dict[str, Any], seconds: float, done: int, tokens: int) -> str:
+    """The rate column of one counter (see `ProgressDisplay`)."""
+    parts = []
+    loss = next((last[k] for k in ("task_loss", "loss", "align_loss") if isinstance(last.get(k), (int, float))), None)
+    if loss is not None:
+        parts.append(f"loss {loss:.3f}")
+    if last.get("tokens_per_s"):
+        parts.append(f"{last['tokens_per_s']:.0f} tok/s")
+    elif tokens:
+        parts.append(f"{tokens / seconds:.0f} tok/s")
+    elif done:
+        parts.append(f"{done / seconds:.1f} {p.unit}/s")
+    if last.get("tokens_total"):
+        parts.append(f"{last['tokens_total']:,} tok")
+    if "cost_usd" in last:
+        parts.append(f"${last['cost_usd']:.4f}")
+    return " · ".join(parts)
 
 
 def show(renderable: Any, *, out: Console | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, db_path, get_store, print_json
+from spt.commands._common import DbOption, JsonOption, console, db_path, get_store, print_json, show
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         table = Table("table", "rows")
         for name, n in st["tables"].items():
             table.add_row(name, str(n))
-        console.print(table)
+        show(table)
 
     @db_app.command("backup")
     def backup_cmd(

@@ -3,62 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, add_row, console, err_console, get_store, num, print_json
+from spt.commands._common import DbOption, JsonOption, ProgressDisplay, add_row, console, get_store, num, print_json
+
+if TYPE_CHECKING:
+    from spt.progress import Progress
 
 
-class _DemoDisplay:
-    """Stage lines always; one live bar for the running step when stderr is a terminal."""
+class _DemoDisplay(ProgressDisplay):
+    """Stage and configuration lines always (also piped); the running step's bars on a terminal."""
 
     def __init__(self, quiet: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+        super().__init__(quiet, transient=True)
         self.quiet = quiet
-        self.live = err_console.is_terminal and not quiet
-        self.prog = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=err_console, disable=not self.live, transient=True)
-        self.task = None
         self.label = ""
 
-    def __enter__(self) -> _DemoDisplay:
-        self.prog.__enter__()
-        self.task = self.prog.add_task("", total=None)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.prog.__exit__(*exc)
-
-    def __call__(self, kind: str, *args: Any, **info: Any) -> None:
-        if kind == "stage":
-            i, n, title = args
+    def __call__(self, p: Progress) -> None:
+        if p.task == "demo" and not p.scope:
             if not self.quiet:
-                self.prog.console.print(f"[bold cyan][{i}/{n}][/] {title}")
-            self.prog.reset(self.task, total=None, description="")
-        elif kind == "finetune" and len(args) >= 2:
-            self.prog.update(self.task, completed=args[0], total=args[1], description="training steps")
-        elif kind == "evaluate" and len(args) >= 3:
-            self.prog.update(self.task, completed=args[1], total=args[2], description=f"evaluate: {args[0]}")
-        elif kind == "sweep" and args:
-            event = args[0]
-            if event == "config":
-                self.label = info.get("label", "")
-                if not self.quiet:
-                    self.prog.console.print(f"      configuration {self.label}")
-            elif event == "step":
-                sub = list(info.get("args") or ())
-                stage = info.get("stage", "")
-                if sub and isinstance(sub[0], str):
-                    stage = f"{stage}: {sub.pop(0)}"
-                nums = [a for a in sub if isinstance(a, (int, float)) and not isinstance(a, bool)]
-                if len(nums) >= 2:
-                    self.prog.update(self.task, completed=nums[0], total=nums[1], description=stage)
-
-
+                self.print(f"[bold cyan][{p.done + 1}/{p.total}][/] {escape(p.info['title'])}")
+            return
+        if p.task == "sweep" and p.info.get("label") != self.label and p.done < (p.total or 0):
+            self.label = p.info.get("label", "")
+            if not self.quiet:
+                self.print(f"      configuration {escape(self.label)}")
+        super().__call__(p)
 
 
 def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
@@ -107,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if not json_out:
             console.print(f"spt demo ({plan.name}) on {plan.model}; store {store.path}")
         with _DemoDisplay(quiet=json_out) as display:
-            result = run_demo(store, plan, plot=plot, event=display)
+            result = run_demo(store, plan, plot=plot, progress=display)
         fr = result.pop("frontier")
         if json_out:
             from spt.frontier.export import to_dict

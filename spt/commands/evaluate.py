@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, err_console, get_store, num, print_json, show
+from spt.commands._common import DbOption, JsonOption, ProgressDisplay, console, get_store, num, print_json, show
 
-_STAGE_LABEL = {"generate": "generating", "task": "task answers", "alignment_loss": "alignment loss",
-                "task_loss": "task loss"}
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    """A progress callback (stage, done, total, new_tokens) drawing one rich bar per stage."""
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if not enabled:
-        yield None
-        return
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err_console, transient=False)
-    tasks: dict[str, Any] = {}
-    tokens: dict[str, int] = {}
-    started: dict[str, float] = {}
-
-    def update(stage: str, done: int, total: int, new_tokens: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = prog.add_task(_STAGE_LABEL.get(stage, stage), total=total, rate="")
-            tokens[stage] = 0
-            started[stage] = time.perf_counter()
-        tokens[stage] += new_tokens
-        dt = time.perf_counter() - started[stage]
-        rate = f"{tokens[stage] / dt:.0f} tok/s" if tokens[stage] and dt > 0 else ""
-        prog.update(tasks[stage], completed=done, total=total, rate=rate)
-
-    with prog:
-        yield update
-
+if TYPE_CHECKING:
+    from spt.eval.evaluate import EvaluateResult
 
 _EXT = "Import completions generated elsewhere"
 _CI = "95% CIs: rates exact (Clopper-Pearson), means a bootstrap over sensitive words"
@@ -53,22 +20,18 @@ _ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_l
           "alignment_loss_benign", "task_loss", "task_accuracy")
 
 
-
-
-def _render(result: dict) -> None:
-    show(_metrics_table(result["metrics"], f"evaluation {result['evaluation_id']}  (run {result['run_id']})",
-                                f"refusal preset: {result['refusal_preset']}; {_CI}"))
-    tps = result.get("tokens_per_s")
+def _render(result: EvaluateResult) -> None:
+    show(_metrics_table(result.metrics, f"evaluation {result.evaluation_id}  (run {result.run_id})",
+                        f"refusal preset: {result.refusal_preset}; {_CI}"))
+    tps = result.tokens_per_s
     console.print(
-        f"dataset {escape(result['dataset'])} ({result['split']}, {result['n_items']} items)"
-        + (f", task {escape(result['task'])} ({result['n_task_items']} items)" if result.get("task") else "")
-        + f", preset {result['refusal_preset']}: generated {result['n_generated']}, reused {result['n_reused']}"
-        + (f", copied {result['n_copied']}" if result.get("n_copied") else "")
+        f"dataset {escape(result.dataset)} ({result.split}, {result.n_items} items)"
+        + (f", task {escape(result.task)} ({result.n_task_items} items)" if result.task else "")
+        + f", preset {result.refusal_preset}: generated {result.n_generated}, reused {result.n_reused}"
+        + (f", copied {result.n_copied}" if result.n_copied else "")
         + (f", {tps:.1f} new tokens/s" if tps else ""),
         highlight=False,
     )
-
-
 
 
 def _render_external(result: dict) -> None:
@@ -260,9 +223,9 @@ def register(app: typer.Typer) -> None:
         )
         config.validate()
         store = get_store(ctx, db)
-        with _progress(err_console.is_terminal and not json_out) as prog:
-            result = evaluate(store, target, config, progress=prog)
+        with ProgressDisplay(quiet=json_out) as display:
+            result = evaluate(store, target, config, progress=display)
         if json_out:
-            print_json(result)
+            print_json(result.to_dict())
         else:
             _render(result)

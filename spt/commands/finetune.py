@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from spt.commands._common import DbOption, JsonOption, console, get_store, print_json, progress
+from spt.commands._common import DbOption, JsonOption, ProgressDisplay, console, get_store, print_json
 
 
 def _split_targets(values: list[str] | None) -> list[str] | None:
@@ -144,39 +145,27 @@ def register(app: typer.Typer) -> None:
             cfg = FinetuneConfig(**{k: v for k, v in flags.items() if v is not None})
         cfg.resolve()  # fail on bad input before opening anything heavy
         store = get_store(ctx, db)
-        state = {"bar": None}
-
-        with progress("finetune", None, quiet=json_out) as advance:
-            def on_step(step: int, total: int, vals: dict) -> None:
-                fields = {}
-                if vals:
-                    state["last"] = vals
-                last = state.get("last") or {}
-                if "tokens_per_s" in last:
-                    loss = last.get("task_loss", float("nan"))
-                    fields["rate"] = f"loss {loss:.3f} · {last['tokens_per_s']:.0f} tok/s"
-                advance(1, total=total, **fields)
-
-            res = finetune(store, cfg, progress=on_step)
-        if res.get("rank", 0) != 0:  # other processes under `accelerate launch` stay quiet
+        with ProgressDisplay(quiet=json_out) as display:
+            res = finetune(store, cfg, progress=display)
+        if res.rank != 0:  # other processes under `accelerate launch` stay quiet
             return
         if json_out:
-            print_json(res)
+            print_json(res.to_dict())
             return
-        if res.get("reused"):
-            console.print(f"run [bold]{res['run_id']}[/bold] with these settings is already done; not retrained")
+        if res.reused:
+            console.print(f"run [bold]{res.run_id}[/bold] with these settings is already done; not retrained")
         else:
-            console.print(f"run [bold]{res['run_id']}[/bold] ({res['kind']}) done: {res['steps']} steps"
-                          + (f", resumed from step {res['resumed_from_step']}" if res.get("resumed_from_step") else ""))
-        losses = res.get("final_losses") or {}
-        if losses:
-            console.print("  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-        for c in res.get("checkpoints", []):
-            console.print(f"  checkpoint {c['id']} step {c['step']} {c['kind']}{' (final)' if c['is_final'] else ''}"
-                          f"  {c['path']}")
-        if "safelora" in res:
-            s = res["safelora"]
-            how = f"τ={s['tau']}" if s.get("select") == "threshold" else f"k={s.get('k')} lowest similarity"
-            console.print(f"  safelora ({s.get('mode')}) projected {s['n_projected']}/{s['n_modules']} modules ({how})")
-            if s.get("warning"):
-                console.print(f"  [yellow]warning:[/yellow] {s['warning']}", markup=True)
+            console.print(f"run [bold]{res.run_id}[/bold] ({res.kind}) done: {res.steps} steps"
+                          + (f", resumed from step {res.resumed_from_step}" if res.resumed_from_step else ""))
+        if res.final_losses:
+            console.print("  " + "  ".join(f"{k} {v:.4f}" for k, v in res.final_losses.items()))
+        for c in res.checkpoints:
+            console.print(f"  checkpoint {c.id} step {c.step} {c.kind}{' (final)' if c.is_final else ''}  {c.path}")
+        if res.defense and res.post_train:  # what the defense did after training, in its own words
+            from spt.train import get_defense
+
+            line = get_defense(res.defense).describe_record(res.post_train)
+            if line:
+                console.print(f"  {line}", markup=False, highlight=False)
+            if res.post_train.get("warning"):
+                console.print(f"  [yellow]warning:[/yellow] {escape(res.post_train['warning'])}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, db_path, print_json
+from spt.commands._common import DbOption, JsonOption, ProgressDisplay, console, db_path, print_json, show
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         """Merge another spt store into this one: ids kept, provenance recorded, idempotent."""
         from spt.store.merge import import_store
 
-        log = import_store(db_path(ctx, db), source, on_conflict=on_conflict)
+        with ProgressDisplay(quiet=json_out) as display:
+            log = import_store(db_path(ctx, db), source, on_conflict=on_conflict, progress=display)
         if json_out:
             print_json(log)
             return
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
             if c["source"]:
                 table.add_row(name, *(str(c[k]) for k in ("source", "inserted", "skipped", "conflicting",
                                                           "replaced")))
-        console.print(table)
+        show(table)
         total = sum(c["inserted"] for c in log["counts"].values())
         conflicts = sum(c["conflicting"] for c in log["counts"].values())
         console.print(f"{total} rows inserted, {conflicts} conflicting ({log['on_conflict']})"

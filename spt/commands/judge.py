@@ -13,13 +13,13 @@ from rich.table import Table
 from spt.commands._common import (
     DbOption,
     JsonOption,
+    ProgressDisplay,
     add_row,
     console,
     err_console,
     get_store,
     num,
     print_json,
-    progress,
     show,
 )
 from spt.errors import SptError
@@ -225,7 +225,8 @@ def register(app: typer.Typer) -> None:
                 only_unscored=only_unscored, rejudge=rejudge, fix=fix, price_table=price_table, cost_limit=cost_limit,
             )
             try:
-                result = judge_evaluations(store, ids, options, progress=lambda d, t: progress(d, t, quiet=json_out))
+                with ProgressDisplay(quiet=json_out) as display:
+                    result = judge_evaluations(store, ids, options, progress=display)
             except JudgeRunError as e:
                 if json_out:
                     print_json(e.result.to_dict())

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from spt.commands._common import DbOption, JsonOption, console, db_path, err_console, get_store, print_json
+from spt.commands._common import (
+    DbOption,
+    JsonOption,
+    ProgressDisplay,
+    cli_message,
+    console,
+    db_path,
+    err_console,
+    get_store,
+    num,
+    print_json,
+    show,
+)
 from spt.errors import SptError
 
+if TYPE_CHECKING:
+    from spt.sweep.run import ConfigResult, SweepResult
 
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return str(v)
+
+def _num(v: Any) -> str:
+    """A metric cell: 3 decimals, scientific below 1e-3, '-' when missing."""
+    if isinstance(v, float) and v != 0 and abs(v) < 1e-3:
+        return num(v, ".2e")
+    return num(v, ".3f" if isinstance(v, float) else "", "-")
 
 
 def _g(v: Any) -> str:
@@ -40,95 +55,58 @@ def _plan_table(spec: Any, configs: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def _summary_table(summary: dict[str, Any]) -> Table:
+def _summary_table(summary: SweepResult) -> Table:
     from spt.sweep.run import KEY_METRICS
 
-    shown = [m for m in KEY_METRICS if any(m in r["metrics"] for r in summary["configs"])]
+    shown = [m for m in KEY_METRICS if any(m in r.metrics for r in summary.configs)]
     short = {"refusal_rate": "refusal", "over_refusal_rate": "over-refusal", "task_accuracy": "task acc",
              "task_loss": "task loss", "alignment_loss": "align loss"}
     table = Table("#", "config", "status", *[short.get(m, m) for m in shown], "run",
-                  title=f"sweep {summary['tag']}", title_justify="left")
+                  title=f"sweep {summary.tag}", title_justify="left")
     for col in table.columns:
         col.no_wrap = True
         col.min_width = 4
-    table.columns[-1].max_width = 16  # an id prefix (`spt runs show` takes it); --json has the full ids
     colors = {"done": "green", "reused": "cyan", "failed": "red"}
-    for r in summary["configs"]:
-        status = {"reused": "already done"}.get(r["status"], r["status"])
-        table.add_row(str(r["index"]), r["label"], f"[{colors.get(r['status'], 'white')}]{status}[/]",
-                      *[_num(r["metrics"].get(m)) for m in shown], r["run_id"] or "-")
+    for r in summary.configs:
+        status = {"reused": "already done"}.get(r.status, r.status)
+        table.add_row(str(r.index), r.label, f"[{colors.get(r.status, 'white')}]{status}[/]",
+                      *[_num(r.metrics.get(m)) for m in shown], r.run_id or "-")
     return table
 
 
-def _errors(summary: dict[str, Any]) -> list[str]:
-    return [f"[{r['index']}] {r['label']} ({r.get('stage') or 'finetune'}): {r['error']}"
-            for r in summary["configs"] if r.get("error") and r["status"] == "failed"]
+def _errors(summary: SweepResult) -> list[str]:
+    return [f"[{r.index}] {r.label} ({r.stage or 'finetune'}): {r.error}"
+            for r in summary.configs if r.error and r.status == "failed"]
 
 
-def _frontier_table(fr: dict[str, Any]) -> Table | str:
-    if fr.get("error"):
-        return f"frontier: {fr['error']}"
-    pts = [p for p in fr["points"] if p["on_frontier"]]
+def _frontier_table(summary: SweepResult) -> Table | str:
+    fr = summary.frontier
+    if fr is None:
+        return f"frontier (spt frontier --where tag={summary.tag}): {cli_message(summary.frontier_error or '')}"
+    pts = fr.frontier
     if not pts:
         return "frontier: no run of this sweep has both metrics yet"
-    table = Table("run", "defense", "λ", "poison", fr["x"], fr["y"],
-                  title=f"frontier ({fr['x']} {fr['x_direction'] or ''}, {fr['y']} {fr['y_direction'] or ''})",
+    x, y = fr.x, fr.y
+    table = Table("run", "defense", "λ", "poison", x.name, y.name,
+                  title=f"frontier ({x.name} {x.direction or ''}, {y.name} {y.direction or ''})",
                   title_justify="left")
     for p in pts:
-        table.add_row(p["run_id"], p["defense"] or "none", _num(p["lam"], 4), _num(p["poison_ratio"], 4),
-                      _num(p["x"], 4), _num(p["y"], 4))
+        table.add_row(p.run_id, p.defense or "none", num(p.lam, ".4f", "-"), num(p.poison_ratio, ".4f", "-"),
+                      num(p.x.value, ".4f", "-"), num(p.y.value, ".4f", "-"))
     return table
 
 
-class _Display:
-    """Rich progress: one bar over configurations, one line for the running stage."""
+class _ConfigLines:
+    """One line per finished configuration above the progress bars (on a terminal)."""
 
-    def __init__(self, quiet: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, display: ProgressDisplay):
+        self.display = display
 
-        self.enabled = err_console.is_terminal and not quiet
-        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=err_console, disable=not self.enabled)
-        self.total = 0
-        self.label = ""
-        self.configs = None
-        self.stage = None
-
-    def __enter__(self) -> _Display:
-        self.prog.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.prog.__exit__(*exc)
-
-    def __call__(self, event: str, **info: Any) -> None:
-        if event == "start":
-            self.total = info["total"]
-            self.configs = self.prog.add_task(f"sweep {info['tag']}", total=self.total)
-            self.stage = self.prog.add_task("", total=None)
-        elif event == "config":
-            self.label = f"[{info['index']}] {info['label']}"
-        elif event == "stage":
-            self.prog.reset(self.stage, total=None, description=f"{self.label}: {info['stage']}")
-        elif event == "step":
-            # finetune: (step, total_steps, losses); evaluate: (substage, done, total, new_tokens)
-            args = list(info.get("args") or ())
-            kw = info.get("info") or {}
-            sub = args.pop(0) if args and isinstance(args[0], str) else None
-            nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-            done = kw.get("completed", nums[0] if nums else None)
-            total = kw.get("total", nums[1] if len(nums) > 1 else None)
-            desc = f"{self.label}: {info['stage']}" + (f" ({sub})" if sub else "")
-            if done is not None:
-                self.prog.update(self.stage, completed=done, total=total, description=desc)
-        elif event == "config_done":
-            r = info["result"]
-            self.prog.advance(self.configs)
-            mark = {"done": "[green]done[/]", "reused": "[cyan]already done[/]"}.get(r["status"], "[red]failed[/]")
-            if self.enabled:
-                self.prog.console.print(f"{self.label}: {mark}" + (f" — {r['error']}" if r.get("error") else ""))
-        elif event == "end":
-            self.prog.update(self.stage, description="", visible=False)
+    def __call__(self, r: ConfigResult) -> None:
+        if not self.display.enabled:
+            return
+        mark = {"done": "[green]done[/]", "reused": "[cyan]already done[/]"}.get(r.status, "[red]failed[/]")
+        self.display.print(f"[{r.index}] {escape(r.label)}: {mark}" + (f" — {escape(r.error)}" if r.error else ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -332,38 +310,45 @@ def register(app: typer.Typer) -> None:
                     head = (f"sweep {sweep_tag(spec)}: {len(runs)} alignment runs "
                             f"({', '.join(variant_label(v) for v in runs)}) and {len(chosen)} task runs "
                             "(dry run, nothing run)" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
-                console.print(_plan_table(spec, chosen, head))
+                show(_plan_table(spec, chosen, head))
             return
 
         from spt.sweep.run import run_sweep
 
-        with get_store(ctx, db) as store, _Display(quiet=json_out) as display:
-            summary = run_sweep(store, spec, progress=display, only_index=only_index, frontier=frontier,
-                                finetune_only=finetune_only, evaluate_only=evaluate_only)
+        with get_store(ctx, db) as store, ProgressDisplay(quiet=json_out) as display:
+            summary = run_sweep(store, spec, progress=display, on_config=_ConfigLines(display),
+                                only_index=only_index, frontier=frontier, finetune_only=finetune_only,
+                                evaluate_only=evaluate_only)
         if os.environ.get("RANK", "0") != "0":  # under accelerate launch only rank 0 reports
-            raise typer.Exit(1 if summary["n_failed"] else 0)
+            raise typer.Exit(1 if summary.n_failed else 0)
         if json_out:
-            print_json(summary)
+            print_json(summary.to_dict())
         else:
-            console.print(_summary_table(summary))
+            show(_summary_table(summary))
             for line in _errors(summary):
-                console.print(f"[red]failed[/red] {line}", highlight=False)
-            for r in summary["configs"]:
-                if r["status"] == "interrupted":
-                    console.print(f"[{r['index']}] {r['label']}: {r['error']}", highlight=False, markup=False)
-                step = (r.get("finetune") or {}).get("resumed_from_step")
+                console.print(f"[red]failed[/red] {escape(line)}", highlight=False)
+            for r in summary.configs:
+                if r.status == "interrupted":
+                    console.print(f"[{r.index}] {r.label}: {r.error}", highlight=False, markup=False)
+                step = r.finetune.resumed_from_step if r.finetune else None
                 if step:
-                    console.print(f"[{r['index']}] {r['label']}: finetune resumed from step {step}", highlight=False)
-            console.print(f"{summary['n_done']} done, {summary['n_failed']} failed, "
-                          f"{summary['n_trained']} trained now; runs tagged {summary['tag']} in {summary['store']}")
-            if summary.get("frontier"):
-                console.print(_frontier_table(summary["frontier"]))
-        if summary["n_failed"]:
+                    console.print(f"[{r.index}] {r.label}: finetune resumed from step {step}", highlight=False,
+                                  markup=False)
+            console.print(f"{summary.n_done} done, {summary.n_failed} failed, "
+                          f"{summary.n_trained} trained now; runs tagged {summary.tag} in {summary.store}",
+                          highlight=False, markup=False)
+            if summary.frontier is not None or summary.frontier_error:
+                table = _frontier_table(summary)
+                if isinstance(table, Table):
+                    show(table)
+                else:
+                    console.print(table, highlight=False, markup=False)
+        if summary.n_failed:
             raise typer.Exit(1)
-        if summary.get("n_interrupted"):
+        if summary.n_interrupted:
             from spt.sweep.slurm import INTERRUPTED_EXIT
 
-            codes = [r.get("exit_code") for r in summary["configs"] if r["status"] == "interrupted"]
+            codes = [r.exit_code for r in summary.configs if r.status == "interrupted"]
             # 128 + signal (143 for SIGTERM), as spt finetune exits; a Slurm task requeues itself and resumes
             raise typer.Exit(next((c for c in codes if c), INTERRUPTED_EXIT))
 
@@ -437,7 +422,7 @@ def _status(ctx: typer.Context, out_dir: Path, db: Path | None, json_out: bool) 
     if json_out:
         print_json(st)
         return
-    console.print(_status_table(st))
+    show(_status_table(st))
     for g in st["gather"]:
         console.print(f"gather job {g['job']}: {g['state'] or 'unknown'}", highlight=False)
     if not st["submissions"]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spt.commands._common import DbOption, JsonOption, console, db_path, err_console, print_json
+from spt.commands._common import DbOption, JsonOption, ProgressDisplay, console, db_path, err_console, print_json
 from spt.errors import SptError
 
 DEFAULT_PORT = 8765
@@ -120,7 +120,8 @@ def register(app: typer.Typer) -> None:
             if export is not None:
                 from spt.view.export import export_site
 
-                result = export_site(store, export, where=where or [], force=force)
+                with ProgressDisplay(quiet=json_out) as display:
+                    result = export_site(store, export, where=where or [], force=force, progress=display)
                 if json_out:
                     print_json(result)
                     return

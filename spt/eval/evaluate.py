@@ -15,8 +15,7 @@ Everything the user can get wrong is checked before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from sqlmodel import select
 from spt.errors import SptError
 from spt.eval.refusal import PRESETS, get_preset
 from spt.models.fingerprint import weights_id
+from spt.progress import ProgressFn, report
 from spt.provenance import provenance
 from spt.store import content_id, new_id, queries
 from spt.store.engine import Store
@@ -34,7 +34,43 @@ from spt.store.models import Checkpoint, Dataset, DatasetItem, Evaluation, Gener
 
 EVAL_VERSION = 2  # 2: HarmOR v2 pools, seeded stratified --limit, interval methods
 
-ProgressFn = Callable[[str, int, int, int], None]  # (stage, done, total, new_tokens)
+
+
+@dataclass
+class EvaluateResult:
+    """One evaluation as `evaluate` left it: what was evaluated, how much was generated now, its metrics.
+
+    `metrics`: the stored metric rows (name, category, value, ci_low, ci_high, ci_method, n, n_unscored,
+    preset), sorted by name. `n_reused`: items whose generations an earlier attempt had committed;
+    `n_copied`: generations copied from an evaluation that differs only in its refusal preset.
+    """
+
+    evaluation_id: str
+    identity: str
+    run_id: str
+    checkpoint_id: str | None
+    dataset_id: str
+    dataset: str
+    split: str
+    task: str | None
+    refusal_preset: str
+    status: str
+    n_items: int
+    n_task_items: int
+    n_generated: int
+    n_reused: int
+    n_copied: int
+    new_tokens: int
+    tokens_per_s: float | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def reused(self) -> bool:
+        """Nothing was generated or copied now: the evaluation existed (or was complete) already."""
+        return self.n_generated == 0 and not self.n_copied
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -58,20 +94,20 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise SptError(f"--limit must be at least 1 (got {self.limit}); omit it to evaluate the whole split")
+            raise SptError(f"`limit` must be at least 1 (got {self.limit}); omit it to evaluate the whole split")
         if self.max_new_tokens < 1:
-            raise SptError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+            raise SptError(f"`max_new_tokens` must be at least 1 (got {self.max_new_tokens})")
         if self.temperature < 0:
-            raise SptError(f"--temperature must be >= 0 (got {self.temperature}); 0 is greedy")
+            raise SptError(f"`temperature` must be >= 0 (got {self.temperature}); 0 is greedy")
         if self.refusal_preset not in PRESETS:
             get_preset(self.refusal_preset)  # raises with the list of presets
         bs = self.batch_size
         if not (bs == "auto" or (isinstance(bs, int) and bs >= 1)):
-            raise SptError(f"--batch-size must be a positive integer or 'auto' (got {bs!r})")
+            raise SptError(f"`batch_size` must be a positive integer or 'auto' (got {bs!r})")
         if self.loss_batch_size < 1 or self.max_length < 16:
             raise SptError("loss batch size must be >= 1 and max length >= 16")
         if not self.split:
-            raise SptError("--split must not be empty; use e.g. --split test")
+            raise SptError("`split` must not be empty; use e.g. `split` test")
 
 
 def parse_batch_size(value: str | int | None) -> int | str:
@@ -81,9 +117,9 @@ def parse_batch_size(value: str | int | None) -> int | str:
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise SptError(f"--batch-size must be a positive integer or 'auto' (got {value!r})") from None
+        raise SptError(f"`batch_size` must be a positive integer or 'auto' (got {value!r})") from None
     if n < 1:
-        raise SptError(f"--batch-size must be a positive integer or 'auto' (got {value!r})")
+        raise SptError(f"`batch_size` must be a positive integer or 'auto' (got {value!r})")
     return n
 
 
@@ -249,7 +285,7 @@ def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what:
     if not items:
         splits = dataset_splits(store, ds.id)
         have = ", ".join(f"{k} ({v})" for k, v in sorted(splits.items())) or "none"
-        raise SptError(f"{what} {ds.name!r} has no {split!r} split (splits: {have}); pass --split")
+        raise SptError(f"{what} {ds.name!r} has no {split!r} split (splits: {have}); pass `split`")
     return limit_items(items, limit)
 
 
@@ -258,7 +294,7 @@ def _default_safety_dataset(store: Store, split: str) -> Dataset:
     from spt.data.harmor import POOLS, ensure_harmor
 
     if split not in POOLS:
-        raise SptError(f"dataset 'harmor' has no {split!r} split (its pools: {', '.join(POOLS)}); pass --split")
+        raise SptError(f"dataset 'harmor' has no {split!r} split (its pools: {', '.join(POOLS)}); pass `split`")
     ds_id = ensure_harmor(store, seed=0)
     with store.session() as s:
         return s.get(Dataset, ds_id)
@@ -268,7 +304,7 @@ def _resolve_task(store: Store, name: str) -> tuple[Any, Dataset]:
     try:
         from spt.data import ensure_task_dataset, get_task
     except ImportError:
-        raise SptError(f"task {name!r} needs spt.data's task registry, not available here; pass --task none") from None
+        raise SptError(f"task {name!r} needs spt.data's task registry, not available here; pass `task` none") from None
     task = get_task(name, store=store)
     ds_id = ensure_task_dataset(store, name, seed=0)
     with store.session() as s:
@@ -340,22 +376,22 @@ def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, it
     todo = [it for it in items if it["id"] not in done]
     total = len(items)
     n_done = total - len(todo)
-    if progress:
-        progress(stage, n_done, total, 0)
+    new_tokens = 0
+    report(progress, stage, n_done, total, new_tokens=new_tokens)
     if not todo:
         return 0
     written = 0
 
     def on_batch(batch: list[dict]) -> None:
-        nonlocal written, n_done
+        nonlocal written, n_done, new_tokens
         rows = [_generation_row(evaluation_id, todo[r["index"]], r) for r in batch]
         written += _insert_generations(store, rows)
         toks = sum(r["n_new_tokens"] for r in batch)
         stats["new_tokens"] += toks
         stats["gen_seconds"] += batch[0]["latency_s"]
         n_done += len(batch)
-        if progress:
-            progress(stage, n_done, total, toks)
+        new_tokens += toks
+        report(progress, stage, n_done, total, new_tokens=new_tokens)
 
     generate_batched(model, tok, [it["prompt"] for it in todo], config.max_new_tokens, config.batch_size,
                      temperature=config.temperature, seed=config.seed, on_batch=on_batch)
@@ -456,11 +492,11 @@ def stored_metrics(store: Store, evaluation_id: str) -> list[dict]:
 
 
 def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
-             progress: ProgressFn | None = None) -> dict:
+             progress: ProgressFn | None = None) -> EvaluateResult:
     """Evaluate TARGET (run id/prefix, checkpoint id, or model reference); resumable. See module doc.
 
-    Returns {evaluation_id, identity, run_id, checkpoint_id, dataset_id, split, task, refusal_preset,
-    n_items, n_task_items, n_generated, n_reused, n_copied, new_tokens, tokens_per_s, metrics}.
+    `progress` gets `Progress` reports per generation batch ("generate", "generate task answers"; `info`
+    has the new tokens so far) and per loss batch ("alignment loss", "task loss").
     """
     config = config or EvaluateConfig()
     config.validate()
@@ -543,8 +579,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                 n_generated += _generate_missing(store, model, tok, evaluation.id, items, config, "generate",
                                                  progress, stats)
                 if task_items:
-                    n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config, "task",
-                                                     progress, stats)
+                    n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config,
+                                                     "generate task answers", progress, stats)
             metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
                                        preset.name, progress)
             meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
@@ -587,14 +623,12 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
         if not with_ref:
             return []
         done = 0
-        if progress:
-            progress(name, 0, len(with_ref), 0)
+        report(progress, name.replace("_", " "), 0, len(with_ref))
 
         def tick(n: int) -> None:
             nonlocal done
             done += n
-            if progress:
-                progress(name, done, len(with_ref), 0)
+            report(progress, name.replace("_", " "), done, len(with_ref))
 
         losses = example_losses(model, tok, [(it["prompt"], it["response"]) for it in with_ref],
                                 batch_size=config.loss_batch_size, max_length=config.max_length, on_batch=tick)
@@ -625,13 +659,12 @@ def _store_item_losses(store: Store, evaluation_id: str, recs: list[dict]) -> No
 
 
 def _result(ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dict], n_generated: int,
-            n_reused: int, n_copied: int, stats: dict, metrics: list[dict]) -> dict:
+            n_reused: int, n_copied: int, stats: dict, metrics: list[dict]) -> EvaluateResult:
     secs = stats["gen_seconds"]
-    return {
-        "evaluation_id": ev.id, "identity": ev.identity, "run_id": ev.run_id, "checkpoint_id": ev.checkpoint_id,
-        "dataset_id": ds.id, "dataset": ds.name, "split": ev.split, "task": ev.task,
-        "refusal_preset": ev.refusal_preset, "status": ev.status, "n_items": len(items),
-        "n_task_items": len(task_items), "n_generated": n_generated, "n_reused": n_reused, "n_copied": n_copied,
-        "new_tokens": stats["new_tokens"], "tokens_per_s": (stats["new_tokens"] / secs) if secs else None,
-        "metrics": metrics,
-    }
+    return EvaluateResult(
+        evaluation_id=ev.id, identity=ev.identity, run_id=ev.run_id, checkpoint_id=ev.checkpoint_id,
+        dataset_id=ds.id, dataset=ds.name, split=ev.split, task=ev.task, refusal_preset=ev.refusal_preset,
+        status=ev.status, n_items=len(items), n_task_items=len(task_items), n_generated=n_generated,
+        n_reused=n_reused, n_copied=n_copied, new_tokens=stats["new_tokens"],
+        tokens_per_s=(stats["new_tokens"] / secs) if secs else None, metrics=metrics,
+    )

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
@@ -40,10 +39,9 @@ from spt.judge.options import JudgeOptions
 from spt.judge.prices import load_price_table
 from spt.judge.result import JudgeMetric, JudgeResult, JudgeSummary
 from spt.judge.specs import JudgeSpec, parse_judge_spec
+from spt.progress import ProgressFn, report
 from spt.store import content_id, text_hash
 from spt.store.models import Evaluation, Generation, Item, Judge, Judgment, Run
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
 
 
 @dataclass
@@ -61,21 +59,6 @@ class _Work:
     gen: _Gen
     cache_key: str
     supersedes: str | None = None
-
-
-@dataclass
-class _Stats:
-    judged: int = 0
-    cached: int = 0
-    fixed: int = 0
-    not_judged: int = 0
-    calls: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: bool = False  # a paid judge whose model has no price in the table
-    new_unscored: Counter = field(default_factory=Counter)
 
 
 class _JudgmentWriter:
@@ -148,11 +131,6 @@ class _JudgmentWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.flush()
-
-
-@contextmanager
-def _no_progress(description: str, total: int) -> Iterator[Callable[..., None]]:
-    yield lambda *a, **k: None
 
 
 # --------------------------------------------------------------------------- selecting evaluations
@@ -274,7 +252,7 @@ def _copy(old: Judgment, **changes: Any) -> Judgment:
 class _Runner:
     """Calls each judge's backend on its work list, recording outcomes (and their cost) as they arrive."""
 
-    def __init__(self, options: JudgeOptions, prices: dict[str, dict[str, float]], progress: ProgressFactory,
+    def __init__(self, options: JudgeOptions, prices: dict[str, dict[str, float]], progress: ProgressFn | None,
                  signalled: Callable[[], int | None] = lambda: None):
         self.options = options
         self.prices = prices
@@ -284,11 +262,6 @@ class _Runner:
         self.stopped: str | None = None  # cost_limit | interrupted | fatal
         self.fatal: str | None = None
 
-    def _rate(self, stats: _Stats, done: int, t0: float) -> str:
-        el = max(1e-9, time.perf_counter() - t0)
-        tok = stats.prompt_tokens + stats.completion_tokens
-        return f"{done / el:.1f}/s  {tok:,} tok  ${self.total_cost:.4f}"
-
     def _stop_reason(self) -> str | None:
         """Why no further call may start: a signal arrived, or the cost limit is reached."""
         if self.signalled():
@@ -296,10 +269,10 @@ class _Runner:
         limit = self.options.cost_limit
         return "cost_limit" if limit is not None and self.total_cost >= limit else None
 
-    def _record(self, spec: JudgeSpec, stats: _Stats, writer: _JudgmentWriter, w: _Work, o: Outcome) -> None:
+    def _record(self, spec: JudgeSpec, stats: JudgeSummary, writer: _JudgmentWriter, w: _Work, o: Outcome) -> None:
         cost = spec.impl.cost(spec, o, self.prices)
         if cost is None:
-            stats.unpriced = True
+            stats.priced = False  # a paid judge whose model has no price in the table
         stats.judged += 1
         stats.prompt_tokens += o.prompt_tokens or 0
         stats.completion_tokens += o.completion_tokens or 0
@@ -307,35 +280,36 @@ class _Runner:
             stats.cost_usd += cost
             self.total_cost += cost
         if o.verdict.status != "scored":
-            stats.new_unscored[o.verdict.reason or "unknown"] += 1
+            reason = o.verdict.reason or "unknown"
+            stats.new_unscored[reason] = stats.new_unscored.get(reason, 0) + 1
         writer.add_judgment(_row(spec, w, o, cost), w.supersedes)
 
-    def run(self, spec: JudgeSpec, todo: list[_Work], stats: _Stats, writer: _JudgmentWriter,
+    def run(self, spec: JudgeSpec, todo: list[_Work], stats: JudgeSummary, writer: _JudgmentWriter,
             credentials: Any) -> None:
         if not todo:
             return
         ctx = JudgeContext(self.options, credentials, stop_reason=self._stop_reason)
-        with self.progress(f"judge {spec.name}", len(todo)) as advance:
-            t0 = time.perf_counter()
-            done = 0
+        task, total, done = f"judge {spec.name}", len(todo), 0
+        report(self.progress, task, done, total, "judgments")
 
-            def emit(i: int, outcome: Outcome) -> None:
-                nonlocal done
-                self._record(spec, stats, writer, todo[i], outcome)
-                done += 1
-                advance(1, rate=self._rate(stats, done, t0))
+        def emit(i: int, outcome: Outcome) -> None:
+            nonlocal done
+            self._record(spec, stats, writer, todo[i], outcome)
+            done += 1
+            report(self.progress, task, done, total, "judgments", cost_usd=self.total_cost,
+                   tokens_total=stats.prompt_tokens + stats.completion_tokens)
 
-            report = spec.impl.judge_batch(spec, [(w.gen.prompt, w.gen.response) for w in todo], ctx, emit)
-        stats.calls += report.calls
-        stats.retries += report.retries
-        if report.fatal and self.fatal is None:
-            self.fatal = report.fatal
-        if report.stopped:
-            self.stopped = report.stopped
+        batch = spec.impl.judge_batch(spec, [(w.gen.prompt, w.gen.response) for w in todo], ctx, emit)
+        stats.calls += batch.calls
+        stats.retries += batch.retries
+        if batch.fatal and self.fatal is None:
+            self.fatal = batch.fatal
+        if batch.stopped:
+            self.stopped = batch.stopped
 
 
 def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | None = None, *,
-                      progress: ProgressFactory | None = None, **option_fields: Any) -> JudgeResult:
+                      progress: ProgressFn | None = None, **option_fields: Any) -> JudgeResult:
     """Judge every generation of `evaluation_ids` with each judge of `options`; a summary per judge.
 
     `option_fields` are JudgeOptions fields (`judges=[...], rubric=..., ...`) applied on top
@@ -346,7 +320,7 @@ def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | 
     """
     opts = JudgeOptions.of(options, **option_fields)
     if not evaluation_ids:
-        raise SptError("nothing to judge: pass EVAL_ID, --run RUN_ID or --all-pending")
+        raise SptError("nothing to judge: pass EVAL_ID, `run` RUN_ID or `all_pending`")
     opts.validate()
     specs = [parse_judge_spec(j, opts.rubric) for j in opts.judges]
     seen_ids: set[str] = set()
@@ -359,25 +333,26 @@ def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | 
         for s in specs:
             credentials[s.id] = s.impl.check_credentials(s, opts)
             if opts.cost_limit is not None and s.impl.unpriced(s, prices):
-                raise SptError(f"--cost-limit needs a price for {s.model}: add it to --price-table "
+                raise SptError(f"`cost_limit` needs a price for {s.model}: add it to `price_table` "
                                "(model: {input: $/1M tokens, output: $/1M tokens})")
 
-    from spt.train.signals import StopOnSignal, signal_name
+    from spt.signals import StopOnSignal, signal_name
 
     gens = _load_generations(store, evaluation_ids)
     result = JudgeResult(evaluations=list(evaluation_ids), generations=len(gens))
     with StopOnSignal() as signals:  # SIGTERM/SIGINT: no new calls; what is in flight is stored
-        runner = _Runner(opts, prices, progress or _no_progress, lambda: signals.signum)
+        runner = _Runner(opts, prices, progress, lambda: signals.signum)
         for spec in specs:
             _ensure_judge(store, spec)
-            stats = _Stats()
+            stats = JudgeSummary(judge_id=spec.id, name=spec.name, backend=spec.backend, model=spec.model,
+                                 rubric=spec.rubric_name, rubric_version=spec.rubric_version, generations=len(gens))
             writer = _JudgmentWriter(store)
             with writer:
                 todo = _plan(store, spec, gens, evaluation_ids, opts, stats, writer)
                 if runner.stopped is None:
                     runner.run(spec, todo, stats, writer, credentials.get(spec.id))
                 stats.not_judged += len(todo) - stats.judged
-            result.judges.append(_judge_summary(store, spec, stats, writer.dropped, gens, evaluation_ids))
+            result.judges.append(_finish_summary(store, stats, writer.dropped, evaluation_ids))
         signum = signals.signum
     result.stopped = runner.stopped
     result.cost_usd = runner.total_cost
@@ -394,7 +369,7 @@ def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | 
     return result
 
 
-def _plan(store, spec: JudgeSpec, gens: list[_Gen], evaluation_ids: list[str], opts: JudgeOptions, stats: _Stats,
+def _plan(store, spec: JudgeSpec, gens: list[_Gen], evaluation_ids: list[str], opts: JudgeOptions, stats: JudgeSummary,
           writer: _JudgmentWriter) -> list[_Work]:
     """The generations to send to the judge; cached ones are counted, copies and fixes written."""
     current = _current(store, spec.id, evaluation_ids)
@@ -462,19 +437,14 @@ def _fix_one(spec: JudgeSpec, g: _Gen, old: Judgment, writer: _JudgmentWriter) -
     return True
 
 
-def _judge_summary(store, spec: JudgeSpec, stats: _Stats, dropped: int, gens: list[_Gen],
-                   evaluation_ids: list[str]) -> JudgeSummary:
-    current = _current(store, spec.id, evaluation_ids)
-    unscored = Counter(j.reason or "unknown" for j in current.values() if j.status != "scored")
-    metrics = [JudgeMetric(**{k: m[k] for k in ("evaluation_id", "name", "value", "ci_low", "ci_high", "n",
-                                                "n_unscored")})
-               for eid in evaluation_ids for m in compute_judge_metrics(store, eid, spec.id) if m["category"] == "all"]
-    return JudgeSummary(
-        judge_id=spec.id, name=spec.name, backend=spec.backend, model=spec.model, rubric=spec.rubric_name,
-        rubric_version=spec.rubric_version, generations=len(gens), judged=stats.judged, cached=stats.cached,
-        fixed=stats.fixed, not_judged=stats.not_judged, dropped=dropped,
-        scored=sum(1 for j in current.values() if j.status == "scored"), unscored=dict(unscored),
-        new_unscored=dict(stats.new_unscored), calls=stats.calls, retries=stats.retries,
-        prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, cost_usd=stats.cost_usd,
-        priced=not stats.unpriced, metrics=metrics,
-    )
+def _finish_summary(store, summary: JudgeSummary, dropped: int, evaluation_ids: list[str]) -> JudgeSummary:
+    """What the store holds for this judge after the run: current verdicts by status and its metrics."""
+    current = _current(store, summary.judge_id, evaluation_ids)
+    summary.dropped = dropped
+    summary.scored = sum(1 for j in current.values() if j.status == "scored")
+    summary.unscored = dict(Counter(j.reason or "unknown" for j in current.values() if j.status != "scored"))
+    summary.metrics = [JudgeMetric(**{k: m[k] for k in ("evaluation_id", "name", "value", "ci_low", "ci_high", "n",
+                                                        "n_unscored")})
+                       for eid in evaluation_ids for m in compute_judge_metrics(store, eid, summary.judge_id)
+                       if m["category"] == "all"]
+    return summary

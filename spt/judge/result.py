@@ -78,9 +78,3 @@ class JudgeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def keys(self) -> list[str]:
-        return list(self.to_dict())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]

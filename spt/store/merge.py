@@ -24,10 +24,12 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from spt.errors import NotAStoreError, SptError
+from spt.progress import ProgressFn, report
 from spt.store.engine import BUSY_TIMEOUT_MS, check_revision, connect_readonly, open_store, read_revision
 from spt.store.ids import file_hash, new_id
 from spt.store.models import TABLES, utcnow
@@ -92,13 +94,15 @@ def chunk_rows() -> int:
     return int(raw)
 
 
-def import_store(target: Path | str, source: Path | str, on_conflict: str = "ignore") -> dict[str, Any]:
+def import_store(target: Path | str, source: Path | str, on_conflict: str = "ignore",
+                 progress: ProgressFn | None = None) -> dict[str, Any]:
     """Merge the store at `source` into the store at `target`; returns the import_log entry with counts.
 
     Resumes an unfinished import of the same source (same path and content hash) into this target.
+    `progress` gets `Progress("import", rows merged, rows in the source, "rows", table=...)` per chunk.
     """
     if on_conflict not in ON_CONFLICT:
-        raise SptError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
+        raise SptError(f"`on_conflict` must be one of {', '.join(ON_CONFLICT)}, not {on_conflict!r}")
     source, target = Path(source).expanduser(), Path(target).expanduser()
     revision = _validate_source(source, target)
     source_hash = file_hash(source)
@@ -115,7 +119,7 @@ def import_store(target: Path | str, source: Path | str, on_conflict: str = "ign
             "id": new_id(), "source_path": str(source.resolve()), "source_hash": source_hash,
             "source_schema": revision, "on_conflict": on_conflict, "counts": {}, "imported_at": utcnow(),
         }
-        return _merge(target, copy, on_conflict, log)
+        return _merge(target, copy, on_conflict, log, progress)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -193,7 +197,8 @@ def _check_references(con: sqlite3.Connection) -> None:
                                f"{bad[0]!r} refers to no {parent} row in either store)")
 
 
-def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any]) -> dict[str, Any]:
+def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any],
+           listener: ProgressFn | None = None) -> dict[str, Any]:
     con = _connect(target)
     into = str(target.resolve())
     size = chunk_rows()
@@ -215,8 +220,14 @@ def _merge(target: Path, copy: Path, on_conflict: str, log: dict[str, Any]) -> d
                      json.dumps({}), log["imported_at"], json.dumps(progress)))
             _commit_chunk(con, target, start)
         counts: dict[str, dict[str, int]] = log["counts"]
+        total = sum(con.execute(f'SELECT count(*) FROM src."{m.__table__.name}"').fetchone()[0] for m in TABLES)
+
+        def tick(table: str) -> None:
+            report(listener, "import", sum(c["source"] for c in counts.values()), total, "rows", table=table)
+
+        tick("")
         for model in TABLES:
-            _merge_table(con, target, model, on_conflict, size, log["id"], counts, progress)
+            _merge_table(con, target, model, on_conflict, size, log["id"], counts, progress, tick)
 
         def finish() -> None:
             con.execute("UPDATE main.import_log SET counts = ?, finished_at = ?, progress = NULL WHERE id = ?",
@@ -235,7 +246,8 @@ ZERO = {"source": 0, "inserted": 0, "skipped": 0, "conflicting": 0, "replaced": 
 
 
 def _merge_table(con: sqlite3.Connection, target: Path, model: Any, on_conflict: str, size: int, log_id: str,
-                 counts: dict[str, dict[str, int]], progress: dict[str, Any]) -> None:
+                 counts: dict[str, dict[str, int]], progress: dict[str, Any],
+                 tick: Callable[[str], None] = lambda table: None) -> None:
     """Merge one table chunk by chunk (source rowid ranges), each chunk with its counts and cursor committed."""
     table = model.__table__
     name = table.name
@@ -308,3 +320,4 @@ def _merge_table(con: sqlite3.Connection, target: Path, model: Any, on_conflict:
             progress["tables"][name] = last
             raise
         last = hi
+        tick(name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from spt.errors import SptError
+from spt.progress import ProgressFn
 
 ALIGN_METHODS = ("sft", "dpo")
 TASK_ONLY = ("task", "poison", "poison_data", "from_run", "model")
@@ -35,11 +36,11 @@ def align_variants(defenses: list[str] | None, methods: list[str] | None) -> tup
     ms = list(dict.fromkeys(methods or [])) or ["sft"]
     for m in ms:
         if m not in ALIGN_METHODS:
-            raise SptError(f"--align-method {m!r} is not one of {', '.join(ALIGN_METHODS)}")
+            raise SptError(f"`align_method` {m!r} is not one of {', '.join(ALIGN_METHODS)}")
     for d in ds:
         cls = get_defense(d)
         if "align" not in cls.stages:
-            raise SptError(f"--align-defense {d}: defense {d!r} applies to --stage {' or '.join(cls.stages)}, "
+            raise SptError(f"`align_defense` {d}: defense {d!r} applies to `stage` {' or '.join(cls.stages)}, "
                            "not align; align-stage defenses: " + ", ".join(align_defense_names()))
     out, skipped = [], []
     for m in ms:
@@ -102,7 +103,7 @@ def alignment_runs(configs: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def ensure_alignment(store: Any, model: str, train: dict[str, Any], variant: dict[str, str],
-                     max_steps: int | None = None, progress: Any = None) -> str:
+                     max_steps: int | None = None, progress: ProgressFn | None = None) -> str:
     """The id of the finished alignment run of `variant`: trained now, or the one already done (same
     identity), or resumed when an earlier attempt was interrupted."""
     from spt.train import FinetuneConfig, finetune
@@ -113,6 +114,4 @@ def ensure_alignment(store: Any, model: str, train: dict[str, Any], variant: dic
     unknown = sorted(set(values) - known)
     if unknown:
         raise SptError(f"alignment run: unknown finetune settings {', '.join(unknown)}")
-    res = finetune(store, FinetuneConfig(**values), progress) if progress is not None else \
-        finetune(store, FinetuneConfig(**values))
-    return res["run_id"]
+    return finetune(store, FinetuneConfig(**values), progress).run_id

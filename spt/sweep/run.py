@@ -21,12 +21,13 @@ import importlib
 import os
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spt.errors import SptError
 from spt.metrics import KEY_METRICS
+from spt.progress import ProgressFn, report, within
 from spt.store import queries
 from spt.store.engine import Store
 from spt.store.ids import new_id
@@ -35,27 +36,119 @@ from spt.sweep.plan import SweepSpec, config_label, plan_sweep, sweep_id, sweep_
 
 STAGES_ENV = "SPT_SWEEP_STAGES"
 
-# progress(event, **info): events "start" (total), "config" (index, label), "stage" (index, stage),
-# "step" (index, stage, done, total: a stage's own progress), "config_done" (result), "end" (summary).
-ProgressFn = Callable[..., None]
+if TYPE_CHECKING:
+    from spt.eval.evaluate import EvaluateResult
+    from spt.frontier.compute import FrontierResult
+    from spt.judge.result import JudgeResult
+    from spt.train.result import FinetuneResult
+
 
 
 @dataclass
 class Stages:
-    """The three stages a configuration goes through.
+    """The three stages a configuration goes through, returning the library's own results.
 
-    - `finetune(store, spec, config, progress) -> {"run_id", "status", "reused", ...}`
-    - `evaluate(store, spec, config, run_id, progress) -> {"evaluation_ids": [...], "reused", ...}`
-    - `judge(store, spec, config, evaluation_ids) -> dict`
+    - `finetune(store, spec, config, progress) -> FinetuneResult`
+    - `evaluate(store, spec, config, run_id, progress) -> EvaluateResult`
+    - `judge(store, spec, config, evaluation_ids) -> JudgeResult`
 
-    A stage raises on failure (SptError for user errors); an exception carrying a `run_id`
-    attribute says which run row it already wrote.
+    `progress` is a `spt.progress.ProgressFn` (or None). A stage raises on failure (SptError for user
+    errors); an exception carrying a `run_id` attribute says which run row it already wrote.
     """
 
-    finetune: Callable[..., dict[str, Any]]
-    evaluate: Callable[..., dict[str, Any]]
-    judge: Callable[..., dict[str, Any]]
+    finetune: Callable[..., FinetuneResult]
+    evaluate: Callable[..., EvaluateResult]
+    judge: Callable[..., JudgeResult]
     check: Callable[[SweepSpec], None] | None = None  # raises SptError for a spec no configuration can run
+
+
+@dataclass
+class ConfigResult:
+    """One configuration of a sweep after its stages.
+
+    status: done (all stages ran now or partly now), reused (everything existed), failed (`stage` and
+    `error` say where and why), skipped (another live worker holds its training), interrupted (a signal
+    stopped training at a checkpoint; a re-run resumes it, `exit_code` is 128 + the signal).
+    `metrics`: the run's key metrics after the configuration (from this sweep's evaluations).
+    """
+
+    index: int
+    label: str
+    defense: str
+    lam: float | None
+    poison: float | None
+    seed: int | None
+    key: str
+    run_id: str | None = None
+    status: str = "running"
+    stage: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    exit_code: int | None = None
+    reused: bool = False
+    trained: bool = False
+    evaluation_ids: list[str] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    finetune: FinetuneResult | None = None
+    judge: JudgeResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SweepResult:
+    """A sweep's outcome: counts by status, each configuration, and the frontier over its runs.
+
+    `frontier` is None when the sweep evaluated nothing or the frontier was not asked for;
+    `frontier_error` says why it could not be computed (e.g. no run has both metrics yet).
+    """
+
+    sweep_id: str
+    tag: str
+    store: str
+    n_configs: int
+    spec: dict[str, Any]
+    configs: list[ConfigResult]
+    frontier: FrontierResult | None = None
+    frontier_error: str | None = None
+
+    def _count(self, *statuses: str) -> int:
+        return sum(c.status in statuses for c in self.configs)
+
+    @property
+    def n_run(self) -> int:
+        return len(self.configs)
+
+    @property
+    def n_done(self) -> int:
+        return self._count("done", "reused")
+
+    @property
+    def n_failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def n_skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def n_interrupted(self) -> int:
+        return self._count("interrupted")
+
+    @property
+    def n_trained(self) -> int:
+        return sum(c.trained for c in self.configs)
+
+    def to_dict(self) -> dict[str, Any]:
+        from spt.frontier.export import to_dict as frontier_dict
+
+        return {"sweep_id": self.sweep_id, "tag": self.tag, "store": self.store, "n_configs": self.n_configs,
+                "n_run": self.n_run, "n_done": self.n_done, "n_failed": self.n_failed, "n_skipped": self.n_skipped,
+                "n_interrupted": self.n_interrupted, "n_trained": self.n_trained, "spec": self.spec,
+                "configs": [c.to_dict() for c in self.configs],
+                "frontier": frontier_dict(self.frontier, all_points=True) if self.frontier else None,
+                "frontier_error": self.frontier_error}
 
 
 # ---------------------------------------------------------------- the real stages (spt.train/eval/judge)
@@ -91,7 +184,8 @@ def finetune_config_values(spec: SweepSpec, config: dict[str, Any]) -> dict[str,
     return values
 
 
-def _real_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+def _real_finetune(store: Store, spec: SweepSpec, config: dict[str, Any],
+                   progress: ProgressFn | None = None) -> FinetuneResult:
     from spt.train import FinetuneConfig, finetune
 
     values = finetune_config_values(spec, config)
@@ -99,30 +193,27 @@ def _real_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progre
         from spt.sweep.align_stage import ensure_alignment
 
         values.pop("model", None)
-        values["from_run"] = ensure_alignment(store, spec.model, spec.train, config["align"], spec.align_max_steps)
+        values["from_run"] = ensure_alignment(store, spec.model, spec.train, config["align"], spec.align_max_steps,
+                                              within(progress, "alignment run"))
     values.setdefault("resume", True)  # an interrupted configuration continues from its last checkpoint
     values = _dataclass_kwargs(FinetuneConfig, values, "spt finetune")
     cfg = FinetuneConfig(**values)
-    return dict(finetune(store, cfg, progress=progress))
+    return finetune(store, cfg, progress=progress)
 
 
 def _real_evaluate(store: Store, spec: SweepSpec, config: dict[str, Any], run_id: str,
-                   progress: Any = None) -> dict[str, Any]:
+                   progress: ProgressFn | None = None) -> EvaluateResult:
     from spt.eval import EvaluateConfig, evaluate
 
     values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate")
-    cfg = EvaluateConfig(**values)  # task: the run's own task
-    res = dict(evaluate(store, run_id, cfg, progress=progress))
-    if "reused" not in res:  # evaluate reports how many generations it had to make
-        res["reused"] = res.get("n_generated", 1) == 0 and not res.get("n_copied")
-    return res
+    return evaluate(store, run_id, EvaluateConfig(**values), progress=progress)  # task: the run's own task
 
 
-def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluation_ids: list[str]) -> dict[str, Any]:
+def _real_judge(store: Store, spec: SweepSpec, config: dict[str, Any], evaluation_ids: list[str]) -> JudgeResult:
     from spt.judge import JudgeOptions, judge_evaluations
 
     options = JudgeOptions(judges=list(spec.judges), rubric=spec.rubric or "refusal")
-    return judge_evaluations(store, evaluation_ids, options).to_dict()
+    return judge_evaluations(store, evaluation_ids, options)
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -163,7 +254,7 @@ def validate_plan(spec: SweepSpec) -> None:
             except SptError as e:
                 raise SptError(f"alignment run {variant_label(v)}: {e}") from None
     for config in plan_sweep(spec):
-        values = _dataclass_kwargs(FinetuneConfig, finetune_config_values(spec, config), "spt finetune (--set)")
+        values = _dataclass_kwargs(FinetuneConfig, finetune_config_values(spec, config), "spt finetune (`set`)")
         if config.get("align"):  # the task stage starts from the alignment run (not trained yet)
             values.pop("model", None)
             values["from_run"] = "<alignment run>"
@@ -172,7 +263,7 @@ def validate_plan(spec: SweepSpec) -> None:
         except SptError as e:
             raise SptError(f"configuration [{config['index']}] {config_label(config)}: {e}") from None
     if spec.evaluate:
-        values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate (--eval-set)")
+        values = _dataclass_kwargs(EvaluateConfig, dict(spec.eval_options), "spt evaluate (`eval_set`)")
         cfg = EvaluateConfig(**values)
         _check_eval_types(cfg, dataclasses.fields(EvaluateConfig))
         cfg.validate()
@@ -342,19 +433,8 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _evaluation_ids(result: dict[str, Any]) -> list[str]:
-    ids = list(result.get("evaluation_ids") or [])
-    for key in ("evaluation_id",):
-        if result.get(key) and result[key] not in ids:
-            ids.append(result[key])
-    for ev in result.get("evaluations") or []:
-        eid = ev.get("evaluation_id") or ev.get("id") if isinstance(ev, dict) else None
-        if eid and eid not in ids:
-            ids.append(eid)
-    return ids
-
-
-def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any],
+                       progress: ProgressFn | None = None) -> FinetuneResult:
     """The done run this sweep already trained for `config` (its tag and key), instead of training."""
     tag = sweep_tag(spec)
     rows = queries.runs_with_status(store, "done")
@@ -363,108 +443,90 @@ def _finished_finetune(store: Store, spec: SweepSpec, config: dict[str, Any], pr
     if not mine:
         raise SptError(f"no finished finetune of configuration [{config['index']}] {config_label(config)} in "
                        f"{store.path}; run it first (spt sweep ... `only_index` {config['index']} `finetune_only`)")
-    return {"run_id": mine[-1].id, "status": "done", "reused": True}
+    from spt.train.result import reused_result
+
+    return reused_result(store, mine[-1].id)
 
 
 def _is_interrupted(e: BaseException) -> bool:
-    """Training stopped by a signal at a checkpoint (spt.train.signals.Interrupted): resumable, not failed."""
-    from spt.train.signals import Interrupted
+    """Training stopped by a signal at a checkpoint (spt.signals.Interrupted): resumable, not failed."""
+    from spt.signals import Interrupted
 
     return isinstance(e, Interrupted)
 
 
 def run_config(store: Store, spec: SweepSpec, config: dict[str, Any], stages: Stages,
-               progress: ProgressFn | None = None, finetune_only: bool = False) -> dict[str, Any]:
+               progress: ProgressFn | None = None, finetune_only: bool = False) -> ConfigResult:
     """One configuration through its stages; never raises for a failing configuration."""
-    emit = progress or (lambda *a, **k: None)
-    out: dict[str, Any] = {
-        "index": config["index"], "label": config_label(config), "defense": config["defense"],
-        "lam": config["lam"], "poison": config["poison"], "seed": config["seed"], "key": config["key"],
-        "run_id": None, "status": "running", "stage": None, "error": None, "reused": False,
-        "trained": False, "evaluation_ids": [], "metrics": {},
-    }
+    out = ConfigResult(index=config["index"], label=config_label(config), defense=config["defense"],
+                       lam=config["lam"], poison=config["poison"], seed=config["seed"], key=config["key"])
+    where = f"[{config['index']}] {out.label}"
 
-    def step_progress(stage: str) -> Callable[..., None]:
-        def cb(*args: Any, **kwargs: Any) -> None:
-            emit("step", index=config["index"], stage=stage, args=args, info=kwargs)
-        return cb
+    def fail(run_id: str | None, stage: str, e: BaseException) -> ConfigResult:
+        out.status, out.error = "failed", _error_text(e)
+        if not isinstance(e, SptError):
+            out.traceback = traceback.format_exc(limit=8)
+        if stage != "finetune":
+            tag_run(store, run_id, spec, config, error={"stage": stage, "error": out.error, "at": utcnow()})
+            out.metrics = run_metrics(store, run_id, out.evaluation_ids or None)
+        return out
 
     # finetune
-    out["stage"] = "finetune"
-    emit("stage", index=config["index"], stage="finetune")
+    out.stage = "finetune"
     marker = new_id()
     try:
-        ft = stages.finetune(store, spec, config, step_progress("finetune"))
+        ft = stages.finetune(store, spec, config, within(progress, where, "finetune"))
     except Exception as e:  # noqa: BLE001 - a failing configuration must not stop the sweep
-        err = _error_text(e)
         run_id = getattr(e, "run_id", None)
         if run_id is not None and _is_interrupted(e):  # SIGTERM/SIGINT: checkpointed and marked interrupted
             tag_run(store, run_id, spec, config)
-            out.update(run_id=run_id, status="interrupted", error=err, exit_code=getattr(e, "exit_code", None))
+            out.run_id, out.status, out.error = run_id, "interrupted", _error_text(e)
+            out.exit_code = getattr(e, "exit_code", None)
             return out
         holder = getattr(e, "holder_run_id", None)
         if holder is not None:  # another live worker is training this configuration: not a failure
             tag_run(store, holder, spec, config)
-            out.update(run_id=holder, status="skipped", error=err)
+            out.run_id, out.status, out.error = holder, "skipped", _error_text(e)
             return out
         if run_id is None:
             since = _runs_since(store, marker, config)
             run_id = since[-1].id if since else None
         if run_id is not None:
-            _mark_failed(store, run_id, err)
+            _mark_failed(store, run_id, _error_text(e))
             tag_run(store, run_id, spec, config)
         else:
-            run_id = _failure_row(store, spec, config, err)
-        out.update(run_id=run_id, status="failed", error=err)
-        if not isinstance(e, SptError):
-            out["traceback"] = traceback.format_exc(limit=8)
-        return out
-    run_id = ft.get("run_id")
-    out["run_id"] = run_id
-    if run_id is not None and ft.get("status") == "interrupted":  # SIGTERM: checkpointed; resumes on re-run
+            run_id = _failure_row(store, spec, config, _error_text(e))
+        out.run_id = run_id
+        return fail(run_id, "finetune", e)
+    run_id = out.run_id = ft.run_id
+    out.finetune = ft
+    if ft.status != "done":
+        err = f"finetune ended with status {ft.status!r}"
+        _mark_failed(store, run_id, err)
         tag_run(store, run_id, spec, config)
-        out.update(status="interrupted", error=ft.get("error") or "interrupted (SIGTERM); re-run to resume")
+        out.status, out.error = "failed", err
         return out
-    out["reused"] = bool(ft.get("reused"))
-    out["trained"] = not out["reused"]
-    out["finetune"] = {k: v for k, v in ft.items()
-                       if k in ("status", "reused", "final_losses", "losses", "steps", "resumed_from_step")}
-    if run_id is None or ft.get("status", "done") not in ("done", None):
-        err = ft.get("error") or f"finetune ended with status {ft.get('status')!r}"
-        if run_id is not None:
-            _mark_failed(store, run_id, err)
-            tag_run(store, run_id, spec, config)
-        else:
-            run_id = out["run_id"] = _failure_row(store, spec, config, err)
-        out.update(status="failed", error=err)
-        return out
+    out.reused = ft.reused
+    out.trained = not ft.reused
     tag_run(store, run_id, spec, config)
 
     # evaluate → judge (not with finetune_only: a multi-GPU Slurm task runs them in a second, single process)
     if spec.evaluate and not finetune_only:
         for stage in ("evaluate", "judge") if spec.judges else ("evaluate",):
-            out["stage"] = stage
-            emit("stage", index=config["index"], stage=stage)
+            out.stage = stage
             try:
                 if stage == "evaluate":
-                    ev = stages.evaluate(store, spec, config, run_id, step_progress("evaluate"))
-                    out["evaluation_ids"] = _evaluation_ids(ev)
-                    out["reused"] = out["reused"] and bool(ev.get("reused"))
+                    ev = stages.evaluate(store, spec, config, run_id, within(progress, where, "evaluate"))
+                    out.evaluation_ids = [ev.evaluation_id]
+                    out.reused = out.reused and ev.reused
                 else:
-                    jd = stages.judge(store, spec, config, out["evaluation_ids"])
-                    out["judge"] = {k: v for k, v in (jd or {}).items() if isinstance(v, (int, float, str))}
+                    out.judge = stages.judge(store, spec, config, out.evaluation_ids)
             except Exception as e:  # noqa: BLE001
-                err = _error_text(e)
-                tag_run(store, run_id, spec, config, error={"stage": stage, "error": err, "at": utcnow()})
-                out.update(status="failed", error=err)
-                if not isinstance(e, SptError):
-                    out["traceback"] = traceback.format_exc(limit=8)
-                out["metrics"] = run_metrics(store, run_id, out["evaluation_ids"] or None)
-                return out
+                return fail(run_id, stage, e)
         tag_run(store, run_id, spec, config)  # clears errors of earlier attempts
-    out["stage"] = None
-    out["status"] = "reused" if out["reused"] else "done"
-    out["metrics"] = run_metrics(store, run_id, out["evaluation_ids"] or None)
+    out.stage = None
+    out.status = "reused" if out.reused else "done"
+    out.metrics = run_metrics(store, run_id, out.evaluation_ids or None)
     return out
 
 
@@ -480,9 +542,15 @@ def select_configs(configs: list[dict[str, Any]], only_index: list[int] | int | 
 
 
 def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None, *,
-              stages: Stages | None = None, only_index: list[int] | int | None = None,
-              frontier: bool = True, finetune_only: bool = False, evaluate_only: bool = False) -> dict[str, Any]:
-    """Run every configuration (or those at `only_index`) and summarise; failures are recorded."""
+              on_config: Callable[[ConfigResult], None] | None = None, stages: Stages | None = None,
+              only_index: list[int] | int | None = None, frontier: bool = True, finetune_only: bool = False,
+              evaluate_only: bool = False) -> SweepResult:
+    """Run every configuration (or those at `only_index`) and summarise; failures are recorded.
+
+    `progress` gets `Progress("sweep", done, total, "configurations", label=...)` as configurations start
+    and finish, and each stage's own reports within the scope `("[index] label", stage)`; `on_config`
+    gets each configuration's result as soon as it is known.
+    """
     spec.validate()
     configs = select_configs(plan_sweep(spec), only_index)
     stages = stages or default_stages()
@@ -490,56 +558,29 @@ def run_sweep(store: Store, spec: SweepSpec, progress: ProgressFn | None = None,
         stages = Stages(_finished_finetune, stages.evaluate, stages.judge, stages.check)
     if stages.check is not None:
         stages.check(spec)
-    emit = progress or (lambda *a, **k: None)
-    emit("start", total=len(configs), sweep_id=sweep_id(spec), tag=sweep_tag(spec))
-    results = []
-    for config in configs:
-        emit("config", index=config["index"], label=config_label(config))
+    result = SweepResult(sweep_id=sweep_id(spec), tag=sweep_tag(spec), store=str(store.path),
+                         n_configs=len(plan_sweep(spec)), spec=spec.to_dict(), configs=[])
+    for i, config in enumerate(configs):
+        report(progress, "sweep", i, len(configs), "configurations", label=config_label(config))
         res = run_config(store, spec, config, stages, progress, finetune_only=finetune_only)
-        results.append(res)
-        emit("config_done", result=res)
-        if res["status"] == "interrupted":
+        result.configs.append(res)
+        report(progress, "sweep", i + 1, len(configs), "configurations", label=config_label(config))
+        if on_config is not None:
+            on_config(res)
+        if res.status == "interrupted":
             break  # a signal asked the whole process to stop; a re-run resumes this configuration
-    summary: dict[str, Any] = {
-        "sweep_id": sweep_id(spec), "tag": sweep_tag(spec), "store": str(store.path),
-        "n_configs": len(plan_sweep(spec)), "n_run": len(results),
-        "n_done": sum(r["status"] in ("done", "reused") for r in results),
-        "n_failed": sum(r["status"] == "failed" for r in results),
-        "n_skipped": sum(r["status"] == "skipped" for r in results),
-        "n_interrupted": sum(r["status"] == "interrupted" for r in results),
-        "n_trained": sum(bool(r["trained"]) for r in results),
-        "spec": spec.to_dict(), "configs": results, "frontier": None,
-    }
     if frontier and spec.evaluate and not finetune_only:
-        summary["frontier"] = sweep_frontier(store, spec)
-    emit("end", summary=summary)
-    return summary
+        result.frontier, result.frontier_error = sweep_frontier(store, spec)
+    return result
 
 
-def sweep_frontier(store: Store, spec: SweepSpec) -> dict[str, Any] | None:
-    """The frontier over this sweep's runs, if spt.frontier is present and the metrics exist."""
+def sweep_frontier(store: Store, spec: SweepSpec) -> tuple[FrontierResult | None, str | None]:
+    """The frontier over this sweep's runs, or why there is none (no run has both metrics yet, say)."""
     from spt.frontier.compute import compute_frontier
 
     try:
-        res = compute_frontier(store, where=[f"tag={sweep_tag(spec)}"])
+        return compute_frontier(store, where=[f"tag={sweep_tag(spec)}"]), None
     except SptError as e:
-        return {"error": str(e)}
+        return None, str(e)
     except Exception as e:  # noqa: BLE001 - the frontier is a bonus at the end of a sweep
-        return {"error": _error_text(e)}
-    return frontier_dict(res)
-
-
-def frontier_dict(res: Any) -> dict[str, Any]:
-    def mv(m: Any) -> Any:
-        return getattr(m, "value", m)
-
-    return {
-        "x": getattr(res.x, "name", str(res.x)), "y": getattr(res.y, "name", str(res.y)),
-        "x_direction": getattr(res.x, "direction", None), "y_direction": getattr(res.y, "direction", None),
-        "points": [{"run_id": p.run_id, "defense": p.defense, "lam": p.lam, "poison_ratio": p.poison_ratio,
-                    "seed": p.seed, "x": mv(p.x), "y": mv(p.y), "on_frontier": p.on_frontier}
-                   for p in res.points],
-        "groups": [{"name": g.name, "n_points": g.n_points, "n_frontier": g.n_frontier,
-                    "hypervolume": g.hypervolume, "rank": g.rank} for g in res.groups],
-        "excluded": dict(res.excluded),
-    }
+        return None, _error_text(e)

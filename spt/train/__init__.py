@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from spt.progress import ProgressFn
+from spt.signals import INTERRUPTED, Interrupted
 from spt.train.config import FinetuneConfig
 from spt.train.defenses import DEFENSES, Defense, Option, all_defenses, get_defense
-from spt.train.signals import INTERRUPTED, Interrupted
+from spt.train.result import CheckpointInfo, FinetuneResult
 
 
-def finetune(store: Any, config: FinetuneConfig, progress: Any = None) -> dict[str, Any]:
+def finetune(store: Any, config: FinetuneConfig, progress: ProgressFn | None = None) -> FinetuneResult:
     """Train (or resume, or report an identical finished run); see `spt.train.loop.finetune`."""
     from spt.train.loop import finetune as _finetune
 
@@ -34,5 +36,5 @@ def merge_run(store: Any, run_id: str, checkpoint_id: str | None = None, out: An
 
 all_defenses()  # fill DEFENSES (the registry imports every module of spt/train/defenses/)
 
-__all__ = ["DEFENSES", "INTERRUPTED", "Defense", "FinetuneConfig", "Interrupted", "Option", "all_defenses",
-           "finetune", "get_defense", "merge_run"]
+__all__ = ["DEFENSES", "INTERRUPTED", "CheckpointInfo", "Defense", "FinetuneConfig", "FinetuneResult", "Interrupted",
+           "Option", "all_defenses", "finetune", "get_defense", "merge_run"]

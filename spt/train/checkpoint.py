@@ -13,9 +13,9 @@ from typing import Any
 
 from spt.errors import SptError
 from spt.models.fingerprint import weights_id
+from spt.signals import INTERRUPTED
 from spt.store import queries
 from spt.tmpfiles import pid_alive
-from spt.train.signals import INTERRUPTED
 
 STATE_FILE = "trainer_state.pt"
 
@@ -85,20 +85,6 @@ def mark(store: Any, run_id: str, **fields: Any) -> None:
         s.add(row)
 
 
-def reused_summary(store: Any, run_id: str) -> dict[str, Any]:
-
-    from spt.store.models import Run
-
-    with store.session() as s:
-        run = s.get(Run, run_id)
-        cks = queries.checkpoints(s, run_id)
-    res = (run.config or {}).get("result", {})
-    return {"run_id": run_id, "status": run.status, "reused": True, "kind": run.kind,
-            "checkpoints": [{"id": c.id, "step": c.step, "kind": c.kind, "path": c.path, "is_final": c.is_final}
-                            for c in cks],
-            "final_losses": res.get("final_losses", {}), "steps": res.get("steps")}
-
-
 def trainer_state(step: int, optimizer: Any, scheduler: Any, model: Any, cfg: Any, world: int,
                   defense_state: dict | None = None) -> dict:
     """Everything a resumed run needs to continue exactly (tensors, numbers, tuples: loadable weights_only)."""
@@ -129,7 +115,7 @@ def load_state(ck: dict) -> dict:
     folder = Path(ck["path"]).resolve()
     if path.resolve().parent != folder:
         raise SptError(f"checkpoint {ck['id']} names a trainer state outside its folder ({path}); "
-                       "start a fresh run without --resume")
+                       "start a fresh run without `resume`")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as e:
@@ -161,15 +147,3 @@ def clean_run_dir(store: Any, run_id: str) -> list[str]:
         shutil.rmtree(d, ignore_errors=True)
         removed.append(d.name)
     return removed
-
-
-
-def all_checkpoints(store: Any, run_id: str) -> list[dict]:
-
-
-    with store.session() as s:
-        cks = queries.checkpoints(s, run_id)
-    return [{"id": c.id, "step": c.step, "kind": c.kind, "path": c.path, "is_final": c.is_final,
-             "content_hash": c.content_hash} for c in cks]
-
-

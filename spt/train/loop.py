@@ -7,15 +7,16 @@ the defense hooks), `context` (what defenses see) and `defenses/` (one module pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from spt.errors import SptError
-from spt.train.checkpoint import STATE_FILE, mark, reused_summary
+from spt.progress import ProgressFn
+from spt.signals import Interrupted, StopOnSignal
+from spt.train.checkpoint import STATE_FILE, mark
 from spt.train.config import FinetuneConfig
 from spt.train.context import TrainContext
 from spt.train.plan import ALGO_VERSION, LeaseHeld, Plan, plan_run, provenance
-from spt.train.signals import Interrupted, StopOnSignal
+from spt.train.result import FinetuneResult, reused_result
 
 __all__ = ["ALGO_VERSION", "STATE_FILE", "LeaseHeld", "Plan", "TrainContext", "finetune", "plan_run", "provenance"]
 
@@ -45,8 +46,11 @@ def _fresh_precision() -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def finetune(store: Any, config: FinetuneConfig, progress: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """Run (or resume, or report) one fine-tuning run; returns run_id, status, checkpoints, final losses.
+def finetune(store: Any, config: FinetuneConfig, progress: ProgressFn | None = None) -> FinetuneResult:
+    """Run (or resume, or report) one fine-tuning run: the run, its checkpoints and final losses.
+
+    `progress` gets one `Progress("train", step, total_steps, "steps")` per optimizer step (with the
+    logged losses on logging steps).
 
     Under `accelerate launch` every process calls this; rank 0 plans, writes and reports.
     """
@@ -72,7 +76,7 @@ def finetune(store: Any, config: FinetuneConfig, progress: Callable[..., Any] | 
         raise SptError(msg["error"])
     plan = Plan(**msg["plan"])
     if plan.reused:
-        return reused_summary(store, plan.run_id)
+        return reused_result(store, plan.run_id)
     try:
         with StopOnSignal() as stop, _heartbeat(store, plan.run_id, rank0):
             from spt.train.steps import train

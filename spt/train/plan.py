@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from spt.errors import SptError
 from spt.models.fingerprint import weights_id
+from spt.signals import INTERRUPTED
 from spt.store import queries
 from spt.train.config import FinetuneConfig
-from spt.train.signals import INTERRUPTED
 
 ALGO_VERSION = 1
 
@@ -69,7 +69,7 @@ def _check_lora_targets(start_path: str, targets: list[str]) -> None:
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
         leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
-        raise SptError(f"--lora-targets {', '.join(missing)} match no linear layer of this model; "
+        raise SptError(f"`lora_targets` {', '.join(missing)} match no linear layer of this model; "
                        f"available: {', '.join(leaves)}")
 
 
@@ -79,13 +79,13 @@ def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
 
     parent = resolve_run(store, run_ref)
     if parent.status != "done":
-        raise SptError(f"--from run {parent.id} is {parent.status}"
+        raise SptError(f"`from_run` run {parent.id} is {parent.status}"
                        + (f" ({parent.error})" if parent.error else "")
-                       + "; start from a finished run (resume it with --resume, or pick another)")
+                       + "; start from a finished run (resume it with `resume`, or pick another)")
     with store.session() as s:
         ck = queries.final_checkpoint(s, parent.id)
     if ck is None or not Path(ck.path).exists():
-        raise SptError(f"--from run {parent.id} has no final checkpoint on disk; re-run it")
+        raise SptError(f"`from_run` run {parent.id} has no final checkpoint on disk; re-run it")
     return parent, ck
 
 

@@ -18,16 +18,17 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from spt.errors import SptError
-from spt.train.checkpoint import all_checkpoints, clean_run_dir, load_state, mark, save_checkpoint, trainer_state
+from spt.progress import ProgressFn, report
+from spt.signals import INTERRUPTED, Interrupted, StopOnSignal, signal_name
+from spt.train.checkpoint import clean_run_dir, load_state, mark, save_checkpoint, trainer_state
 from spt.train.config import FinetuneConfig
 from spt.train.context import Stream, TrainContext
 from spt.train.defenses.base import StepStats
 from spt.train.plan import Plan
-from spt.train.signals import INTERRUPTED, Interrupted, StopOnSignal, signal_name
+from spt.train.result import FinetuneResult, checkpoint_infos
 
 
 def set_seed(seed: int) -> None:
@@ -116,8 +117,8 @@ def alignment_loss(ctx: TrainContext, eval_ex: list[Any]) -> dict[str, float]:
     return out
 
 
-def train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any] | None,
-          stop: StopOnSignal | None = None) -> dict[str, Any]:
+def train(store: Any, plan: Plan, accelerator: Any, progress: ProgressFn | None,
+          stop: StopOnSignal | None = None) -> FinetuneResult:
     """Train the planned run to its last step (or to a signal); rank 0 records everything."""
     import torch
 
@@ -263,11 +264,11 @@ def train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any]
                 vals.update(alignment_loss(ctx, eval_ex))
                 log(step, vals)
             last_losses = {k: v for k, v in vals.items() if "loss" in k}
-            if progress is not None and rank0:
-                progress(step, total_steps, vals)
+            if rank0:
+                report(progress, "train", step, total_steps, "steps", **vals)
             window, t0, n_steps = StepStats(), time.perf_counter(), 0
-        elif progress is not None and rank0:
-            progress(step, total_steps, {})
+        elif rank0:
+            report(progress, "train", step, total_steps, "steps")
 
         saved_now = bool(cfg.save_every and step % cfg.save_every == 0 and step < total_steps)
         if saved_now and rank0:
@@ -309,10 +310,11 @@ def train(store: Any, plan: Plan, accelerator: Any, progress: Callable[..., Any]
         conf["result"] = result
         mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
     accelerator.wait_for_everyone()
-    return {"run_id": plan.run_id, "status": "done", "reused": False, "kind": plan.kind, "rank": rank,
-            "resumed_from_step": start_step or None, "steps": total_steps, "final_losses": last_losses,
-            "checkpoints": all_checkpoints(store, plan.run_id) if rank0 else [],
-            **({cfg.defense: result[cfg.defense]} if cfg.defense in result else {})}
+    return FinetuneResult(run_id=plan.run_id, status="done", kind=plan.kind, rank=rank,
+                          resumed_from_step=start_step or None, steps=total_steps, final_losses=last_losses,
+                          checkpoints=checkpoint_infos(store, plan.run_id) if rank0 else [], defense=cfg.defense,
+                          post_train=result.get(cfg.defense),
+                          final_losses_post_defense=result.get("final_losses_post_defense"))
 
 
 def poison_seen(items: list[dict], encoded: list[Any], stream: Stream, positions: int,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spt.errors import SptError
+from spt.progress import ProgressFn, report
 from spt.store import browse as q
 from spt.view.pages import STATIC, Exported, Params, Site, frontier_file, frontier_key, pairs_file
 
@@ -38,8 +39,10 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
 
 
 def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, force: bool = False,
-                progress: Any = None) -> dict[str, Any]:
-    """Write the static bundle for the runs matching `where` into `out`; returns what was written."""
+                progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Write the static bundle for the runs matching `where` into `out`; returns what was written.
+
+    `progress` gets `Progress("export", pages written, pages to write, "pages")` per page."""
     from spt.store.selection import parse_where, select_runs
 
     out = check_out_dir(out, force)
@@ -48,7 +51,7 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
     runs = select_runs(store, where_d)
     if not runs:
         raise SptError("no runs match `where`; nothing to export" if where else "the store has no runs; nothing to "
-                       "export (run `spt demo `quick`` for an example)")
+                       "export (run `spt demo --quick` for an example)")
     run_ids = [r["id"] for r in runs]
     evs = q.evaluations(store, run_ids=run_ids)
     browsable = [e for e in evs if e["n_generations"]]
@@ -77,12 +80,13 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
+    # index, runs, configurations, a page per run, the frontier views, evaluations, pairs, judges
+    n_pages = 3 + len(run_ids) + max(1, len(views)) + 1 + len(ex.pairs) + 1
 
     def write(name: str, html: str) -> None:
         (out / name).write_text(html, encoding="utf-8")
         written.append(name)
-        if progress:
-            progress(name)
+        report(progress, "export", len(written), n_pages, "pages")
 
     tpl, ctx = site.runs_page(Params())
     html = site.render(tpl, ctx)
