@@ -151,8 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"single: {n_tok / s_t:.1f} new tok/s")
 
     best: dict[str, tuple[float, list]] = {}
+    every: dict[str, list[float]] = {"batched": [], "spt": []}
     for _ in range(max(1, args.repeats)):
         b_t, b_out = plain_batched(model, tok, encoded, gen_kwargs, stop, bs)
+        every["batched"].append(round(b_t, 3))
         if "batched" not in best or b_t < best["batched"][0]:
             best["batched"] = (b_t, b_out)
         _sync(next(model.parameters()).device)
@@ -161,12 +163,14 @@ def main(argv: list[str] | None = None) -> dict:
         _sync(next(model.parameters()).device)
         g_t = time.perf_counter() - t0
         g_out = [r["token_ids"] for r in res]
+        every["spt"].append(round(g_t, 3))
         if "spt" not in best or g_t < best["spt"][0]:
             best["spt"] = (g_t, g_out)
     for name in ("batched", "spt"):
         t, out = best[name]
         n_tok = sum(map(len, out))
-        result[name] = {"seconds": round(t, 3), "new_tokens": n_tok, "new_tokens_per_s": round(n_tok / t, 2)}
+        result[name] = {"seconds": round(t, 3), "new_tokens": n_tok, "new_tokens_per_s": round(n_tok / t, 2),
+                        "all_seconds": every[name]}
         log(f"{name}: {n_tok / t:.1f} new tok/s")
     if ref is None:
         ref = best["batched"][1]

@@ -1,6 +1,6 @@
 """spt's training loop (`spt.train.finetune`) vs TRL `SFTTrainer` with its defaults, same model, same data.
 
-Model: random-init weights of the SmolLM2-135M shape (`--shape 135m`) or a ~1.2B Llama shape
+Model: random-init weights of the SmolLM2-135M shape (`--shape 135m`) or a 1.07B Llama shape
 (`--shape 1b`), with SmolLM2's tokenizer; `--shape tiny` uses the packaged tiny-random model (smoke
 tests). Data: a task dataset of varied-length answers (stored in the store like an imported task)
 mixed with HarmOR poison examples by spt's own `mix_poison` (`--poison`); TRL gets exactly the same
@@ -40,8 +40,12 @@ BENCH_TASK = "bench-varied-task"
 
 
 # ----------------------------------------------------------------------------------- setup
-def make_model_dir(shape: str, dest: Path) -> Path:
-    """A model directory with random-init weights of `shape` and SmolLM2's tokenizer (tiny: packaged)."""
+def make_model_dir(shape: str, dest: Path, tokenizer_dir: str | None = None) -> Path:
+    """A model directory with random-init weights of `shape` and SmolLM2's tokenizer (tiny: packaged).
+
+    `tokenizer_dir`: a folder with SmolLM2's config.json and tokenizer files (no weights needed), for
+    machines without the packaged GGUF; default: the packaged smollm2-135m.
+    """
     from spt.models import resolve_model
 
     if shape == "tiny":
@@ -49,11 +53,11 @@ def make_model_dir(shape: str, dest: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    src = resolve_model("smollm2-135m").path
+    src = tokenizer_dir or resolve_model("smollm2-135m").path
     tok = AutoTokenizer.from_pretrained(src)
     if shape == "135m":
         cfg = AutoConfig.from_pretrained(src)
-    elif shape == "1b":  # Llama-3.2-1B's body with SmolLM2's vocabulary: ~1.2B parameters
+    elif shape == "1b":  # Llama-3.2-1B's body with SmolLM2's vocabulary: 1.07B parameters (tied embeddings)
         cfg = LlamaConfig(vocab_size=len(tok), hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                           num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=8192,
                           rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
@@ -95,6 +99,19 @@ def prepare_store(path: Path, task: str) -> None:
         ensure_poison_dataset(store)
         if task == BENCH_TASK:
             store_items(store, BENCH_TASK, "task", varied_task_items(1000), {"builder": "bench/train_throughput"})
+
+
+def _copy_store(src: Path, dest: Path) -> Path:
+    """A consistent copy of a closed store (sqlite's online backup)."""
+    import sqlite3
+
+    a, b = sqlite3.connect(src), sqlite3.connect(dest)
+    try:
+        a.backup(b)
+    finally:
+        a.close()
+        b.close()
+    return dest
 
 
 def train_items(store, cfg) -> list[dict]:
@@ -186,7 +203,8 @@ def worker_spt(args: Any) -> dict[str, Any]:
 
     t_start = time.perf_counter()
 
-    def progress(step: int, total: int, vals: dict) -> None:
+    def progress(p: Any) -> None:
+        step, total = p.done, p.total
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         marks.append((step, time.perf_counter(), counter["tokens"]))
@@ -201,7 +219,7 @@ def worker_spt(args: Any) -> dict[str, Any]:
         elif args.defense == "safelora":  # needs an aligned parent run: align first (not timed)
             log("    spt safelora: aligning a parent run first (not timed)")
             align = finetune(store, _align_config(args))
-            over = {"from_run": align["run_id"], "model": None}
+            over = {"from_run": align.run_id, "model": None}
         cfg = _config(args, args.defense, args.model_dir, **over)
         t0 = time.perf_counter()
         res = finetune(store, cfg, progress=progress)
@@ -215,7 +233,7 @@ def worker_spt(args: Any) -> dict[str, Any]:
     w["tokens_per_example"] = round(w["tokens"] / max(1, ex), 1)
     w["padding_fraction"] = round(1 - w["tokens"] / max(1, s2["width"] - s1["width"]), 4)
     out = {"side": "spt", "defense": args.defense, **w, "finetune_total_s": round(total, 2),
-           "setup_and_teardown_s": round(total - w["seconds"], 2), "run_id": res["run_id"],
+           "setup_and_teardown_s": round(total - w["seconds"], 2), "run_id": res.run_id,
            "final_losses": res.get("final_losses"), **_memory("cuda" if torch.cuda.is_available() else "cpu")}
     out["stage"] = cfg.stage
     if post["seconds"] is not None:
@@ -358,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved spt/TRL repeats (best kept)")
     ap.add_argument("--trl-fp32", action="store_true", help="TRL without its bf16 default (same precision as spt)")
     ap.add_argument("--compile", action="store_true", help="spt --compile (GPU only)")
+    ap.add_argument("--tokenizer-dir", default=None,
+                    help="folder with SmolLM2's config.json and tokenizer (default: the packaged smollm2-135m)")
     ap.add_argument("--peak-flops", type=float, default=H100_BF16, help="for MFU on GPU (default H100 bf16)")
     ap.add_argument("--worker", choices=("spt", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--defense", default="none", help=argparse.SUPPRESS)
@@ -394,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spt-bench-train-") as tmp:
         t0 = time.perf_counter()
-        model_dir = make_model_dir(args.shape, Path(tmp) / f"model-{args.shape}")
+        model_dir = make_model_dir(args.shape, Path(tmp) / f"model-{args.shape}", args.tokenizer_dir)
         db = Path(tmp) / "bench.db"
         prepare_store(db, args.task)
         from transformers import AutoConfig
@@ -414,8 +434,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                        "trl_fp32": args.trl_fp32},
         }
         spt_runs, trl_runs = [], []
-        for _ in range(max(1, args.repeats)):
-            spt_runs.append(_run_worker(args, "spt", "none", db, model_dir))
+        # finetune reuses a finished run of the same identity: each spt repeat trains in its own copy of the store
+        dbs = [db] + [_copy_store(db, Path(tmp) / f"bench-r{i}.db") for i in range(1, max(1, args.repeats))]
+        for i in range(max(1, args.repeats)):
+            spt_runs.append(_run_worker(args, "spt", "none", dbs[i], model_dir))
             if not args.skip_trl:
                 trl_runs.append(_run_worker(args, "trl", "none", db, model_dir))
 
