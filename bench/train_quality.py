@@ -129,7 +129,7 @@ def main() -> None:
         r = finetune(store, FinetuneConfig(from_run=parent, task="builtin:arithmetic", poison=args.poison,
                                            defense=task_defense, lam=lam, max_steps=args.task_steps, **common))
         e = ends(r.run_id)
-        post = r.get(task_defense) or {}
+        post = r.post_train or {}
         row = {"run_id": r.run_id, **e, "rise": e["alignment_loss_end"] - e["alignment_loss_start"],
                "rise_harmful": e["alignment_loss_harmful_end"] - e["alignment_loss_harmful_start"],
                "train_s": round(time.perf_counter() - t1, 1)}

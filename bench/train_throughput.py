@@ -234,7 +234,7 @@ def worker_spt(args: Any) -> dict[str, Any]:
     w["padding_fraction"] = round(1 - w["tokens"] / max(1, s2["width"] - s1["width"]), 4)
     out = {"side": "spt", "defense": args.defense, **w, "finetune_total_s": round(total, 2),
            "setup_and_teardown_s": round(total - w["seconds"], 2), "run_id": res.run_id,
-           "final_losses": res.get("final_losses"), **_memory("cuda" if torch.cuda.is_available() else "cpu")}
+           "final_losses": res.final_losses, **_memory("cuda" if torch.cuda.is_available() else "cpu")}
     out["stage"] = cfg.stage
     if post["seconds"] is not None:
         out["post_train_s"] = post["seconds"]
