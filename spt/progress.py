@@ -22,7 +22,7 @@ from typing import Any
 class Progress:
     """One report: `done` of `total` `unit`s of `task`, within the operations named by `scope`."""
 
-    task: str  # what is counted: "train", "generate", "alignment_loss", "judge openai:gpt-4o-mini", "sweep" ...
+    task: str  # what is counted: "train", "generate", "alignment loss", "judge openai:gpt-4o-mini", "sweep" ...
     done: int
     total: int | None = None  # None while unknown
     unit: str = "items"  # steps, items, judgments, configurations, rows, stages
