@@ -56,7 +56,7 @@ def _plan_table(spec: Any, configs: list[dict[str, Any]], title: str) -> Table:
 
 
 def _summary_table(summary: SweepResult) -> Table:
-    from spt.sweep.run import KEY_METRICS
+    from spt.metrics import KEY_METRICS
 
     shown = [m for m in KEY_METRICS if any(m in r.metrics for r in summary.configs)]
     short = {"refusal_rate": "refusal", "over_refusal_rate": "over-refusal", "task_accuracy": "task acc",

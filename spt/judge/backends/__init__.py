@@ -1,7 +1,7 @@
 """The judge backend registry: every module of this package that defines `BACKEND` is one backend.
 
 Adding a backend is adding one file here with a `BACKEND = MyBackend()` object implementing
-`spt.judge.backends.base.Backend`; nothing else changes (`keyword_any.py` is a 40-line example).
+`spt.judge.backends.base.Backend`; nothing else changes (`keyword_any.py` is a 43-line example).
 Modules are imported on the first lookup, so `spt --help` never pays for them; they must not import
 heavy libraries (torch, transformers, openai) at module level either.
 """
