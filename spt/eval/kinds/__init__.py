@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 
 from spt.errors import SptError
-from spt.eval.kinds.base import EvaluationKind
+from spt.eval.kinds.base import DEFAULT_KIND, EvaluationKind, UnitValues, kind_of
 
 _REGISTRY: dict[str, EvaluationKind] = {}
 
@@ -54,4 +54,4 @@ def get_kind(name: str) -> EvaluationKind:
     return found
 
 
-__all__ = ["EvaluationKind", "get_kind", "kinds", "register"]
+__all__ = ["DEFAULT_KIND", "EvaluationKind", "UnitValues", "get_kind", "kind_of", "kinds", "register"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spt.eval.kinds.base import UnitValues
 from spt.progress import ProgressFn
 from spt.store.engine import Store
 
@@ -19,6 +20,10 @@ class RefusalKind:
         from spt.eval.evaluate import evaluate
 
         return evaluate(store, target, config, progress=progress)
+
+    def unit_values(self, store: Store, evaluation_id: str, **options: Any) -> UnitValues:
+        """Refusal/over-refusal/pair/accuracy 0-1 values and per-item losses (today in `spt.compare`)."""
+        raise NotImplementedError("moved here from spt.compare by the statistics work")
 
 
 KIND = RefusalKind()
