@@ -103,7 +103,8 @@ def _config(paths, **kw):
     return BenchmarkConfig(benchmarks=[str(p) for p in paths], batch_size=4, **kw)
 
 
-def _lm_eval_reference(model_path: str, paths, peft: str | None = None, names: list[str] | None = None) -> dict:
+def _lm_eval_reference(model_path: str, paths, peft: str | None = None, names: list[str] | None = None,
+                       **kwargs) -> dict:
     """lm-eval's own run (`simple_evaluate`) on the same tasks and weights: the numbers spt must reproduce."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -112,7 +113,7 @@ def _lm_eval_reference(model_path: str, paths, peft: str | None = None, names: l
     lm = HFLM(pretrained=model_path, peft=peft, device="cpu", dtype="float32", batch_size=4)
     tm = TaskManager(include_path=sorted({str(Path(p).parent) for p in paths}), include_defaults=False)
     return lm_eval.simple_evaluate(model=lm, tasks=names or [str(p) for p in paths], task_manager=tm,
-                                   bootstrap_iters=0, log_samples=True)
+                                   bootstrap_iters=0, log_samples=True, **kwargs)
 
 
 def _metrics(store, evaluation_id: str) -> dict[tuple[str, str], Metric]:
@@ -291,6 +292,28 @@ def test_lora_run_is_evaluated_through_peft_without_merging(store, tasks, monkey
     assert any(abs(a - b) > 1e-3 for d in lls for a, b in zip(lls[d], base_lls[d], strict=True))
 
 
+def test_chat_template_prompts_are_lm_evals_and_enter_the_identity(store, tasks):
+    pytest.importorskip("lm_eval")
+    from spt.eval.lmeval.run import evaluate_benchmark
+    from spt.models.resolve import resolve_model
+
+    plain = evaluate_benchmark(store, "tiny-random", _config([tasks["mc"]], num_fewshot=1))
+    chat = evaluate_benchmark(store, "tiny-random", _config([tasks["mc"]], num_fewshot=1, apply_chat_template=True))
+    assert chat.evaluation_id != plain.evaluation_id
+    with store.session() as s:
+        fields = s.get(Evaluation, chat.evaluation_id).config["identity_fields"]
+    assert fields["chat_template"] is True and fields["chat_template_hash"].startswith("sha256:")
+    ref = _lm_eval_reference(resolve_model("tiny-random").path, [tasks["mc"]], apply_chat_template=True,
+                             num_fewshot=1)
+    gens = {g.meta["doc_id"]: g for g in _gens(store, chat.evaluation_id)}
+    for smp in ref["samples"]["spt_mc"]:
+        assert gens[smp["doc_id"]].prompt == smp["arguments"][0][0]
+        assert gens[smp["doc_id"]].meta["prompt_hash"] == smp["prompt_hash"]
+    assert "<|im_start|>user" in gens[0].prompt and gens[0].prompt.count("<|im_start|>user") == 2  # 1 shot, turns
+    m = _metrics(store, chat.evaluation_id)[("spt_mc/acc", "all")]
+    assert m.value == ref["results"]["spt_mc"]["acc,none"]
+
+
 def test_unit_values_pair_two_models_documents(store, tasks):
     pytest.importorskip("lm_eval")
     from spt import stats
@@ -390,3 +413,20 @@ def test_bad_inputs_are_one_line_and_write_nothing(tasks, db_path, tmp_path, mon
         with st.session() as s:
             assert not s.exec(select(Evaluation)).all() and not s.exec(select(Metric)).all()
         st.close()
+
+
+@pytest.mark.slow
+def test_embedded_model_matches_lm_eval(store, tasks):
+    """SmolLM2-135M-Instruct (the embedded GGUF, converted): the same accuracy and log-likelihoods as lm-eval."""
+    pytest.importorskip("lm_eval")
+    from spt.eval.lmeval.run import evaluate_benchmark
+    from spt.models.resolve import resolve_model
+
+    res = evaluate_benchmark(store, "smollm2-135m", _config([tasks["mc"], tasks["gen"]]))
+    ref = _lm_eval_reference(resolve_model("smollm2-135m").path, [tasks["mc"], tasks["gen"]])
+    m = _metrics(store, res.evaluation_id)
+    assert m[("spt_mc/acc", "all")].value == ref["results"]["spt_mc"]["acc,none"]
+    assert m[("spt_gen/exact_match,raw", "all")].value == ref["results"]["spt_gen"]["exact_match,raw"]
+    gens = {(g.meta["task"], g.meta["doc_id"]): g for g in _gens(store, res.evaluation_id)}
+    for smp in ref["samples"]["spt_gen"]:
+        assert gens[("spt_gen", smp["doc_id"])].response == smp["resps"][0][0]
