@@ -87,6 +87,41 @@ def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
     return table
 
 
+# --- benchmarks (lm-evaluation-harness): `--benchmark NAMES` dispatches to the `benchmark` evaluation kind ---
+_BENCH = "Benchmarks (lm-evaluation-harness)"
+
+
+def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str], limit: int | None,
+                   num_fewshot: int | None, apply_chat_template: bool, gen_kwargs: str | None, batch_size: str,
+                   dtype: str | None, other_flags: dict[str, bool], db: Any, json_out: bool) -> None:
+    from spt.errors import SptError
+    from spt.eval.evaluate import parse_batch_size
+    from spt.eval.kinds import get_kind
+    from spt.eval.lmeval.run import BenchmarkConfig
+
+    bad = [k for k, v in other_flags.items() if v]
+    if bad:
+        raise SptError(f"{bad[0]} does not apply to --benchmark (lm-eval tasks bring their own data and "
+                       "settings); drop it")
+    if target is None:
+        raise SptError("--benchmark needs TARGET (a run, checkpoint or model to evaluate)")
+    config = BenchmarkConfig(benchmarks=benchmarks, limit=limit, num_fewshot=num_fewshot,
+                             apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
+                             batch_size=parse_batch_size(batch_size) if batch_size != "auto" else 8, dtype=dtype)
+    config.validate()
+    store = get_store(ctx, db)
+    with ProgressDisplay(quiet=json_out) as display:
+        result = get_kind("benchmark").run(store, target, config, progress=display)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    show(_metrics_table(result.metrics, f"benchmark evaluation {result.evaluation_id}  (run {result.run_id})",
+                        "95% CIs: 0/1 metrics exact (Clopper-Pearson), other means a bootstrap over documents"))
+    docs = ", ".join(f"{t} ({n})" for t, n in result.n_docs.items())
+    console.print(f"lm-eval {result.lm_eval_version}, engine {result.engine}: {escape(docs)}; ran {result.n_run} "
+                  f"documents, reused {result.n_reused}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def _cmd(
@@ -150,6 +185,19 @@ def register(app: typer.Typer) -> None:
             "--recompute-metrics", help="Recompute the metrics of TARGET's finished evaluations (a run or "
             "evaluation id; all evaluations when omitted) from the stored responses, losses and judgments: no "
             "model is loaded, nothing is generated.")] = False,
+        benchmarks: Annotated[list[str] | None, typer.Option(
+            "--benchmark", help="lm-eval tasks or groups (gsm8k, mmlu, arc_easy, ...) or task YAML paths, comma "
+            "separated or repeated: evaluate them instead of the safety set (needs `pip install 'spt[bench]'`).",
+            show_default=False, rich_help_panel=_BENCH)] = None,
+        num_fewshot: Annotated[int | None, typer.Option(
+            "--num-fewshot", help="Few-shot examples per prompt (default: each task's own).", show_default=False,
+            rich_help_panel=_BENCH)] = None,
+        apply_chat_template: Annotated[bool, typer.Option(
+            "--apply-chat-template", help="Render benchmark prompts with the model's chat template.",
+            rich_help_panel=_BENCH)] = False,
+        gen_kwargs: Annotated[str | None, typer.Option(
+            "--gen-kwargs", help="Generation settings for generate_until tasks, e.g. max_gen_toks=64,temperature=0.",
+            show_default=False, rich_help_panel=_BENCH)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -161,6 +209,15 @@ def register(app: typer.Typer) -> None:
         """
         from spt.errors import SptError
 
+        if benchmarks or num_fewshot is not None or apply_chat_template or gen_kwargs is not None:
+            if not benchmarks:
+                raise SptError("--num-fewshot, --apply-chat-template and --gen-kwargs apply to --benchmark NAMES")
+            others = {"--dataset": dataset is not None, "--task": task is not None, "--split": split != "test",
+                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
+                      "--seed": seed != 0, "--refusal-preset": refusal_preset != "spt", "--no-generate": no_generate,
+                      "--responses": responses is not None, "--recompute-metrics": recompute}
+            return _run_benchmark(ctx, target, benchmarks, limit, num_fewshot, apply_chat_template, gen_kwargs,
+                                  batch_size, dtype, others, db, json_out)
         ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
