@@ -14,7 +14,7 @@ from spt.cli import app
 
 SUBCOMMANDS = ["build-data", "data", "finetune", "merge", "evaluate", "judge", "frontier", "runs", "import", "db",
                "sweep", "demo"]
-HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "openai", "matplotlib"]
+HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "openai", "matplotlib", "lm_eval"]
 
 
 def test_help_lists_all_subcommands():

@@ -94,7 +94,7 @@ def test_show_run_lineage_deltas_and_judgments(filled, db_path):
             s.add(Judgment(judge_id=judge.id, generation_id=g.id, cache_key=f"c{k}", status=status,
                            reason=None if status == "scored" else "parse_failure", score=1.0))
         add_metric(s, run, ev, "harmfulness_mean", 1.5, judge=judge.id)
-    info = show_run(store, run.id[:15])
+    info = show_run(store, run.id[:28])
     assert info["run"]["id"] == run.id and info["run"]["config"]["lam"] == 1.0
     chain = info["lineage"]
     assert [c["kind"] for c in chain] == ["base", "align", "finetune"]
@@ -107,7 +107,7 @@ def test_show_run_lineage_deltas_and_judgments(filled, db_path):
     assert len(info["evaluations"]) == 3 and info["evaluations"][-1]["n_generations"] == 3
     assert info["judgments"] == [{"judge_id": judge.id, "judge": judge.name, "total": 3, "superseded": 0,
                                   "by_status": {"scored": 2, "unscored": 1}}]
-    res = cli(db_path, "runs", "show", run.id[:15])
+    res = cli(db_path, "runs", "show", run.id[:28])
     assert res.exit_code == 0, res.output
     for text in ("lineage", "alignment_loss", "(-0.", "evaluations", "judgments", "unscored", "config"):
         assert text in res.output
@@ -138,7 +138,7 @@ def test_set_run_writes_audit(filled, db_path):
                    "notes": (None, "re-labelled: λ typo")}
     assert all(a.changed_at for a in audits)
     # via the CLI, with unset
-    res = cli(db_path, "runs", "set", run.id[:15], "defense=proximal", "lam=")
+    res = cli(db_path, "runs", "set", run.id[:28], "defense=proximal", "lam=")
     assert res.exit_code == 0, res.output
     assert "defense: 'anchor' → 'proximal'" in res.output
     with store.session() as s:
