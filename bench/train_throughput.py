@@ -133,6 +133,7 @@ def _config(args: Any, defense: str, model_dir: str, **over: Any):
     kw = dict(model=model_dir, task=args.task, poison=args.poison, defense=defense, lora=not args.full,
               max_steps=args.steps + 2, batch_size=args.batch_size, max_length=args.max_length,
               log_every=10**6, save_every=0, seed=0, compile=bool(args.compile and torch.cuda.is_available()),
+              precision=args.spt_precision or "auto",
               align_eval_pairs=1)  # the alignment loss is measured at step 0 and the last step only: keep it small
     kw.update(over)
     return FinetuneConfig(**kw)
@@ -325,6 +326,8 @@ def _run_worker(args: Any, side: str, defense: str, db: Path, model_dir: Path) -
            "--db", str(db), "--model-dir", str(model_dir), "--shape", args.shape, "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--task", args.task,
            "--poison", str(args.poison)]
+    if args.spt_precision:
+        cmd += ["--spt-precision", args.spt_precision]
     for flag in ("full", "trl_fp32", "compile"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))
@@ -376,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved spt/TRL repeats (best kept)")
     ap.add_argument("--trl-fp32", action="store_true", help="TRL without its bf16 default (same precision as spt)")
     ap.add_argument("--compile", action="store_true", help="spt --compile (GPU only)")
+    ap.add_argument("--spt-precision", choices=("auto", "bf16", "float32"), default=None,
+                    help="spt --precision; default: the precision TRL trains in (bf16, or float32 with --trl-fp32)")
     ap.add_argument("--tokenizer-dir", default=None,
                     help="folder with SmolLM2's config.json and tokenizer (default: the packaged smollm2-135m)")
     ap.add_argument("--peak-flops", type=float, default=H100_BF16, help="for MFU on GPU (default H100 bf16)")
@@ -397,6 +402,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 
         args.defense_steps = args.steps if torch.cuda.is_available() else min(args.steps, 2)
 
+    if args.spt_precision is None and not args.worker:  # the same precision on both sides unless asked otherwise
+        args.spt_precision = "float32" if args.trl_fp32 else "bf16"
     if args.worker:
         res = worker_spt(args) if args.worker == "spt" else worker_trl(args)
         print(json.dumps(res, default=str))
@@ -431,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                        "batch_size": args.batch_size, "max_length": args.max_length, "task": args.task,
                        "poison": args.poison, "mode": "full" if args.full else "lora r=8 q_proj,v_proj",
                        "defense_steps_timed": args.defense_steps,
-                       "trl_fp32": args.trl_fp32},
+                       "trl_fp32": args.trl_fp32, "spt_precision": args.spt_precision},
         }
         spt_runs, trl_runs = [], []
         # finetune reuses a finished run of the same identity: each spt repeat trains in its own copy of the store

@@ -177,6 +177,7 @@ def test_bad_inputs_one_line_no_running_rows(db_path):
         (["--poison", "1.0"], "outside [0, 1)"),
         (["--poison", "-0.1"], "outside [0, 1)"),
         (["--lora-targets", "nope_proj"], "match no linear layer"),
+        (["--precision", "fp8"], "unknown --precision 'fp8'; use one of auto, bf16, float32"),
     ]
     for args, needle in cases:
         if "--model" not in args and "--from" not in args:
@@ -215,3 +216,31 @@ def test_accelerate_two_cpu_processes(tmp_path):
         cks = s.exec(select(Checkpoint).where(Checkpoint.run_id == run.id)).all()
         assert sorted(c.step for c in cks) == [2, 4]
         assert s.exec(select(TrainLog).where(TrainLog.run_id == run.id)).all()
+
+
+def test_precision_changes_autocast_and_identity_but_auto_keeps_old_identities(tmp_path):
+    """bf16 runs matmuls in bf16 on CPU too, is a different run; `auto` hashes like runs made before the option."""
+    import torch
+
+    from spt.train.steps import training_autocast
+
+    base = dict(model="tiny-random", stage="task", max_steps=2)
+    auto = FinetuneConfig(**base).resolve()
+    assert "precision" not in auto.identity_fields()
+    assert FinetuneConfig(**base, precision="float32").resolve().identity_fields() != auto.identity_fields()
+    bf16 = FinetuneConfig(**base, precision="bf16").resolve()
+    assert bf16.identity_fields()["precision"] == "bf16"
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+    cpu = torch.device("cpu")
+    with training_autocast("bf16", cpu):
+        assert (a @ b).dtype == torch.bfloat16
+    for mode in ("auto", "float32"):
+        with training_autocast(mode, cpu):
+            assert (a @ b).dtype == torch.float32
+    with open_store(tmp_path / "p.db") as st:
+        mini_data(st)
+        res = finetune(st, FinetuneConfig(**{**base, **FAST}, task="task-mini", safety_data="harmor-mini",
+                                          precision="bf16"))
+        with st.session() as s:
+            run = s.get(Run, res.run_id)
+            assert run.config["precision"] == "bf16" and res.final_losses

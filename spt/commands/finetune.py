@@ -103,6 +103,9 @@ def register(app: typer.Typer) -> None:
         grad_accum: Annotated[int | None, typer.Option("--grad-accum")] = None,
         max_length: Annotated[int | None, typer.Option("--max-length")] = None,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
+        precision: Annotated[str | None, typer.Option("--precision", help="auto (default: bf16 autocast on CUDA, "
+                                                      "float32 on CPU) | bf16 (autocast on any device; about 1.8x "
+                                                      "faster steps on CPUs with bf16 matmuls) | float32.")] = None,
         save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps "
                                                        "(0: final only).")] = None,
         log_every: Annotated[int | None, typer.Option("--log-every", help="Log losses every N steps.")] = None,
@@ -122,7 +125,8 @@ def register(app: typer.Typer) -> None:
                      poison_data=poison_data, defense=defense, method=method, lam=lam, lora=lora, lora_r=lora_r,
                      lora_alpha=lora_alpha, lora_targets=_split_targets(lora_targets), epochs=epochs,
                      max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                     max_length=max_length, seed=seed, save_every=save_every, log_every=log_every,
+                     max_length=max_length, seed=seed, precision=precision,
+                     save_every=save_every, log_every=log_every,
                      resume=resume or None)
         given = {k: v for k, v in defense_options.items() if v is not None}
         if given:

@@ -40,6 +40,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_autocast(precision: str, device: Any) -> Any:
+    """The autocast context of a step: `auto` is bf16 on CUDA and none on CPU, `bf16` bf16 everywhere.
+
+    Weights and optimizer state stay float32 in every mode (autocast only runs matmuls in bf16), so a
+    checkpoint's tensors have the same dtype whatever the precision; the precision is part of the run
+    identity because it changes the numbers.
+    """
+    import torch
+
+    dev = device.type
+    if precision == "float32" or (precision == "auto" and dev != "cuda"):
+        return torch.autocast(dev if dev in ("cuda", "cpu") else "cpu", enabled=False)
+    return torch.autocast(dev if dev in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16)
+
+
 def build_model(cfg: FinetuneConfig, start_path: str, resume_dir: str | None) -> Any:
     """The model to train: full weights (a resume checkpoint's, for a full fine-tune) or base + seeded LoRA."""
     import warnings
@@ -169,8 +184,7 @@ def train(store: Any, plan: Plan, accelerator: Any, progress: ProgressFn | None,
     if cfg.compile and device.type == "cuda":
         wrapped = torch.compile(wrapped, dynamic=True)
     wrapped = accelerator.prepare(wrapped)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = training_autocast(cfg.precision, device)
     ctx = TrainContext(
         config=cfg, model=model, store=store, run_id=plan.run_id, start_path=plan.start_path,
         parent_final=Checkpoint(**plan.parent_final) if plan.parent_final else None,
