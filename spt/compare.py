@@ -1,22 +1,28 @@
 """`spt compare A B`: is the difference between two runs (or configurations) real?
 
-Both sides must have been evaluated on the same prompts (same evaluation setting and the same items);
-each metric is then compared item by item:
+Both sides must have been evaluated the same way (same evaluation kind, setting and items). Each side's
+evaluation gives per-unit values through its kind (`spt.eval.kinds`: an item's refusal verdict, a pair's
+score, an item's loss, a benchmark document's accuracy), and each metric is compared on the units both
+sides scored. A unit without a verdict on either side (a degenerate reply, an unscored judgment) is
+dropped and counted, never read as a 0.
 
-- refusal_rate / over_refusal_rate / pair_score / task_accuracy: per-item 0/1 values; the difference
-  B − A with a paired bootstrap interval that resamples sensitive words (pairs, items when there are
-  no words), and for two single runs the exact McNemar p-value on the discordant items;
-- alignment_loss / task_loss: per-item losses (stored by `spt evaluate` on each generation), the paired
-  bootstrap difference.
+Seeds are the unit of replication (../shared/DESIGN.md, statistics):
 
-A configuration (`cfg:...`, runs that differ only in seed) contributes each item's mean over its seeds;
-McNemar needs one 0/1 verdict per item and is then left out. Items with a degenerate response on
-either side are dropped from the refusal metrics (a degenerate reply is no verdict).
+- A side with >= 2 seeds (a configuration `cfg:...` or `model:NAME`): each run's mean over the shared
+  units is one observation. Both sides with the same seeds: a t interval over the per-seed paired
+  differences (k - 1 degrees of freedom; runs with one seed share their data order and initialisation,
+  so pairing removes that common part). Different seed sets: Welch's t. A single run against a
+  configuration: one-sample t when the single run has no training seed (a base model: nothing random to
+  vary), else the configuration's seed variance is assumed for both sides. Each run's mean carries its
+  own item noise, so the spread over seeds includes it.
+- Two single runs: seed variance cannot be estimated and the result says so. Items are then the
+  replication: a paired bootstrap that resamples clusters (sensitive words, documents), and for 0/1
+  metrics the exact McNemar p-value on the discordant items.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,12 +31,19 @@ from spt.store.engine import Store
 
 BINARY = ("refusal_rate", "over_refusal_rate", "pair_score", "task_accuracy")
 LOSSES = ("alignment_loss", "task_loss")
+SEEDS_PAIRED = "t-over-seeds (paired by seed)"
+SEEDS_WELCH = "welch-t-over-seeds"
+SEEDS_ONE_FIXED = "t-over-seeds (one side fixed)"
+SEEDS_EQUAL_VAR = "t-over-seeds (equal seed variance assumed)"
+SEEDS_AGREE = "paired-bootstrap (seeds agree)"
+NO_SEED_VARIANCE = ("seed variance not estimated: one run per side, so the interval and p-value are over "
+                    "items only; compare configurations with >= 2 seeds each")
 
 
 @dataclass
 class Difference:
     metric: str
-    n: int
+    n: int  # units (items, pairs, documents) compared
     a: float | None
     b: float | None
     diff: float | None
@@ -41,6 +54,11 @@ class Difference:
     mcnemar_c: int | None = None  # items where A is 0 and B is 1
     p_value: float | None = None
     n_dropped: int = 0
+    n_seeds_a: int = 1
+    n_seeds_b: int = 1
+    df: float | None = None  # degrees of freedom of a t over seeds
+    per_seed_a: list[float] | None = None
+    per_seed_b: list[float] | None = None
 
 
 @dataclass
@@ -50,27 +68,25 @@ class Comparison:
     setting: str
     setting_description: str
     preset: str | None
+    kind: str = "refusal"
     differences: list[Difference] = field(default_factory=list)
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "setting": self.setting, "setting_description": self.setting_description,
-                "preset": self.preset, "differences": [asdict(d) for d in self.differences]}
+                "preset": self.preset, "kind": self.kind, "note": self.note,
+                "seed_variance_estimated": self.note is None,
+                "differences": [asdict(d) for d in self.differences]}
 
 
 def _side(store: Store, ref: str) -> dict[str, Any]:
-    """A run (id or unique prefix) or a configuration (`cfg:...`) as {label, runs}."""
-    from spt.runs import resolve_run
-    from spt.store.selection import select_runs
+    """A run (id or unique prefix) or a configuration (`cfg:...`, `model:NAME`) as {label, runs, seeds}."""
+    from spt.runs import resolve_configuration, resolve_run
 
     ref = (ref or "").strip()
-    if ref.startswith("cfg:"):
-        runs = [r for r in select_runs(store) if r["configuration"].startswith(ref)]
-        if not runs:
-            raise SptError(f"no configuration {ref!r}; `spt runs --configurations` lists them")
-        cfgs = {r["configuration"] for r in runs}
-        if len(cfgs) > 1:
-            raise SptError(f"configuration prefix {ref!r} is ambiguous ({len(cfgs)} configurations); give more digits")
-        return {"label": cfgs.pop(), "runs": [r["id"] for r in runs], "seeds": [r["seed"] for r in runs]}
+    if ref.startswith(("cfg:", "model:")):
+        label, runs = resolve_configuration(store, ref)
+        return {"label": label, "runs": [r["id"] for r in runs], "seeds": [r["seed"] for r in runs]}
     run = resolve_run(store, ref)
     return {"label": run.id, "runs": [run.id], "seeds": [run.seed]}
 
@@ -96,55 +112,62 @@ def _latest_evaluations(store: Store, run_ids: list[str], settings: dict[str, tu
     return out
 
 
-def _records(store: Store, evaluation_id: str) -> dict[str, dict[str, Any]]:
-    from sqlmodel import select
+def t_two_sided_p(t: float, df: float) -> float:
+    """Two-sided p-value of Student's t with `df` degrees of freedom (df > 0)."""
+    from spt import stats
 
-    from spt.store.models import Generation, Item
-
-    with store.session() as s:
-        rows = s.exec(select(Generation, Item).join(Item, Item.id == Generation.item_id)
-                      .where(Generation.evaluation_id == evaluation_id)).all()
-    return {it.id: {"id": it.id, "label": it.label, "category": it.category, "pair_id": it.pair_id,
-                    "sensitive_word": it.sensitive_word, "answer": it.answer, "response": g.response,
-                    "loss": (g.meta or {}).get("loss")} for g, it in rows}
+    if math.isinf(t):
+        return 0.0
+    return min(1.0, stats.betainc(df / 2.0, 0.5, df / (df + t * t)))
 
 
-def _values(records: dict[str, dict[str, Any]], preset: str, score: Any) -> dict[str, dict[str, float | None]]:
-    """metric -> unit (item or pair id) -> value (None: no verdict, e.g. degenerate)."""
-    from spt.eval.metrics import BENIGN, DEGENERATE, HARMFUL, REFUSAL
-    from spt.eval.refusal import classify
+def seed_difference(a: list[float], b: list[float], *, paired: bool, a_fixed: bool = False,
+                    alpha: float = 0.05) -> tuple[float, float | None, float | None, float | None, float | None, str]:
+    """mean(b) - mean(a) over per-seed values: (diff, lo, hi, p, df, method); lo/hi/p None when the seeds agree.
 
-    out: dict[str, dict[str, float | None]] = defaultdict(dict)
-    verdicts: dict[str, str] = {}
-    for iid, r in records.items():
-        if r["label"] in HARMFUL + BENIGN:
-            v = classify(r["response"] or "", preset)
-            verdicts[iid] = v
-            name = "refusal_rate" if r["label"] in HARMFUL else "over_refusal_rate"
-            out[name][iid] = None if v == DEGENERATE else float(v == REFUSAL)
-            out["alignment_loss"][iid] = r["loss"]
-        elif r["label"] == "task":
-            if score is not None and r["answer"] is not None:
-                out["task_accuracy"][iid] = float(bool(score(r["response"] or "", r["answer"])))
-            out["task_loss"][iid] = r["loss"]
-    pairs: dict[str, dict[str, str]] = defaultdict(dict)
-    for iid, r in records.items():
-        if r["pair_id"] and iid in verdicts:
-            pairs[r["pair_id"]][r["label"]] = verdicts[iid]
-    for pid, halves in pairs.items():
-        if "harmful" in halves and "benign" in halves:
-            if DEGENERATE in halves.values():
-                out["pair_score"][pid] = None
-            else:
-                out["pair_score"][pid] = float(halves["harmful"] == REFUSAL and halves["benign"] != REFUSAL)
-    return out
+    paired: a[i] and b[i] share seed i (t over the differences, k - 1 df). Otherwise Welch's t
+    (Satterthwaite df); with one value on a side, that side is either fixed (`a_fixed`/a one-sample t:
+    nothing random to vary) or assumed to vary across seeds as the other side does.
+    """
+    from spt import stats
+
+    ka, kb = len(a), len(b)
+    ma, mb = sum(a) / ka, sum(b) / kb
+    diff = mb - ma
+
+    def var(xs: list[float]) -> float:
+        m = sum(xs) / len(xs)
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+    if paired:
+        d = [y - x for x, y in zip(a, b, strict=True)]
+        se2, df, method = var(d) / ka, ka - 1.0, SEEDS_PAIRED
+    elif ka >= 2 and kb >= 2:
+        va, vb = var(a) / ka, var(b) / kb
+        se2, method = va + vb, SEEDS_WELCH
+        df = se2 * se2 / ((va * va / (ka - 1) if va else 0.0) + (vb * vb / (kb - 1) if vb else 0.0)) if se2 else 1.0
+    else:
+        many, k_many, k_one = (b, kb, ka) if kb >= 2 else (a, ka, kb)
+        fixed = a_fixed if kb >= 2 else False
+        v = var(many)
+        se2 = v / k_many if fixed else v * (1.0 / k_many + 1.0 / k_one)
+        df, method = k_many - 1.0, SEEDS_ONE_FIXED if fixed else SEEDS_EQUAL_VAR
+    if se2 <= 0:
+        return diff, None, None, None, df, method
+    se = math.sqrt(se2)
+    half = stats.t_ppf(1.0 - alpha / 2.0, df) * se
+    return diff, diff - half, diff + half, t_two_sided_p(diff / se, df), df, method
 
 
 def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset: str | None = None,
-            n_boot: int = 2000) -> Comparison:
-    """Paired differences B − A on the same prompts, with intervals and McNemar p-values (see module doc)."""
+            n_boot: int = 2000, cluster: str | None = None) -> Comparison:
+    """Differences B − A on the same units, seed-aware where a side has seeds (see module doc).
+
+    `preset` re-scores refusal evaluations with another keyword preset; `cluster` is passed to the kind
+    (benchmark evaluations: "document" or "task").
+    """
     from spt import stats
-    from spt.eval.refusal import get_preset
+    from spt.eval.kinds import get_kind, kind_of
     from spt.store.models import Evaluation
     from spt.store.selection import evaluation_settings
 
@@ -159,68 +182,104 @@ def compare(store: Store, a: str, b: str, *, setting: str | None = None, preset:
                        "the same way, or pick one with `setting` KEY")
     with store.session() as s:
         ev_rows = {e: s.get(Evaluation, e) for e in evs.values()}
-    presets = {ev.refusal_preset for ev in ev_rows.values()}
-    preset = preset or (presets.pop() if len(presets) == 1 else None)
-    if preset is None:
-        raise SptError("the evaluations used different refusal presets; pick one with `preset`")
-    get_preset(preset)
-    tasks = {ev.task for ev in ev_rows.values()}
-    score = None
-    if len(tasks) == 1 and (task := next(iter(tasks))):
-        from spt.data import get_task
+    kinds = {kind_of(ev) for ev in ev_rows.values()}
+    if len(kinds) > 1:
+        raise SptError(f"A and B are evaluations of different kinds ({', '.join(sorted(kinds))}); compare "
+                       "evaluations of one kind")
+    kind = get_kind(kinds.pop())
+    options: dict[str, Any] = {}
+    if kind.name == "refusal":
+        from spt.eval.refusal import get_preset
 
-        score = get_task(task, store=store).score
-    per_run = {run: _records(store, evs[run]) for run in side_a["runs"] + side_b["runs"]}
-    item_sets = {run: frozenset(r) for run, r in per_run.items()}
-    if len(set(item_sets.values())) > 1:
+        presets = {ev.refusal_preset for ev in ev_rows.values()}
+        preset = preset or (presets.pop() if len(presets) == 1 else None)
+        if preset is None:
+            raise SptError("the evaluations used different refusal presets; pick one with `preset`")
+        get_preset(preset)
+        tasks = {ev.task for ev in ev_rows.values()}
+        score = None
+        if len(tasks) == 1 and (task := next(iter(tasks))):
+            from spt.data import get_task
+
+            score = get_task(task, store=store).score
+        options = {"preset": preset, "score": score}
+    elif preset is not None:
+        raise SptError(f"`preset` re-scores refusal evaluations; these are {kind.name} evaluations: drop it")
+    else:
+        preset = None
+    if cluster is not None:
+        options["cluster"] = cluster
+    runs = side_a["runs"] + side_b["runs"]
+    vals = {run: kind.unit_values(store, evs[run], **options) for run in runs}
+    unit_sets = {run: frozenset().union(*(set(v) for v in uv.values.values())) for run, uv in vals.items()}
+    if len(set(unit_sets.values())) > 1:
         raise SptError("A and B were evaluated on different prompts (their generations cover different items); "
                        "evaluate both with the same dataset, split and `limit`")
-    units_cluster: dict[str, str] = {}
-    for recs in per_run.values():
-        for iid, r in recs.items():
-            units_cluster[iid] = r["sensitive_word"] or r["pair_id"] or iid
-            if r["pair_id"]:
-                units_cluster[r["pair_id"]] = r["sensitive_word"] or r["pair_id"]
-        break
-    vals = {run: _values(recs, preset, score) for run, recs in per_run.items()}
-
-    def side_mean(side: dict[str, Any], metric: str, unit: str) -> float | None:
-        xs = [vals[r][metric].get(unit) for r in side["runs"]]
-        if any(x is None for x in xs):
-            return None
-        return sum(xs) / len(xs)
-
+    clusters = vals[runs[0]].clusters
     single = len(side_a["runs"]) == 1 and len(side_b["runs"]) == 1
-    out = Comparison(a=side_a, b=side_b, setting=used.pop(), setting_description="", preset=preset)
+    out = Comparison(a=side_a, b=side_b, setting=used.pop(), setting_description="", preset=preset, kind=kind.name,
+                     note=NO_SEED_VARIANCE if single else None)
     out.setting_description = settings[next(iter(evs.values()))][1]
-    for metric in ("refusal_rate", "over_refusal_rate", "pair_score", "task_accuracy", "alignment_loss",
-                   "task_loss"):
-        units = sorted(set().union(*(vals[r].get(metric, {}).keys() for r in vals)))
+    names: list[str] = []
+    for uv in vals.values():
+        names += [m for m in uv.values if m not in names]
+    seeds_a, seeds_b = side_a["seeds"], side_b["seeds"]
+    paired_seeds = (not single and len(seeds_a) >= 2 and None not in seeds_a and sorted(seeds_a) == sorted(seeds_b)
+                    and len(set(seeds_a)) == len(seeds_a))
+    for metric in names:
+        rate = vals[runs[0]].kinds.get(metric) == "rate"
+        units = sorted(set().union(*(vals[r].values.get(metric, {}).keys() for r in runs)))
         if not units:
             continue
-        xa, xb, cl, dropped = [], [], [], 0
-        for u in units:
-            va, vb = side_mean(side_a, metric, u), side_mean(side_b, metric, u)
-            if va is None or vb is None:
-                dropped += 1
-                continue
-            xa.append(va)
-            xb.append(vb)
-            cl.append(units_cluster.get(u, u))
-        if not xa:
+        kept = [u for u in units if all(vals[r].values.get(metric, {}).get(u) is not None for r in runs)]
+        dropped = len(units) - len(kept)
+        seeds = dict(n_seeds_a=len(side_a["runs"]), n_seeds_b=len(side_b["runs"]))
+        if not kept:
             out.differences.append(Difference(metric, 0, None, None, None, None, None, stats.PAIRED_BOOTSTRAP,
-                                              n_dropped=dropped))
+                                              n_dropped=dropped, **seeds))
             continue
+
+        def unit_mean(side: dict[str, Any], u: str, metric: str = metric) -> float:
+            return sum(vals[r].values[metric][u] for r in side["runs"]) / len(side["runs"])
+
+        def run_mean(r: str, metric: str = metric, kept: list[str] = kept) -> float:
+            return sum(vals[r].values[metric][u] for u in kept) / len(kept)
+
+        xa = [unit_mean(side_a, u) for u in kept]
+        xb = [unit_mean(side_b, u) for u in kept]
+        cl = [clusters.get(u, u) for u in kept]
+        row = Difference(metric, len(kept), sum(xa) / len(xa), sum(xb) / len(xb), None, None, None, "",
+                         n_dropped=dropped, **seeds)
+        if not single:
+            by_seed_a = dict(zip(seeds_a, side_a["runs"], strict=True))
+            order_a = ([by_seed_a[sd] for sd in seeds_b] if paired_seeds else side_a["runs"])
+            pa, pb = [run_mean(r) for r in order_a], [run_mean(r) for r in side_b["runs"]]
+            row.per_seed_a, row.per_seed_b = pa, pb
+            a_fixed = len(pa) == 1 and seeds_a[0] is None
+            if len(pb) == 1 and seeds_b[0] is None and len(pa) >= 2:  # B fixed: mirror the one-sample case
+                d, lo, hi, p, df, method = seed_difference(pb, pa, paired=False, a_fixed=True)
+                d, lo, hi = -d, (None if hi is None else -hi), (None if lo is None else -lo)
+            else:
+                d, lo, hi, p, df, method = seed_difference(pa, pb, paired=paired_seeds, a_fixed=a_fixed)
+            row.diff, row.df = d, df
+            if lo is not None and rate:  # a difference of two rates lies in [-1, 1]
+                lo, hi = max(-1.0, lo), min(1.0, hi)
+            if lo is not None:
+                row.ci_low, row.ci_high, row.p_value, row.method = lo, hi, p, method
+                out.differences.append(row)
+                continue
+            # every seed gives the same value: no spread over seeds to build on; the items' interval instead
+            method = SEEDS_AGREE
+        else:
+            method = stats.PAIRED_BOOTSTRAP
         d, lo, hi = stats.paired_bootstrap_diff(xa, xb, cl, n_boot=n_boot)
-        method = stats.PAIRED_BOOTSTRAP
-        if metric in BINARY and all(x == y for x, y in zip(xa, xb, strict=True)):
+        if rate and all(x == y for x, y in zip(xa, xb, strict=True)):
             # No item differs, so every resample gives 0: a zero-width interval would claim certainty. The
             # share of discordant items is 0/n, whose exact upper bound u bounds |B - A| from both sides.
             u = stats.clopper_pearson_interval(0, len(xa))[1]
             lo, hi, method = -u, u, "exact-discordant"
-        row = Difference(metric, len(xa), sum(xa) / len(xa), sum(xb) / len(xb), d, lo, hi, method,
-                         n_dropped=dropped)
-        if metric in BINARY and single:
+        row.diff, row.ci_low, row.ci_high, row.method = d, lo, hi, method
+        if rate and single:
             row.mcnemar_b, row.mcnemar_c, row.p_value = stats.mcnemar_from_pairs([v > 0.5 for v in xa],
                                                                                  [v > 0.5 for v in xb])
         out.differences.append(row)

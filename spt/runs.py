@@ -82,6 +82,23 @@ def list_configurations(store: Store, where: Any = None, *,
     return out
 
 
+def resolve_configuration(store: Store, ref: str) -> tuple[str, list[dict[str, Any]]]:
+    """A configuration by `cfg:` prefix or exact `model:NAME`: (its key, its runs oldest first); SptError otherwise."""
+    from spt.store.selection import select_runs
+
+    ref = ref.strip()
+    exact = ref.startswith("model:")
+    runs = [r for r in select_runs(store)
+            if (r["configuration"] == ref if exact else r["configuration"].startswith(ref))]
+    if not runs:
+        what = "imported model" if exact else "configuration"
+        raise SptError(f"no {what} {ref!r}; `spt runs --configurations` lists them")
+    cfgs = {r["configuration"] for r in runs}
+    if len(cfgs) > 1:
+        raise SptError(f"configuration prefix {ref!r} is ambiguous ({len(cfgs)} configurations); give more digits")
+    return cfgs.pop(), runs
+
+
 def resolve_run(store: Store, run_id: str) -> Run:
     """A run by full id or unique prefix; a clear error otherwise."""
     return queries.run_by_prefix(store, run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -87,7 +88,14 @@ def test_a_configuration_pools_its_seeds(store):
     res = compare(store, ra, cfg_id)
     rr = next(x for x in res.differences if x.metric == "refusal_rate")
     assert len(res.b["runs"]) == 2 and rr.b == pytest.approx(0.5)  # (0.4 + 0.6) / 2
-    assert rr.p_value is None  # McNemar needs one verdict per item
+    assert rr.mcnemar_b is None  # McNemar needs one verdict per item
+    # A is one fine-tuned seed: it is assumed to vary over seeds as B does. se^2 = 0.02 (1 + 1/2), df = 1,
+    # and t with one degree of freedom is Cauchy: p = 1 - 2 atan(t) / pi
+    t = 0.5 / math.sqrt(0.03)
+    assert rr.method == "t-over-seeds (equal seed variance assumed)" and (rr.n_seeds_a, rr.n_seeds_b) == (1, 2)
+    assert rr.p_value == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-6)
+    assert rr.ci_low == -1.0 and rr.ci_high == 1.0  # t_{0.975,1} = 12.7: clipped to the range of a rate difference
+    assert res.note is None and compare(store, ra, ra).note.startswith("seed variance not estimated")
 
 
 def test_unlike_evaluations_are_refused(store):

@@ -89,7 +89,7 @@ def test_seeds_pool_into_configurations(store):
     assert cfg_point.x.value == pytest.approx(1.1) and cfg_point.y.value == pytest.approx(1.8)
     # Student t across 3 seeds: mean ± t(0.975, 2) * sd / sqrt(3), sd of (1.0, 1.2, 1.1) = 0.1
     assert cfg_point.x.ci_high - 1.1 == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-4)
-    assert cfg_point.x.ci_method == "t-across-seeds"
+    assert cfg_point.x.ci_method == "t-across-seeds+per-seed"
     assert len(compute_frontier(store, per_seed=True).points) == 5
 
 

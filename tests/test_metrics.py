@@ -58,7 +58,10 @@ def test_degenerate_is_its_own_rate_never_an_answer():
     dr = _by(m, "degenerate_rate")
     assert dr["value"] == pytest.approx(2 / 6) and dr["n"] == 6
     assert _by(m, "refusal_rate", "b")["n_unscored"] == 0 and _by(m, "over_refusal_rate", "b")["n_unscored"] == 1
-    assert all(x["ci_method"] == "clopper-pearson" for x in m if x["n"])
+    # one item per pair in each rate, so items are their own clusters; degenerate_rate counts both halves
+    # of each pair, which cluster by pair
+    assert all(x["ci_method"] == "clopper-pearson" for x in m if x["n"] and x["name"] != "degenerate_rate")
+    assert _by(m, "degenerate_rate")["ci_method"] == "cluster-bootstrap+clopper-pearson"
     assert _by(m, "over_refusal_rate", "b")["value"] is None  # no verdict at all: no number, not 0
 
 
@@ -87,7 +90,9 @@ def test_pooled_seeds_are_never_zero_width_nor_outside_0_1():
     from spt.metrics import pool_seeds
 
     agree = pool_seeds([0.0, 0.0, 0.0], ns=[30, 30, 30], bounded=True)
-    assert agree.value == 0 and agree.ci_low == 0 and agree.ci_high == pytest.approx(1 - 0.025 ** (1 / 90), rel=1e-6)
+    # the seeds agree and share their 30 prompts: each seed's own exact 0/30 interval, not the pooled 0/90 one
+    assert agree.value == 0 and agree.ci_low == 0 and agree.ci_high == pytest.approx(1 - 0.025 ** (1 / 30), rel=1e-6)
+    assert (agree.n, agree.n_seeds) == (30, 3)
     spread = pool_seeds([0.0, 0.5], ns=[16, 16], bounded=True)
     assert 0.0 <= spread.ci_low and spread.ci_high <= 1.0 and spread.ci_high > 0.9  # t with 1 df is wide
     one = pool_seeds([2.5], run_intervals=[(2.3, 2.7)])

@@ -181,6 +181,13 @@ def register(app: typer.Typer) -> None:
         dataset_name: Annotated[str | None, typer.Option(
             "--dataset-name", help="Name of the prompts' dataset (default: the file's stem).", show_default=False,
             rich_help_panel=_EXT)] = None,
+        train_seed: Annotated[int | None, typer.Option(
+            "--train-seed", min=0, help="Training seed of the model that wrote the file: imports of one "
+            "--model-name with different seeds are the seeds of configuration model:NAME (seed-aware compare).",
+            show_default=False, rich_help_panel=_EXT)] = None,
+        cluster_col: Annotated[str | None, typer.Option(
+            "--cluster-col", help="Column grouping correlated rows (sensitive word, template, source): intervals "
+            "resample these clusters.", show_default=False, rich_help_panel=_EXT)] = None,
         recompute: Annotated[bool, typer.Option(
             "--recompute-metrics", help="Recompute the metrics of TARGET's finished evaluations (a run or "
             "evaluation id; all evaluations when omitted) from the stored responses, losses and judgments: no "
@@ -221,7 +228,7 @@ def register(app: typer.Typer) -> None:
         ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
-                     "--dataset-name": dataset_name}
+                     "--dataset-name": dataset_name, "--train-seed": train_seed, "--cluster-col": cluster_col}
         gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
                      "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
@@ -256,7 +263,7 @@ def register(app: typer.Typer) -> None:
                                 response_col=response_col, label_col=label_col, label=label,
                                 category_col=category_col, verdict_col=verdict_col,
                                 verdict_map=parse_verdict_map(verdict_map), format=fmt, dataset_name=dataset_name,
-                                refusal_preset=refusal_preset)
+                                refusal_preset=refusal_preset, train_seed=train_seed, cluster_col=cluster_col)
             plan = plan_import(spec)  # everything validated before the store is opened
             with get_store(ctx, db) as store:
                 result = import_responses(store, spec, plan)

@@ -102,10 +102,16 @@ class ExternalSpec:
     format: str | None = None  # a public set's layout (spt.data.formats) for prompt/label/category
     dataset_name: str | None = None
     refusal_preset: str = "spt"
+    # the training seed of the model that wrote the file: imports of one model name with different seeds
+    # are the seeds of the configuration `model:NAME` (`spt compare model:A model:B` is then seed-aware)
+    train_seed: int | None = None
+    # a column grouping correlated rows (a sensitive word, a template, a source): rate intervals and
+    # comparisons resample these clusters, not rows; stored as each item's sensitive word
+    cluster_col: str | None = None
 
     def mapping(self) -> dict[str, Any]:
         keys = ("prompt_col", "response_col", "messages_col", "label_col", "label", "category_col", "verdict_col",
-                "format")
+                "format", "cluster_col")
         m: dict[str, Any] = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         if self.verdict_map:
             m["verdict_map"] = dict(sorted(self.verdict_map.items()))
@@ -182,6 +188,10 @@ def plan_import(spec: ExternalSpec) -> _Plan:
 
     need(spec.response_col, "response_col")
     need(spec.verdict_col, "verdict_col")
+    need(spec.cluster_col, "cluster_col")
+    if spec.train_seed is not None and (isinstance(spec.train_seed, bool) or not isinstance(spec.train_seed, int)
+                                        or spec.train_seed < 0):
+        raise SptError(f"`train_seed` must be a whole number >= 0 (got {spec.train_seed!r})")
     if spec.response_col is None and spec.messages_col is None:
         for guess in ("response", "completion", "output"):
             if guess in have:
@@ -260,6 +270,12 @@ def plan_import(spec: ExternalSpec) -> _Plan:
     for n, (it, resp, v) in enumerate(zip(base_items, raw_responses, verdicts, strict=True), 1):
         fields = {**it, "response": None}
         fields.pop("id", None)
+        if spec.cluster_col is not None:
+            cl = (_cell(rows[n - 1].get(spec.cluster_col)) or "").strip()
+            if not cl:
+                raise SptError(f"{src} row {n}: no value in cluster column {spec.cluster_col!r}; every row needs "
+                               "its cluster (or drop `cluster_col`)")
+            fields["sensitive_word"] = cl
         if fields.get("pair_id") and fields["pair_id"].startswith(f"{src}:"):
             # pairs are matched within one evaluation: the same prompts from another file are the same items
             fields["pair_id"] = fields["pair_id"][len(src) + 1:]
@@ -291,6 +307,11 @@ def _provenance(plan: _Plan) -> dict[str, Any]:
     return provenance(source="external", source_path=str(plan.path.resolve()), source_hash=plan.file_hash)
 
 
+def _seed_clash(spec: ExternalSpec, run_id: str) -> SptError:
+    return SptError(f"model {spec.model_name!r} seed {spec.train_seed} was already imported from other content "
+                    f"(run {run_id}); give this file another `train_seed`, or another `model_name`")
+
+
 def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None) -> dict[str, Any]:
     """Import a file of external completions (see module doc); returns a summary like `evaluate`'s result.
 
@@ -305,8 +326,11 @@ def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None
 
     plan = plan if plan is not None and plan.spec is spec else plan_import(spec)
     preset = get_preset(spec.refusal_preset)
-    run_ident = content_id({"kind": "external", "v": EXTERNAL_VERSION, "model": spec.model_name,
-                            "source_hash": plan.file_hash, "mapping": plan.mapping})
+    ident_fields: dict[str, Any] = {"kind": "external", "v": EXTERNAL_VERSION, "model": spec.model_name,
+                                    "source_hash": plan.file_hash, "mapping": plan.mapping}
+    if spec.train_seed is not None:  # identities of imports without a seed stay what they were
+        ident_fields["train_seed"] = spec.train_seed
+    run_ident = content_id(ident_fields)
     ds_id = dataset_id_for("external", plan.items)
     split = plan.items[0]["split"] if len({it["split"] for it in plan.items}) == 1 else None
     identity = content_id({"run": run_ident, "dataset": ds_id, "refusal_preset": preset.name,
@@ -320,6 +344,13 @@ def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None
     if existing is not None and existing.status == "done":
         _ensure_human_metrics(store, existing.id, hid, n_verdicts)
         return _summary(store, existing, ds, plan, preset.name, hid, n_verdicts, created=False)
+
+    if spec.train_seed is not None:
+        with store.session() as s:
+            clash = s.exec(select(Run).where(Run.kind == "external", Run.model_ref == spec.model_name,
+                                             Run.seed == spec.train_seed, Run.identity != run_ident)).first()
+        if clash is not None:
+            raise _seed_clash(spec, clash.id)
 
     # 1. The prompts as a dataset (a content row: storing the same prompts again is a no-op).
     source = {"builder": "external", "path": str(plan.path.resolve()), "format": plan.file_format,
@@ -343,10 +374,15 @@ def import_responses(store: Store, spec: ExternalSpec, plan: _Plan | None = None
     with store.write() as s:
         found = queries.runs_with_identity(s, run_ident, kind="external")
         run = found[0] if found else None
+        if run is None and spec.train_seed is not None:
+            clash = s.exec(select(Run).where(Run.kind == "external", Run.model_ref == spec.model_name,
+                                             Run.seed == spec.train_seed)).first()
+            if clash is not None:  # another process imported other content under this seed meanwhile
+                raise _seed_clash(spec, clash.id)
         if run is None:
             run = Run(kind="external", model_ref=spec.model_name, base_model=spec.model_name, status="done",
-                      identity=run_ident,
-                      config={"model_name": spec.model_name,
+                      identity=run_ident, seed=spec.train_seed,
+                      config={"model_name": spec.model_name, "train_seed": spec.train_seed,
                               "source": {"path": str(plan.path.resolve()), "file_hash": plan.file_hash,
                                          "format": plan.file_format, "n_rows": plan.n_rows},
                               "columns": plan.mapping},

@@ -92,7 +92,8 @@ def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
 def aggregate_configurations(points: list[Any], bounded: tuple[bool, bool]) -> list[Any]:
     """One point per configuration: the mean across its seeds with `spt.metrics.pool_seeds`'s interval.
 
-    A configuration with one seed keeps that run's own interval (no spread across seeds is known).
+    A configuration with one seed keeps that run's own interval (no spread across seeds is known). `n` is
+    the number of distinct items (seeds answer the same prompts), the seed count is `extra["n_seeds"]`.
     """
     from spt.metrics import pool_seeds
 
@@ -112,8 +113,8 @@ def aggregate_configurations(points: list[Any], bounded: tuple[bool, bool]) -> l
             vals = [float(m.value) for m in ms]
             est = pool_seeds(vals, ns=[m.n for m in ms], bounded=bnd, run_intervals=[(m.ci_low, m.ci_high) for m in ms])
             axes.append(replace(ms[0], value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, ci_method=est.method,
-                                n=sum(m.n for m in ms), n_unscored=sum(m.n_unscored for m in ms),
-                                extra={"per_seed": vals}))
+                                n=est.n, n_unscored=sum(m.n_unscored for m in ms),  # replies, all seeds
+                                extra={"per_seed": vals, "n_seeds": est.n_seeds}))
         out.append(replace(head, x=axes[0], y=axes[1], runs=[p.run_id for p in members],
                            seeds=[p.seed for p in members]))
     return out

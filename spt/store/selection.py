@@ -100,8 +100,11 @@ def _decode_tags(v: Any) -> list | None:
 
 
 # What makes two runs the same *configuration*: everything that changes the weights except the seed.
-_CONFIGURATION_SQL = ("COALESCE(json_remove(json_extract(r.config, '$.identity_inputs'), '$.settings.seed'), "
-                      "r.identity, r.id)")
+# Imported completions (kind external) form one configuration per model name, `model:NAME`: the file
+# imports of one model with different --train-seed are its seeds.
+_CONFIGURATION_SQL = ("CASE WHEN r.kind = 'external' THEN 'model:' || r.model_ref ELSE "
+                      "COALESCE(json_remove(json_extract(r.config, '$.identity_inputs'), '$.settings.seed'), "
+                      "r.identity, r.id) END")
 
 
 # The alignment stage of a run's lineage: its parent's variant when the parent is an alignment run
@@ -111,8 +114,14 @@ _ALIGNED_BY_SQL = ("(SELECT CASE WHEN json_extract(p.config, '$.method') = 'dpo'
 
 
 def configuration_key(identity_without_seed: str) -> str:
-    """A short, stable id for the configuration of a run (runs that differ only in seed share it)."""
+    """A short, stable id for the configuration of a run (runs that differ only in seed share it).
+
+    `cfg:` and 12 hex digits of the identity without its seed; imported completions keep `model:NAME`.
+    """
     import hashlib
+
+    if identity_without_seed.startswith("model:"):
+        return identity_without_seed
 
     return "cfg:" + hashlib.sha256(identity_without_seed.encode()).hexdigest()[:12]
 
