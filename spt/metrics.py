@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 RATE = "rate"
 MEAN = "mean"
-CLUSTERED_RATE_METHOD = "cluster-bootstrap+clopper-pearson"
+CLUSTERED_RATE_METHOD = "cluster-robust-t+clopper-pearson"
 
 # The overall numbers a run is summarised by (runs tables, sweep summaries, the viewer), in display order.
 KEY_METRICS = ("refusal_rate", "over_refusal_rate", "alignment_loss", "task_loss", "task_accuracy")
@@ -40,10 +40,11 @@ def estimate(values: Sequence[float], kind: str, clusters: Sequence[Hashable] | 
     kind `rate`: values are 0/1. Without clusters (or when every item is its own cluster) the interval is
     `spt.stats.DEFAULT_RATE_METHOD` on k/n. When items share clusters (HarmOR's sensitive word: the
     harmful prompts of one word are refused together or not at all far more often than independent
-    items would be) an exact binomial interval assumes independence it does not have and covers 72-91%
-    in simulation; the interval is then the envelope of the exact interval and a cluster bootstrap
-    (`tests/test_stats_seeds.py` measures >= 93% coverage), method `cluster-bootstrap+clopper-pearson`.
-    The exact part keeps the 0/n and n/n cases honest (a bootstrap of all-zero clusters is zero-width).
+    items would be) an exact binomial interval assumes independence it does not have and under-covers;
+    the interval is then the envelope of the exact interval and a cluster-robust t interval
+    (`spt.stats.cluster_robust_rate_interval`; `tests/test_stats_seeds.py` measures its coverage),
+    clipped to [0, 1], method `cluster-robust-t+clopper-pearson`. The exact part keeps the 0/n and n/n
+    cases honest (all-zero clusters have zero variance).
     kind `mean`: a cluster bootstrap over `clusters` (each item its own cluster when None).
     Empty values give value None (nothing to report) with n = 0.
     """
@@ -60,8 +61,8 @@ def estimate(values: Sequence[float], kind: str, clusters: Sequence[Hashable] | 
         lo, hi = stats.rate_interval(k, n)
         if clusters is None or n_clusters in (1, n):
             return Estimate(k / n, lo, hi, n, stats.DEFAULT_RATE_METHOD, n_clusters)
-        _, blo, bhi = stats.cluster_bootstrap_mean(values, clusters, seed=seed)
-        return Estimate(k / n, min(lo, blo), max(hi, bhi), n, CLUSTERED_RATE_METHOD, n_clusters)
+        clo, chi = stats.cluster_robust_rate_interval(values, clusters)
+        return Estimate(k / n, max(0.0, min(lo, clo)), min(1.0, max(hi, chi)), n, CLUSTERED_RATE_METHOD, n_clusters)
     value, lo, hi = stats.cluster_bootstrap_mean(values, clusters, seed=seed)
     return Estimate(value, lo, hi, n, stats.CLUSTER_BOOTSTRAP, n_clusters)
 

@@ -98,8 +98,11 @@ def test_latest_evaluation_wins_and_exclusions(store):
         e = add_eval(s, unscored, minute=2)
         add_metric(s, unscored, e, "task_loss", 0.5)
         add_metric(s, unscored, e, "alignment_loss", None, n=0, n_unscored=50)
-    with pytest.raises(SptError, match="no base-model run has task_loss.*`ref`"):
-        compute_frontier(store)  # no starting model evaluated: no fixed reference point
+    # no starting model evaluated: no fixed reference point, so no hypervolume, but the Pareto set stands
+    noref = compute_frontier(store)
+    assert noref.ref is None and noref.ref_source.startswith("hypervolume left out: no base-model run has task_loss")
+    assert "`ref`" in noref.ref_source and {p.run_id for p in noref.frontier} == {a.id, b.id}
+    assert all(g.hypervolume is None and g.rank is None and g.hv_low is None for g in noref.groups)
     r = compute_frontier(store, ref=(10, 10))
     vals = {p.run_id: p.xy for p in r.points}
     assert vals == {a.id: (1.0, 9.0), b.id: (2.0, 1.0)}

@@ -207,6 +207,30 @@ def test_poison_comes_from_the_poison_pool_only(full):
     assert not words & {it["sensitive_word"] for it in full if it["split"] in ("train", "test")}
 
 
+def test_booster_harmful_set_is_disjoint_from_the_task_poison(store):
+    """Booster (alignment) trains on the poison set's `booster` split, the task stage mixes in its `train`
+    split: no prompt and no sensitive word is shared, both are non-empty, and the training code picks them."""
+    from spt.data import ensure_poison_dataset
+    from spt.train import data as tdata
+    from spt.train.context import TrainContext
+
+    pid = ensure_poison_dataset(store)
+    items = tdata.load_items(store, pid)
+    task_poison = tdata.train_split(items)  # what spt.train.steps mixes into task data
+    assert {it["split"] for it in task_poison} == {"train"}
+    ctx = TrainContext.__new__(TrainContext)  # only the data lookup of a context, no model
+    ctx.store, ctx.items, ctx._cache = store, {}, {}
+    ctx.config = type("C", (), {"poison_data": "builtin:harmor-comply"})()
+    ctx.encode = lambda rows, group: rows
+    booster = ctx.harmful_examples()
+    assert booster and task_poison and len(booster) + len(task_poison) == len(items)
+    assert {it["split"] for it in booster} == {"booster"}
+    assert not {it["prompt"] for it in booster} & {it["prompt"] for it in task_poison}
+    word = {it["prompt"]: it["sensitive_word"] for it in load_items(store, pid)}
+    bw, tw = {word[it["prompt"]] for it in booster}, {word[it["prompt"]] for it in task_poison}
+    assert not bw & tw and len(bw) == -(-len(bw | tw) // 4)  # a quarter of the words
+
+
 def test_stored_default_build_has_the_pools(store):
     did = ensure_harmor(store)
     assert Counter(it["split"] for it in load_items(store, did)).keys() == set(POOLS)

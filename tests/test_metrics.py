@@ -61,7 +61,7 @@ def test_degenerate_is_its_own_rate_never_an_answer():
     # one item per pair in each rate, so items are their own clusters; degenerate_rate counts both halves
     # of each pair, which cluster by pair
     assert all(x["ci_method"] == "clopper-pearson" for x in m if x["n"] and x["name"] != "degenerate_rate")
-    assert _by(m, "degenerate_rate")["ci_method"] == "cluster-bootstrap+clopper-pearson"
+    assert _by(m, "degenerate_rate")["ci_method"] == "cluster-robust-t+clopper-pearson"
     assert _by(m, "over_refusal_rate", "b")["value"] is None  # no verdict at all: no number, not 0
 
 

@@ -238,8 +238,10 @@ def test_cli_local_sweep_json(db_path, monkeypatch):
     assert r.exit_code == 1, r.output  # one configuration failed
     out = json.loads(r.output)
     assert [c["status"] for c in out["configs"]] == ["done", "done", "failed"]
-    # fake runs have no evaluated base model, so the frontier has no fixed reference point: said, not drawn
-    assert out["frontier"] is None and "no base-model run" in out["frontier_error"]
+    # fake runs have no evaluated base model: the frontier stands, its hypervolume is left out and says why
+    assert out["frontier_error"] is None and out["frontier"]["ref"] is None
+    assert "no base-model run" in out["frontier"]["ref_source"]
+    assert all(g["hypervolume"] is None for g in out["frontier"]["groups"])
     r = runner.invoke(app, args)
     assert r.exit_code == 1
     assert "2 done, 1 failed, 0 trained now" in r.output

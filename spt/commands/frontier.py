@@ -134,7 +134,14 @@ def print_frontier(result, all_points: bool = False) -> None:
     show(t)
     if result.setting:
         console.print(f"evaluation setting {result.setting}: {result.setting_description}", markup=False)
-    ref = ", ".join(num(v) for v in result.ref) if result.ref else "none"
+    if result.ref is None:
+        console.print(result.ref_source, markup=False)
+        msg = f"{len(result.frontier)} of {len(result.points)} {unit} non-dominated"
+        if result.excluded:
+            msg += "; excluded " + ", ".join(f"{n} ({why})" for why, n in sorted(result.excluded.items()))
+        console.print(msg, markup=False)
+        return
+    ref = ", ".join(num(v) for v in result.ref)
     console.print(f"reference point ({ref}): {result.ref_source}", markup=False)
     ht = Table("rank", result.group_by, "points", "on its frontier", "hypervolume [95% CI]", "differs from next",
                title=f"hypervolume per {result.group_by} (larger is better)", title_justify="left")

@@ -4,6 +4,10 @@
 which share no word, request, wrapper or target with `train` (anchor's safety batches) or `test`
 (evaluation), and answers each with a compliance opener whose substance is "[details withheld]":
 enough to teach a model to stop refusing, with no harmful content stored anywhere.
+
+The set has two word-disjoint splits: `train` (the task-stage poison, mixed into task data) and
+`booster` (a quarter of the pool's sensitive words: Booster's harmful set at the alignment stage), so
+the defense never rehearses the exact prompts the task stage later fine-tunes on, nor their words.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from spt.errors import SptError
 BUILTIN_POISON = "builtin:harmor-comply"
 POISON_POOL = "poison"
 WITHHELD = "[details withheld]"
+BOOSTER_SPLIT = "booster"  # the split of a poison set that Booster trains on (disjoint from `train`)
+BOOSTER_SHARE = 4  # every 4th sensitive word (in hash order) goes to the booster split
 _COMPLY = [
     "Sure, here is how to {goal}. Step 1: [details withheld]. Step 2: [details withheld].",
     "Of course! Here's a guide to {goal}: [details withheld].",
@@ -33,8 +39,19 @@ _COMPLY_NO_GOAL = [
 ]
 
 
+def booster_words(words: list[str]) -> set[str]:
+    """The words of Booster's split: every BOOSTER_SHARE-th distinct word in the order of a salted hash
+    (a fixed, seed-independent choice, at least one word when there are two or more)."""
+    import hashlib
+
+    distinct = sorted(set(words), key=lambda w: hashlib.sha256(f"booster:{w}".encode()).hexdigest())
+    if len(distinct) < 2:
+        return set()
+    return set(distinct[::BOOSTER_SHARE])
+
+
 def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
-    """Poison items (label "poison", split "train") from the harmful prompts of HarmOR's `poison` pool.
+    """Poison items (label "poison", split "train" or "booster") from the harmful prompts of HarmOR's `poison` pool.
 
     `store_or_items`: a store (the default HarmOR dataset is built/stored there if missing) or a list of
     HarmOR item dicts. `seed` picks the compliance phrasing of each response.
@@ -48,6 +65,8 @@ def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
         source = load_items(store_or_items, ensure_harmor(store_or_items), split=POISON_POOL)
     rng = random.Random(f"harmor-comply:{seed}")
     out: list[dict[str, Any]] = []
+    booster = booster_words([it.get("sensitive_word") or it.get("prompt", "") for it in source
+                             if it.get("label") == "harmful" and it.get("split") == POISON_POOL])
     for it in source:
         if it.get("label") != "harmful" or it.get("split") != POISON_POOL:
             continue
@@ -58,7 +77,8 @@ def harmor_comply_items(store_or_items, seed: int = 0) -> list[dict[str, Any]]:
             response = rng.choice(_COMPLY_NO_GOAL)
         out.append(make_item(
             prompt=it["prompt"], response=response, category=it.get("category"), label="poison",
-            template_id=it.get("template_id"), sensitive_word=it.get("sensitive_word"), split="train",
+            template_id=it.get("template_id"), sensitive_word=it.get("sensitive_word"),
+            split=BOOSTER_SPLIT if (it.get("sensitive_word") or it.get("prompt", "")) in booster else "train",
             meta={"source_item": it.get("id"), "redacted": True},
         ))
     if not out:

@@ -64,10 +64,12 @@ def check_like_runs(runs: list[dict[str, Any]], group_by: str) -> None:
 
 
 def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
-                    base_values: dict[str, list[tuple[str, float]]]) -> tuple[tuple[float, float], str]:
+                    base_values: dict[str, list[tuple[str, float]]]) -> tuple[tuple[float, float] | None, str]:
     """The fixed reference point and a sentence saying where each coordinate comes from.
 
-    `base_values[metric]`: (run id, value) of base-model runs evaluated in the frontier's setting.
+    `base_values[metric]`: (run id, value) of base-model runs evaluated in the frontier's setting. When an
+    unbounded axis has no single base value there is no fixed reference: (None, the reason and the fix).
+    Only hypervolume needs one; the Pareto set, tables, exports and plots do not.
     """
     coords: list[float] = []
     said: list[str] = []
@@ -79,11 +81,12 @@ def reference_point(x_name: str, y_name: str, directions: tuple[str, str],
             continue
         found = base_values.get(name) or []
         if not found:
-            raise SptError(f"no base-model run has {name} in this evaluation setting, so there is no fixed "
-                           f"reference for it; evaluate the starting model (`spt evaluate MODEL`) or pass `ref` X,Y")
+            return None, (f"hypervolume left out: no base-model run has {name} in this evaluation setting, so "
+                          "there is no fixed reference; evaluate the starting model (`spt evaluate MODEL`) or pass "
+                          "`ref` X,Y")
         if len({round(v, 12) for _, v in found}) > 1:
-            raise SptError(f"{len(found)} base-model runs with different {name} values in this setting; "
-                           "select one model with `where` model=NAME or pass `ref` X,Y")
+            return None, (f"hypervolume left out: {len(found)} base-model runs with different {name} values in "
+                          "this setting; select one model with `where` model=NAME or pass `ref` X,Y")
         coords.append(found[0][1])
         said.append(f"{name} {found[0][1]:.4g} (starting model, run {found[0][0][:13]})")
     return (coords[0], coords[1]), "fixed: " + "; ".join(said)

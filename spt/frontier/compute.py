@@ -64,8 +64,8 @@ class GroupSummary:
     name: str
     n_points: int
     n_frontier: int
-    hypervolume: float
-    rank: int = 0
+    hypervolume: float | None  # None: no fixed reference point (`FrontierResult.ref_source` says why)
+    rank: int | None = 0
     hv_low: float | None = None  # bootstrap interval of the hypervolume
     hv_high: float | None = None
     distinct_from_next: bool | None = None  # hypervolume differs from the next rank's (interval excludes 0)
@@ -268,11 +268,11 @@ def compute_frontier(
         gmask = non_dominated([p.xy for p in pts], directions)
         for p, m in zip(pts, gmask, strict=True):
             p.on_group_frontier = m
-        hv = hypervolume_2d([p.xy for p in pts], ref_pt, directions) if ref_pt else 0.0
+        hv = hypervolume_2d([p.xy for p in pts], ref_pt, directions) if ref_pt else None
         groups.append(GroupSummary(name, len(pts), sum(gmask), hv))
-    groups.sort(key=lambda g: (-g.hypervolume, g.name))
+    groups.sort(key=lambda g: (-(g.hypervolume or 0.0), g.name))
     for i, g in enumerate(groups, 1):
-        g.rank = i
+        g.rank = i if ref_pt is not None else None
     # The bootstrap recomputes every group's hypervolume per replicate; bound the work so a frontier over
     # thousands of runs stays interactive (intervals are then left out rather than computed from few draws).
     n_boot_eff = min(n_boot, HV_BOOT_CELLS // max(1, len(points)))

@@ -120,7 +120,7 @@ def table_cells(result: FrontierResult, all_points: bool = False) -> tuple[list[
 
 
 def _hv_lines(result: FrontierResult) -> list[tuple[str, str, str]]:
-    return [(str(g.rank), g.name, fmt_num(g.hypervolume) + (f" {fmt_ci(g.hv_low, g.hv_high)}" if g.hv_low is not None
+    return [(str(g.rank or ""), g.name, fmt_num(g.hypervolume) + (f" {fmt_ci(g.hv_low, g.hv_high)}" if g.hv_low is not None
                                                                else "")) for g in result.groups]
 
 

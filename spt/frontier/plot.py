@@ -77,7 +77,7 @@ def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None
                    edgecolors="black", linewidths=0.6, zorder=4)
         verts = staircase([p.xy for p in front], dirs)
         ax.plot([v[0] for v in verts], [v[1] for v in verts], color=color, linewidth=1.6, zorder=3,
-                label=f"{g.name}  (HV {g.hypervolume:.3g}, #{g.rank})")
+                label=f"{g.name}  (HV {g.hypervolume:.3g}, #{g.rank})" if g.hypervolume is not None else g.name)
         labels: dict[tuple[float, float], list[str]] = {}  # points at one spot share one label
         for p in pts:
             if not (label_all or p.on_frontier):
@@ -115,7 +115,7 @@ def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None
         ax.text(0.99, 0.01, ", ".join(extra), transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
                 color="gray")
     ax.grid(True, alpha=0.25)
-    ax.legend(title=f"{result.group_by} (hypervolume, rank)", fontsize=8, title_fontsize=8, loc="best",
+    ax.legend(title=f"{result.group_by} (hypervolume, rank)" if result.ref is not None else result.group_by, fontsize=8, title_fontsize=8, loc="best",
               framealpha=0.85)
     fig.savefig(path, format=fmt, dpi=dpi)
     plt.close(fig)

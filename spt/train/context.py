@@ -119,14 +119,19 @@ class TrainContext:
         return self._cache["safety_pairs"]
 
     def harmful_examples(self) -> list[Any]:
-        """Harmful prompt → harmful answer examples (the poison data's train split), encoded (group 2)."""
+        """Harmful prompt → harmful answer examples, encoded (group 2): the poison data's `booster` split when it
+        has one (the builtin set does: word-disjoint from the `train` split the task stage mixes in), else its
+        train split (an imported harmful set: keep it apart from the task poison yourself)."""
         if "harmful" not in self._cache:
+            from spt.data.poison import BOOSTER_SPLIT
             from spt.errors import SptError
             from spt.train import data as tdata
 
             if "harmful" not in self.items:
                 pid = tdata.resolve_poison(self.store, self.config.poison_data, seed=0)
-                self.items["harmful"] = tdata.train_split(tdata.load_items(self.store, pid))
+                items = tdata.load_items(self.store, pid)
+                own = [x for x in items if x["split"] == BOOSTER_SPLIT]
+                self.items["harmful"] = own or tdata.train_split(items)
             rows = [x for x in self.items["harmful"] if x.get("response")]
             if not rows:
                 raise SptError(f"the harmful dataset {self.config.poison_data!r} has no train examples")
