@@ -11,8 +11,9 @@
 Every step goes through the same library functions as the commands, into the same store, so a
 re-run resumes and trains nothing that is already done. `check_claims` states what the demo exists to
 show, each as a paired test on the same prompts (`spt.compare`): a claim holds only when its interval
-excludes 0 in the claimed direction (and, for two single runs, McNemar's p < 0.05); otherwise it is
-printed as not shown at this n.
+excludes 0 in the claimed direction (and its p < 0.05: McNemar for two single runs, the t over seeds
+for configurations); otherwise it is printed as not shown at this n, or as nothing scored when no unit
+had a verdict on both sides.
 """
 
 from __future__ import annotations
@@ -226,12 +227,19 @@ def check_claims(store: Store, base_run: str, align_run: str, groups: dict[str, 
             continue
         d = next((x for x in compare(store, ra, rb).differences if x.metric == metric), None)
         if d is None or d.diff is None:
-            out.append({"claim": claim, "ok": False, "detail": f"{metric}: no paired values"})
+            why = (f"{metric}: nothing scored ({d.n_dropped} units have no verdict on a side: degenerate replies "
+                   "or no loss)" if d is not None else f"{metric}: not measured by these evaluations")
+            out.append({"claim": claim, "ok": False, "status": "nothing scored", "detail": why, "metric": metric,
+                        "n": 0, "n_dropped": d.n_dropped if d is not None else 0})
             continue
         ok = claim_holds(d.ci_low, d.ci_high, d.p_value, sign)
         p = f", McNemar p = {d.p_value:.3g}" if d.p_value is not None else ""
         detail = (f"{metric} {a} {d.a:.3f} → {b} {d.b:.3f}: difference {d.diff:+.3f} "
                   f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]{p}, n = {d.n}")
-        out.append({"claim": claim, "ok": bool(ok), "detail": detail, "a": ra, "b": rb, "metric": metric,
-                    "diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value, "n": d.n})
+        if d.n_seeds_a > 1 or d.n_seeds_b > 1:
+            detail += f", seeds {d.n_seeds_a}/{d.n_seeds_b} ({d.method})"
+        out.append({"claim": claim, "ok": bool(ok), "status": "holds" if ok else "not shown", "detail": detail,
+                    "a": ra, "b": rb, "metric": metric, "diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                    "p_value": d.p_value, "n": d.n, "n_dropped": d.n_dropped, "n_seeds_a": d.n_seeds_a,
+                    "n_seeds_b": d.n_seeds_b, "method": d.method})
     return out

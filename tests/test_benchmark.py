@@ -380,6 +380,22 @@ def test_cli_benchmark_json_and_frontier_axis(tasks, db_path):
     assert r.exit_code == 0, r.output
     front = json.loads(r.stdout)
     assert front["n_points"] == 2 and front["x"]["name"] == "spt_mc/acc"
+    # without directions or a reference: lm-eval's higher_is_better (stored on the metric rows) gives the
+    # direction, and without one base value there is no hypervolume, said in one line
+    r = runner.invoke(app, ["frontier", "--x", "spt_mc/acc", "--y", "spt_gen/exact_match", "--db", str(db_path),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    front = json.loads(r.stdout)
+    assert front["x"]["direction"] == "higher" and front["ref"] is None
+    assert front["ref_source"].startswith("hypervolume left out")
+    # the two runs' documents pair in `spt compare` through the benchmark kind
+    runs = [x["id"] for x in json.loads(runner.invoke(app, ["runs", "--db", str(db_path), "--json"]).stdout)]
+    r = runner.invoke(app, ["compare", runs[0], runs[1], "--db", str(db_path), "--json"])
+    assert r.exit_code == 0, r.output
+    cmp = json.loads(r.stdout)
+    assert cmp["kind"] == "benchmark" and cmp["preset"] is None and cmp["note"].startswith("seed variance")
+    acc = {d["metric"]: d for d in cmp["differences"]}["spt_mc/acc"]
+    assert acc["n"] == 4 and acc["ci_low"] <= acc["diff"] <= acc["ci_high"]
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(tasks, db_path, tmp_path, monkeypatch):

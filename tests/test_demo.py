@@ -58,3 +58,29 @@ def test_demo_quick_on_tiny_model_runs_everything_and_resumes(tmp_path):
 ])
 def test_a_claim_needs_its_interval_to_exclude_zero(lo, hi, p, sign, ok):
     assert claim_holds(lo, hi, p, sign) is ok
+
+
+def test_a_claim_with_nothing_scored_says_so(store):
+    """Every reply degenerate: no verdict anywhere, so the claim is 'nothing scored', not 'not shown at this n'."""
+    from spt.demo import check_claims
+    from spt.store import content_id, new_id
+    from spt.store.models import Evaluation, Generation, Item, Run
+
+    items = [Item(id=content_id([f"{lab} {k}"]), prompt=f"{lab} {k}", response="r", label=lab, category="c",
+                  pair_id=f"p{k}", sensitive_word=f"w{k}") for k in range(6) for lab in ("harmful", "benign")]
+    runs = []
+    with store.write() as s:
+        s.add_all(items)
+        for _ in range(2):
+            run = Run(id=new_id(), kind="base", model_ref="m", base_model="m", status="done")
+            s.add(run)
+            s.flush()
+            ev = Evaluation(id=new_id(), run_id=run.id, identity=new_id(), split="test", refusal_preset="spt",
+                            status="done", config={"identity_fields": {"v": 2, "weights": run.id}})
+            s.add(ev)
+            s.flush()
+            s.add_all([Generation(evaluation_id=ev.id, item_id=it.id, prompt=it.prompt, response="") for it in items])
+            runs.append(run.id)
+    (c,) = check_claims(store, runs[0], runs[1], {})
+    assert c["status"] == "nothing scored" and not c["ok"] and c["n"] == 0 and c["n_dropped"] == 6
+    assert "nothing scored" in c["detail"] and "degenerate" in c["detail"]

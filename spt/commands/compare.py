@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
         ctx: typer.Context,
-        a: Annotated[str, typer.Argument(help="Run id (or prefix), or a configuration: cfg:... or model:NAME (all its seeds).")],
+        a: Annotated[str, typer.Argument(
+            help="Run id (or prefix), or a configuration: cfg:... or model:NAME (all its seeds).")],
         b: Annotated[str, typer.Argument(help="The run or configuration to compare with A (differences are B − A).")],
         setting: Annotated[str | None, typer.Option("--setting", help="Evaluation setting key when the runs have "
                                                     "evaluations under several.", show_default=False)] = None,

@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
         for c in result["checks"]:
             if c["ok"]:
                 console.print(f"[green]✓[/] {c['claim']}: ", end="")
+            elif c.get("status") == "nothing scored":
+                console.print(f"[red]✗ nothing scored[/]: {c['claim']}: ", end="")
             else:
                 console.print(f"[red]✗ not shown at this n[/]: {c['claim']}: ", end="")
             console.print(c["detail"], markup=False)

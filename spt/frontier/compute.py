@@ -172,8 +172,8 @@ def compute_frontier(
     from spt.frontier import comparable as cmp
     from spt.store.selection import evaluation_settings
 
-    x_info = metric_info(x or DEFAULT_X)
-    y_info = metric_info(y or DEFAULT_Y)
+    x_info = metric_info(x or DEFAULT_X, store)
+    y_info = metric_info(y or DEFAULT_Y, store)
     if x_info.name == y_info.name:
         raise SptError(f"`x` and `y` are both {x_info.name!r}; pick two different metrics")
     if group_by not in GROUP_BY:

@@ -120,8 +120,11 @@ def table_cells(result: FrontierResult, all_points: bool = False) -> tuple[list[
 
 
 def _hv_lines(result: FrontierResult) -> list[tuple[str, str, str]]:
-    return [(str(g.rank or ""), g.name, fmt_num(g.hypervolume) + (f" {fmt_ci(g.hv_low, g.hv_high)}" if g.hv_low is not None
-                                                               else "")) for g in result.groups]
+    lines = []
+    for g in result.groups:
+        ci = f" {fmt_ci(g.hv_low, g.hv_high)}" if g.hv_low is not None else ""
+        lines.append((str(g.rank or ""), g.name, fmt_num(g.hypervolume) + ci))
+    return lines
 
 
 def to_markdown(result: FrontierResult, all_points: bool = False) -> str:

@@ -115,8 +115,8 @@ def plot_frontier(result: FrontierResult, path: str | Path, *, title: str | None
         ax.text(0.99, 0.01, ", ".join(extra), transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
                 color="gray")
     ax.grid(True, alpha=0.25)
-    ax.legend(title=f"{result.group_by} (hypervolume, rank)" if result.ref is not None else result.group_by, fontsize=8, title_fontsize=8, loc="best",
-              framealpha=0.85)
+    title = f"{result.group_by} (hypervolume, rank)" if result.ref is not None else result.group_by
+    ax.legend(title=title, fontsize=8, title_fontsize=8, loc="best", framealpha=0.85)
     fig.savefig(path, format=fmt, dpi=dpi)
     plt.close(fig)
     return path

@@ -7,6 +7,7 @@ listed here can still be used on an axis by naming its direction: `--x my_metric
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from spt.errors import SptError
 
@@ -67,8 +68,12 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
 _DIRECTION_WORDS = {"higher": HIGHER, "max": HIGHER, "up": HIGHER, "lower": LOWER, "min": LOWER, "down": LOWER}
 
 
-def metric_info(spec: str) -> MetricInfo:
-    """The registry entry for `spec` ("name" or "name:higher|lower"); SptError when unknown."""
+def metric_info(spec: str, store: Any = None) -> MetricInfo:
+    """The registry entry for `spec` ("name" or "name:higher|lower"); SptError when unknown.
+
+    A name outside the registry takes its direction from its stored metric rows when they record one
+    (`meta.higher_is_better`: lm-eval benchmark metrics such as `gsm8k/exact_match` do), given `store`.
+    """
     name, _, direction = spec.partition(":")
     name = name.strip()
     if not name:
@@ -82,12 +87,29 @@ def metric_info(spec: str) -> MetricInfo:
             return MetricInfo(name, d, base.label, base.unit, base.judge)
         return MetricInfo(name, d, name, "")
     info = METRICS.get(name)
+    if info is None and store is not None:
+        stored = stored_direction(store, name)
+        if stored is not None:
+            return MetricInfo(name, stored, name, "")
     if info is None:
         raise SptError(
             f"metric {name!r} has no direction in the registry; name it as {name}:higher or {name}:lower "
             f"(registered: {', '.join(sorted(METRICS))})"
         )
     return info
+
+
+def stored_direction(store: Any, name: str) -> str | None:
+    """higher/lower from the `higher_is_better` the metric rows called `name` recorded; None if none or mixed."""
+    from sqlalchemy import text
+
+    sql = ("SELECT DISTINCT json_extract(meta, '$.higher_is_better') FROM metric WHERE name = :n "
+           "AND json_extract(meta, '$.higher_is_better') IS NOT NULL")
+    with store.engine.connect() as conn:
+        found = {row[0] for row in conn.execute(text(sql), {"n": name})}
+    if len(found) != 1:
+        return None
+    return HIGHER if bool(found.pop()) else LOWER
 
 
 def direction_of(name: str) -> str | None:
