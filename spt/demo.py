@@ -27,6 +27,10 @@ from spt.progress import ProgressFn, report, within
 from spt.store import queries
 from spt.store.engine import Store
 
+# The demo's table: the summary metrics and the share of replies with no verdict (empty, looping, symbols),
+# which the refusal rates leave out of their denominators.
+DEMO_METRICS = (*SUMMARY_METRICS, "degenerate_rate")
+
 if TYPE_CHECKING:
     from spt.sweep.run import SweepResult
 
@@ -160,7 +164,7 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
               **{f"anchor λ={lam:g}": runs_of(sweep, "anchor", lam) for lam in plan.lams}}
     from spt.runs import list_configurations
 
-    keys = SUMMARY_METRICS
+    keys = DEMO_METRICS
     by_cfg = {c["configuration"]: c for c in list_configurations(store, [f"tag={plan.tag}", f"tag={plan.tag}:control"],
                                                                  metrics=keys)}
     rows = [_row("base", None, [base.run_id], _overall(store, base.evaluation_id)),
@@ -182,7 +186,7 @@ def run_demo(store: Store, plan: DemoPlan = FULL, *, plot: str | Path | None = N
 def _row(name: str, lam: float | None, run_ids: list[str], m: dict[str, float | None],
          intervals: dict[str, tuple[float | None, float | None]] | None = None,
          configuration: str | None = None) -> dict[str, Any]:
-    keys = SUMMARY_METRICS
+    keys = DEMO_METRICS
     return {"model": name, "lam": lam, "runs": run_ids, "configuration": configuration,
             **{k: m.get(k) for k in keys}, "intervals": intervals or {}}
 

@@ -396,6 +396,22 @@ def test_cli_benchmark_json_and_frontier_axis(tasks, db_path):
     assert cmp["kind"] == "benchmark" and cmp["preset"] is None and cmp["note"].startswith("seed variance")
     acc = {d["metric"]: d for d in cmp["differences"]}["spt_mc/acc"]
     assert acc["n"] == 4 and acc["ci_low"] <= acc["diff"] <= acc["ci_high"]
+    # recomputing a store's metrics recomputes benchmark rows from their stored samples, not as refusal rows
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    before = con.execute("SELECT id, name, category, value, ci_low, ci_high, n FROM metric ORDER BY id").fetchall()
+    with con:
+        con.execute("UPDATE metric SET value = value + 0.5 WHERE name = 'spt_mc/acc'")
+    con.close()
+    r = runner.invoke(app, ["evaluate", "--recompute-metrics", "--db", str(db_path), "--json"])
+    assert r.exit_code == 0, r.output
+    done = json.loads(r.stdout)["evaluations"]
+    assert len(done) == 2 and all(d["changed"] == ["spt_mc/acc/all"] and not d["added"] for d in done)
+    con = sqlite3.connect(db_path)
+    after = con.execute("SELECT id, name, category, value, ci_low, ci_high, n FROM metric ORDER BY id").fetchall()
+    con.close()
+    assert after == before  # the tampered value restored; no refusal rows added to a benchmark evaluation
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(tasks, db_path, tmp_path, monkeypatch):
@@ -446,3 +462,41 @@ def test_embedded_model_matches_lm_eval(store, tasks):
     gens = {(g.meta["task"], g.meta["doc_id"]): g for g in _gens(store, res.evaluation_id)}
     for smp in ref["samples"]["spt_gen"]:
         assert gens[("spt_gen", smp["doc_id"])].response == smp["resps"][0][0]
+
+
+def test_served_model_through_a_chat_endpoint_on_loopback(store, tasks):
+    """engine `openai`: lm-eval's chat-completions client against an OpenAI-compatible server on 127.0.0.1.
+
+    The server answers "ANSWER: 3" to everything, so the strict filter extracts "3": exactly the document
+    whose target is "3" scores 1 under strict-match, and none under raw (the raw reply is not a target).
+    """
+    pytest.importorskip("lm_eval")
+    from fake_openai_server import FakeOpenAI
+
+    from spt.eval.lmeval.run import evaluate_benchmark
+
+    srv = FakeOpenAI().start()
+    srv.default = {"text": "ANSWER: 3"}
+    try:
+        cfg = _config([tasks["gen"]], engine="openai", apply_chat_template=True,
+                      engine_options={"base_url": srv.base_url})
+        res = evaluate_benchmark(store, "openai:served-model", cfg)
+        assert res.status == "done" and res.n_docs == {"spt_gen": N_GEN} and res.engine == "openai"
+        paths = {r["path"] for r in srv.requests}
+        assert paths == {"/v1/chat/completions"} and len(srv.requests) == N_GEN
+        assert all(r["body"]["model"] == "served-model" for r in srv.requests)
+        assert all(r["body"]["messages"][-1]["role"] == "user" for r in srv.requests)
+        metrics = _metrics(store, res.evaluation_id)
+        targets = [str(i) if i % 2 else INVALID for i in range(N_GEN)]
+        assert metrics[("spt_gen/exact_match", "all")].value == pytest.approx(targets.count("3") / N_GEN)
+        assert metrics[("spt_gen/exact_match,raw", "all")].value == 0.0
+        assert all(g.response == "ANSWER: 3" for g in _gens(store, res.evaluation_id))
+        # the served model is a base run of its own, recorded with the endpoint
+        with store.session() as s:
+            ev = s.get(Evaluation, res.evaluation_id)
+        assert ev.config["engine_described"]["base_url"] == srv.base_url
+        n_requests = len(srv.requests)
+        again = evaluate_benchmark(store, "openai:served-model", cfg)  # resumes: nothing asked twice
+        assert again.evaluation_id == res.evaluation_id and again.n_run == 0 and len(srv.requests) == n_requests
+    finally:
+        srv.stop()

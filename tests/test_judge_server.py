@@ -114,3 +114,41 @@ def test_judge_external_evaluation_through_transformers_serve(tmp_path, served):
     assert r.exit_code == 0, r.output
     rows = {x["candidate"]: x for x in json.loads(r.stdout)["human"]["rows"]}
     assert f"openai:{served['model']}/refusal" in rows
+
+
+def test_benchmark_through_transformers_serve(tmp_path, served):
+    """`engine` openai on a real server: lm-eval's chat client asks transformers serve, every reply is stored.
+
+    The tiny model's replies are whatever they are; the test checks the plumbing against them: one stored
+    generation per document holding the served reply, and the strict-match metric equal to the task's regex
+    filter applied to those replies (a reply without "ANSWER: <digits>" filters to "[invalid]", which is
+    the target of every other document).
+    """
+    pytest.importorskip("lm_eval")
+    import re
+
+    from test_benchmark import INVALID, N_GEN, write_tasks
+
+    from spt.eval.lmeval.run import BenchmarkConfig, evaluate_benchmark
+    from spt.store.models import Generation
+
+    tasks = write_tasks(tmp_path / "tasks")
+    st = open_store(tmp_path / "b.db")
+    try:
+        cfg = BenchmarkConfig(benchmarks=[str(tasks["gen"])], engine="openai", apply_chat_template=True,
+                              engine_options={"base_url": served["base_url"], "timeout": 120})
+        res = evaluate_benchmark(st, f"openai:{served['model']}", cfg)
+        assert res.status == "done" and res.n_docs == {"spt_gen": N_GEN}
+        with st.session() as s:
+            gens = s.exec(select(Generation).where(Generation.evaluation_id == res.evaluation_id)).all()
+        assert len(gens) == N_GEN and all(isinstance(g.response, str) for g in gens)
+        targets = {g.meta["doc_id"]: (str(g.meta["doc_id"]) if g.meta["doc_id"] % 2 else INVALID) for g in gens}
+        hits = 0
+        for g in gens:
+            found = re.search(r"ANSWER: (\d+)", g.response)
+            hits += (found.group(1) if found else INVALID) == targets[g.meta["doc_id"]]
+        m = {x["name"]: x for x in res.metrics if x["category"] == "all"}
+        assert m["spt_gen/exact_match"]["value"] == pytest.approx(hits / N_GEN)
+        assert m["spt_gen/exact_match"]["n"] == N_GEN
+    finally:
+        st.close()

@@ -45,11 +45,12 @@ def render_rows(rows: list[dict[str, Any]]) -> Table:
     title = ("demo configurations (HarmOR v2 test subset, keyword preset `spt`; fine-tuned rows: mean over seeds "
              "[95% interval])")
     table = Table("model", "λ", "seeds", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
-                  "task acc ↑", "runs", title=escape(title), title_justify="left")
+                  "task acc ↑", "degenerate", "runs", title=escape(title), title_justify="left")
     for r in rows:
         add_row(table, r["model"], num(r["lam"], "g", "—"), str(len(r["runs"])), _ci(r, "refusal_rate", ".2f"),
                 _ci(r, "over_refusal_rate", ".2f"), num(r["pair_score"], ".2f", "—"), _ci(r, "alignment_loss", ".3f"),
                 _ci(r, "task_loss", ".3f"), num(r["task_accuracy"], ".2f", "—"),
+                num(r.get("degenerate_rate"), ".2f", "—"),
                 r["configuration"] or " ".join(x[:13] for x in r["runs"]))
     return table
 

@@ -7,6 +7,10 @@ the same code (`spt.eval.metrics`), the same metric ids (so rows are updated, no
 metrics are recomputed from the stored current judgments too. The evaluation's identity, status and
 generations are left as they are.
 
+Each evaluation kind recomputes its own way: a `refusal` evaluation as below, a `benchmark` evaluation
+from its stored per-document samples and the task settings recorded when it ran (`BenchmarkKind.recompute`).
+A kind without a `recompute` says so in one line instead of writing metrics of another kind.
+
 Losses of items with no stored loss (evaluations made before losses were kept per item, or with
 `--no-generate`) cannot be recomputed: those loss metrics keep their stored rows, and the result says so.
 """
@@ -108,8 +112,36 @@ def _records(store: Store, ev: Evaluation) -> tuple[list[dict], list[dict], Any]
     return safety, task_recs, scorer
 
 
+def diff_metrics(before: dict[tuple[str, str], dict], metrics: list[dict]) -> tuple[list[str], list[str]]:
+    """("name/category" rows whose value, interval or counts changed, rows that are new) against `before`."""
+    changed, added = [], []
+    for m in metrics:
+        old = before.get((m["name"], m["category"]))
+        label = f"{m['name']}/{m['category']}"
+        if old is None:
+            added.append(label)
+        elif any(old[k] != m.get(k) for k in ("value", "ci_low", "ci_high", "n", "n_unscored")):
+            changed.append(label)
+    return changed, added
+
+
 def recompute_evaluation(store: Store, ev: Evaluation) -> Recomputed:
-    """Recompute one done evaluation's keyword, loss, accuracy and judge metrics; see the module doc."""
+    """Recompute one done evaluation's metrics; see the module doc."""
+    from spt.eval.kinds import get_kind
+    from spt.eval.kinds.base import DEFAULT_KIND, kind_of
+
+    kind = kind_of(ev)
+    if kind != DEFAULT_KIND:
+        recompute = getattr(get_kind(kind), "recompute", None)
+        if recompute is None:
+            raise SptError(f"evaluation {ev.id} is a {kind} evaluation, whose metrics cannot be recomputed from "
+                           "stored data; evaluate again instead")
+        return recompute(store, ev)
+    return _recompute_refusal(store, ev)
+
+
+def _recompute_refusal(store: Store, ev: Evaluation) -> Recomputed:
+    """Recompute a refusal evaluation's keyword, loss, accuracy and judge metrics."""
     from spt.eval.evaluate import stored_metrics
     from spt.eval.metrics import accuracy_metrics, loss_metrics, refusal_metrics
     from spt.eval.refusal import classify, get_preset
@@ -153,15 +185,7 @@ def recompute_evaluation(store: Store, ev: Evaluation) -> Recomputed:
     n_judge = 0
     for judge_id in judge_ids:
         n_judge += len(compute_judge_metrics(store, ev.id, judge_id) or [])
-    changed, added = [], []
-    for m in metrics:
-        key = (m["name"], m["category"])
-        old = before.get(key)
-        label = f"{m['name']}/{m['category']}"
-        if old is None:
-            added.append(label)
-        elif any(old[k] != m.get(k) for k in ("value", "ci_low", "ci_high", "n", "n_unscored")):
-            changed.append(label)
+    changed, added = diff_metrics(before, metrics)
     return Recomputed(ev.id, ev.run_id, len(metrics), n_judge, changed, added, kept)
 
 

@@ -24,6 +24,20 @@ class BenchmarkKind:
 
         return evaluate_benchmark(store, target, config, progress=progress)
 
+    def recompute(self, store: Store, evaluation: Any) -> Any:
+        """Rewrite the metric rows from the stored samples and task settings (no model, no lm-eval tasks).
+
+        The rows keep their ids, so a changed aggregation or interval method updates them in place.
+        """
+        from spt.eval.lmeval.run import compute_metrics, stored_metrics, write_metrics
+        from spt.eval.recompute import Recomputed, diff_metrics
+
+        before = {(m["name"], m["category"]): m for m in stored_metrics(store, evaluation.id)}
+        metrics = compute_metrics(store, evaluation)
+        write_metrics(store, evaluation, metrics, finish=False)
+        changed, added = diff_metrics(before, metrics)
+        return Recomputed(evaluation.id, evaluation.run_id, len(metrics), 0, changed, added, [])
+
     def unit_values(self, store: Store, evaluation_id: str, **options: Any) -> UnitValues:
         """Per metric (the stored metric names), each document's value; see the module doc.
 
