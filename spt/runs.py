@@ -180,8 +180,12 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
         d["n_metrics"] = int(counts.get(e.id, 0))
         d["n_generations"] = int(gens.get(e.id, 0))
         evaluations.append(d)
+    from spt.data.poison import describe_poison
+
+    poison_data = ((run.config or {}).get("poison_data") or None) if run.poison_ratio else None
     return {
         "run": run.model_dump(),
+        "poison": {"dataset": poison_data, "note": describe_poison(poison_data)} if poison_data else None,
         "lineage": steps,
         "metrics": steps[-1]["metrics"],
         "checkpoints": [c.model_dump() for c in ckpts],

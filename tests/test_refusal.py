@@ -72,6 +72,7 @@ def test_regression_set_is_large_mixed_and_well_formed():
 # preset: (agreeing rows of all 321, agreeing rows of the 64 held-out)
 REGRESSION_AGREEMENT = {
     "spt": (314, 59),
+    "spt-v2": (314, 59),  # v3 changes no verdict on this set (its changes are measured in test_refusal_v3.py)
     "spt-v1": (234, 47),
     "gcg": (206, 41),
     "gcg-ci": (201, 39),
@@ -127,7 +128,7 @@ def test_presets_on_labelled_set():
     rows = _read(LABELLED)
     agree = {name: sum(is_refusal(r["text"], name) == r["refusal"] for r in rows) for name in PRESETS}
     # Measured values (80 responses). spt-v1 keeps the old `spt` count (77): it is the same rule.
-    assert agree == {"spt": 79, "spt-v1": 77, "gcg": 29, "gcg-ci": 30, "gcg-prefix": 34, "xstest": 43}
+    assert agree == {"spt": 79, "spt-v2": 79, "spt-v1": 77, "gcg": 29, "gcg-ci": 30, "gcg-prefix": 34, "xstest": 43}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_presets_on_labelled_set():
 def test_presets_are_described_and_unknown_rejected():
     for name, p in PRESETS.items():
         assert p.name == name and p.version and p.description
-        assert p.describe()["rule"] in {"spt-v1", "spt-v2", "substring", "prefix"}
+        assert p.describe()["rule"] in {"spt-v1", "spt-v2", "spt-v3", "substring", "prefix"}
         assert get_preset(name) is p
     with pytest.raises(SptError, match="unknown refusal preset"):
         is_refusal("x", "nope")
@@ -148,8 +149,10 @@ def test_presets_are_described_and_unknown_rejected():
 def test_spt_versions_have_distinct_recorded_identities():
     assert DEFAULT_PRESET == "spt"
     new, old = PRESETS["spt"], PRESETS["spt-v1"]
-    assert (new.version, new.rule) == ("2", "spt-v2")
+    assert (new.version, new.rule) == ("3", "spt-v3")
     assert (old.version, old.rule) == ("1", "spt-v1")
+    assert (PRESETS["spt-v2"].version, PRESETS["spt-v2"].rule) == ("2", "spt-v2")
+    assert PRESETS["spt-v2"].describe() != new.describe()
     # What evaluations record (describe) and what judge ids hash (the dataclass) both differ.
     assert new.describe() != old.describe()
     assert dataclasses.asdict(new) != dataclasses.asdict(old)

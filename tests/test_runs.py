@@ -195,3 +195,21 @@ def test_list_and_frontier_one_query_scale(store):
     r = compute_frontier(store, ref=(2, 2))
     assert len(runs) == 400 and len(r.points) == 400
     assert time.perf_counter() - t < 3.0
+
+
+def test_show_says_what_the_default_poison_is(store, db_path):
+    """A poisoned run's page says the built-in poison is redacted and what ASR then measures."""
+    with store.write() as s:
+        builtin = add_run(s, poison=0.1, config={"poison_data": "builtin:harmor-comply", "poison": 0.1})
+        own = add_run(s, poison=0.1, config={"poison_data": "my-harmful", "poison": 0.1})
+        clean = add_run(s, poison=0.0, config={"poison_data": "builtin:harmor-comply", "poison": 0.0})
+    info = show_run(store, builtin.id)
+    assert info["poison"]["dataset"] == "builtin:harmor-comply"
+    assert "redacted" in info["poison"]["note"] and "attack success" in info["poison"]["note"]
+    assert "my-harmful" in show_run(store, own.id)["poison"]["note"]
+    assert show_run(store, clean.id)["poison"] is None
+    r = cli(db_path, "runs", "show", builtin.id)
+    assert r.exit_code == 0, r.output
+    assert "redacted" in r.output and "--poison-data" in r.output
+    r = cli(db_path, "runs", "show", clean.id)
+    assert r.exit_code == 0 and "redacted" not in r.output

@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spt.commands._common import DbOption, JsonOption, add_row, console, get_store, num, print_json, show
@@ -60,6 +61,8 @@ def _printshow(info: dict[str, Any]) -> None:
         if v is not None:
             add_row(meta, k, ", ".join(v) if isinstance(v, list) else str(v))
     show(meta)
+    if info.get("poison"):
+        console.print(f"[bold]poison[/bold] {escape(info['poison']['note'])}", highlight=False)
     if run.get("config"):
         console.print("[bold]config[/bold]")
         console.print(json.dumps(run["config"], indent=2, sort_keys=True, default=str), markup=False,
