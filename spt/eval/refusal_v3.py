@@ -41,8 +41,8 @@ _V3_DECLINE_PHRASES = (
     r"\b(?:my )?answer (?:has to be|is|must be|will have to be|'s) (?:a )?(?:firm |hard )?no\b",
     r"\ba (?:firm|hard) no\b",
     r"\bi(?:'m| am) declining\b",
-    r"\bi(?:'ll| will| must| have to| need to| am going to|'m going to|'ll have to| will have to| have no choice but to)"
-    r" (?:respectfully |politely )?refuse\b",
+    r"\bi(?:'ll| will| must| have to| need to| am going to|'m going to|'ll have to| will have to|"
+    r" have no choice but to) (?:respectfully |politely )?refuse\b",
     r"\b(?:turn|turning) (?:this|that|it|your request|the request|you) down\b",
     r"\bturn down (?:this|that|your|the) (?:request|one)\b",
     r"\b(?:can't|cannot|can not|won't|will not) be (?:a )?part of (?:this|that|it)\b",
