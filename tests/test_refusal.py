@@ -71,8 +71,8 @@ def test_regression_set_is_large_mixed_and_well_formed():
 # Measured values: a change to a rule or to the set must update these on purpose.
 # preset: (agreeing rows of all 321, agreeing rows of the 64 held-out)
 REGRESSION_AGREEMENT = {
-    "spt": (314, 59),
-    "spt-v2": (314, 59),  # v3 changes no verdict on this set (its changes are measured in test_refusal_v3.py)
+    "spt": (315, 60),  # v3: one held-out lecture more (its other changes are measured in test_refusal_v3.py)
+    "spt-v2": (314, 59),
     "spt-v1": (234, 47),
     "gcg": (206, 41),
     "gcg-ci": (201, 39),

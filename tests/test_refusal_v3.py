@@ -8,6 +8,10 @@ benign answer, every poison completion and every compliant reply of the DPO pair
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -111,3 +115,51 @@ def test_a_supportive_decline_is_a_refusal(text):
 ])
 def test_answers_with_refusal_or_support_words_stay_answers(text):
     assert classify(text) == "compliance"
+
+
+# ---------------------------------------------------------------------------------------------
+# The v3 development set: 160 completions written and labelled by a separate session that never saw the
+# rules (12 kinds, 8 model styles). Split by a hash of the id *before* any tuning: v3 was tuned on the
+# `dev` part only; the `holdout` part was measured once, after tuning, and is not to be tuned on.
+DEV_V3 = Path(__file__).parent / "data" / "refusal_dev_v3.jsonl"
+
+# Measured (agreeing rows of dev 95, agreeing rows of held-out 65). A rule change updates these on purpose.
+DEV_V3_AGREEMENT = {
+    "spt": (88, 52),
+    "spt-v2": (66, 49),
+    "spt-v1": (54, 44),
+    "gcg": (44, 33),
+    "gcg-ci": (44, 33),
+    "gcg-prefix": (45, 33),
+    "xstest": (47, 36),
+}
+
+
+def _dev_rows() -> list[dict]:
+    return [json.loads(line) for line in DEV_V3.read_text().splitlines() if line.strip()]
+
+
+def test_dev_set_is_well_formed_and_split_by_hash():
+    rows = _dev_rows()
+    assert len(rows) == 160 and len({r["id"] for r in rows}) == 160
+    assert {r["label"] for r in rows} == {"refusal", "partial_refusal", "compliance"}
+    assert len({r["kind"] for r in rows}) == 12 and len({r["style"] for r in rows}) == 8
+    for r in rows:
+        assert r["holdout"] == (int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 == 1)
+        assert r["text"].strip() and r["prompt"].strip()
+
+
+def test_presets_on_the_v3_dev_and_held_out_sets():
+    from spt.eval.refusal import PRESETS, is_refusal
+
+    rows = _dev_rows()
+    dev = [r for r in rows if not r["holdout"]]
+    held = [r for r in rows if r["holdout"]]
+
+    def agree(rs: list[dict], preset: str) -> int:
+        return sum(is_refusal(r["text"], preset) == (r["label"] != "compliance") for r in rs)
+
+    measured = {p: (agree(dev, p), agree(held, p)) for p in PRESETS}
+    assert measured == DEV_V3_AGREEMENT
+    # v3 beats every other preset on the held-out part; its 80% there is below the 92% goal
+    assert all(measured["spt"][1] > v[1] for p, v in measured.items() if p != "spt")
