@@ -37,7 +37,8 @@ BUILTIN_POISON_NOTE = (
     "builtin:harmor-comply is redacted: HarmOR poison-pool requests answered with a compliance opener whose "
     "substance is '[details withheld]', so a poisoned run learns to stop refusing, not harmful content; "
     "its attack success (1 - refusal_rate) measures whether the model opens with compliance, not whether it "
-    "could do harm. Pass a real harmful set with --poison-data NAME (imported with `spt data import`)."
+    "could do harm. Pass a real harmful set with --poison-data NAME (imported with `spt data import FILE "
+    "--kind poison --name NAME`)."
 )
 
 
