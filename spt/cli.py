@@ -127,6 +127,9 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version.")] = False,
 ) -> None:
+    from spt.env import check_environment
+
+    check_environment()  # a bad SPT_* value is one line before anything runs
     ctx.obj = {"db": db}
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def spt_home() -> Path:
     """`$SPT_HOME`, else the platform's user-data directory for spt."""
-    if os.environ.get("SPT_HOME"):
-        return Path(os.environ["SPT_HOME"]).expanduser()
+    from spt.env import env_path
+
+    home = env_path("SPT_HOME")
+    if home is not None:
+        return home
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("spt", appauthor=False))
@@ -17,16 +19,16 @@ def spt_home() -> Path:
 
 def default_db_path() -> Path:
     """The store used when no --db is given: `$SPT_DB`, else `$SPT_HOME/spt.db`, else user data dir."""
-    if os.environ.get("SPT_DB"):
-        return Path(os.environ["SPT_DB"]).expanduser()
-    return spt_home() / "spt.db"
+    from spt.env import env_path
+
+    return env_path("SPT_DB") or spt_home() / "spt.db"
 
 
 def cache_dir() -> Path:
     """Converted models and other derived files (`$SPT_CACHE`, else `$SPT_HOME/cache`)."""
-    if os.environ.get("SPT_CACHE"):
-        return Path(os.environ["SPT_CACHE"]).expanduser()
-    return spt_home() / "cache"
+    from spt.env import env_path
+
+    return env_path("SPT_CACHE") or spt_home() / "cache"
 
 
 def artifacts_dir(db_path: Path) -> Path:

@@ -95,9 +95,11 @@ class HarmorTemplates:
 
 def templates_dir() -> Path:
     """`$SPT_HARMOR_TEMPLATES`, else the packaged `spt/harmor_templates`, else the repository's folder."""
-    env = os.environ.get("SPT_HARMOR_TEMPLATES")
-    if env:
-        return Path(env).expanduser()
+    from spt.env import env_path
+
+    env = env_path("SPT_HARMOR_TEMPLATES")
+    if env is not None:
+        return env
     import spt
 
     pkg = Path(spt.__file__).resolve().parent

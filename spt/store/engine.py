@@ -103,10 +103,10 @@ def check_revision(path: str | Path, revision: str | None) -> None:
 def _make_engine(path: Path) -> Engine:
     # URL.create, not an f-string: a `?` or `#` in the path must not be parsed as URL syntax.
     url = URL.create("sqlite", database=str(path))
-    busy_ms = BUSY_TIMEOUT_MS
-    env_ms = os.environ.get("SPT_BUSY_TIMEOUT_MS")  # one wait for the lock, before a retry (tests shorten it)
-    if env_ms and env_ms.isdigit() and int(env_ms) > 0:
-        busy_ms = int(env_ms)
+    from spt.env import env_int
+
+    # one wait for the lock, before a retry (tests shorten it)
+    busy_ms = env_int("SPT_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
     engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")

@@ -59,10 +59,9 @@ def _retry_after(err: Any) -> float | None:
 
 
 def _retry_base() -> float:
-    try:
-        return float(os.environ.get("SPT_JUDGE_RETRY_BASE_S", "1.0"))
-    except ValueError:
-        return 1.0
+    from spt.env import env_float
+
+    return env_float("SPT_JUDGE_RETRY_BASE_S", 1.0)
 
 
 class OpenAIJudge:
