@@ -40,7 +40,16 @@ from spt.errors import SptError
 
 
 class SptGroup(TyperGroup):
-    """Turns SptError anywhere below into one red line on stderr and a non-zero exit."""
+    """Turns SptError anywhere below into one red line on stderr and a non-zero exit, and checks every
+    command's option values at parse time (`spt.commands._guard`) before the command runs."""
+
+    def resolve_command(self, ctx, args):  # type: ignore[override]
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            from spt.commands._guard import guard
+
+            guard(cmd)
+        return name, cmd, rest
 
     def invoke(self, ctx):  # type: ignore[override]
         try:
@@ -127,9 +136,11 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version.")] = False,
 ) -> None:
+    from spt.commands._guard import check_params
     from spt.env import check_environment
 
     check_environment()  # a bad SPT_* value is one line before anything runs
+    check_params(ctx)
     ctx.obj = {"db": db}
 
 

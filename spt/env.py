@@ -24,6 +24,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "SPT_HARMOR_TEMPLATES": ("existing-dir", "the HarmOR templates folder"),
     "SPT_BUSY_TIMEOUT_MS": ("int>=1", "milliseconds to wait for a locked store before retrying"),
     "SPT_JUDGE_RETRY_BASE_S": ("float>=0", "seconds of the first retry backoff of endpoint judges"),
+    "SPT_WRITE_WAIT_S": ("float>=0", "seconds a writer waits in all for the write lock"),
+    "SPT_LEASE_TIMEOUT_S": ("float>0", "seconds after which a silent worker's lease is stale"),
+    "SPT_IMPORT_CHUNK_ROWS": ("int>=1", "source rows per committed chunk of `spt import`"),
+    "SPT_SWEEP_STAGES": ("module:attribute", "replacement sweep stages (tests, custom deployments)"),
+}
+# Upper bounds: beyond these a value is a typo, not a setting (a day of waiting, a million rows per chunk).
+MAXIMA: dict[str, float] = {
+    "SPT_BUSY_TIMEOUT_MS": 86_400_000, "SPT_JUDGE_RETRY_BASE_S": 3600.0, "SPT_WRITE_WAIT_S": 86_400.0 * 7,
+    "SPT_LEASE_TIMEOUT_S": 86_400.0 * 30, "SPT_IMPORT_CHUNK_ROWS": 10_000_000,
 }
 
 
@@ -46,13 +55,13 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
         n = int(value.strip())
     except ValueError:
         raise _bad(name, value, "is not an integer") from None
-    if n < minimum:
-        raise _bad(name, value, f"must be at least {minimum}")
+    if n < minimum or n > MAXIMA.get(name, 2**63 - 1):
+        raise _bad(name, value, f"must be between {minimum} and {int(MAXIMA.get(name, 2**63 - 1))}")
     return n
 
 
-def env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    """A finite float variable (>= `minimum`), else `default` when unset."""
+def env_float(name: str, default: float, minimum: float = 0.0, *, positive: bool = False) -> float:
+    """A finite float variable (>= `minimum`, > 0 with `positive`), else `default` when unset."""
     value = _raw(name)
     if value is None:
         return default
@@ -60,9 +69,25 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
         x = float(value.strip())
     except ValueError:
         raise _bad(name, value, "is not a number") from None
-    if not math.isfinite(x) or x < minimum:
-        raise _bad(name, value, f"must be a finite number of at least {minimum:g}")
+    top = MAXIMA.get(name, math.inf)
+    if not math.isfinite(x) or x < minimum or x > top or (positive and x <= 0):
+        low = "greater than 0" if positive else f"at least {minimum:g}"
+        raise _bad(name, value, f"must be a finite number {low}" + (f" and at most {top:g}" if top < math.inf else ""))
     return x
+
+
+def env_stages(name: str) -> tuple[str, str] | None:
+    """A `module:attribute` variable as (module, attribute); None when unset. Checked for shape, not loaded."""
+    value = _raw(name)
+    if value is None:
+        return None
+    module, sep, attr = value.strip().partition(":")
+    ident = r"[A-Za-z_][A-Za-z0-9_]*"
+    import re
+
+    if not re.fullmatch(rf"{ident}(?:\.{ident})*", module) or (sep and not re.fullmatch(ident, attr)):
+        raise _bad(name, value, "is not module:attribute (a Python module path and a name in it)")
+    return module, attr
 
 
 def _under_a_file(path: Path) -> Path | None:
@@ -100,6 +125,8 @@ def check_environment() -> None:
         if kind.startswith("int"):
             env_int(name, 0)
         elif kind.startswith("float"):
-            env_float(name, 0.0)
+            env_float(name, 0.0, positive=kind == "float>0")
+        elif kind == "module:attribute":
+            env_stages(name)
         else:
             env_path(name)

@@ -25,7 +25,6 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from typer.testing import CliRunner
 

@@ -147,7 +147,7 @@ def anchor_key(plan, lam, poison, seed):
 def test_cli_args_rebuild_the_same_spec():
     spec = SweepSpec(model="tiny-random", task="builtin:arithmetic", defenses=["none", "anchor"],
                      lams=[0.1, 1e-3], poisons=[0.1], seeds=[3], max_steps=2,
-                     train={"lr": 3e-5, "lora": False, "stage": "task", "name": "3"}, judges=["keyword"])
+                     train={"lr": 3e-5, "lora": False, "stage": "task", "lora_dropout": 0.1}, judges=["keyword"])
     r = runner.invoke(app, ["sweep", *spec_to_args(spec), "--dry-run", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -274,7 +274,7 @@ def test_slurm_dry_run_prints_array_of_six_with_distinct_stores_and_gather(tmp_p
     files = slurm_files(_slurm_spec(), SlurmOptions(out_dir=out, main_db=tmp_path / "main.db"))
     meta = json.loads(files["sweep.json"])
     assert len(meta["task_dbs"]) == 6 and len(set(meta["task_dbs"])) == 6
-    bad = runner.invoke(app, ["sweep", "--model", "m", "--executor", "slurm", "--time", "2 hours", "--dry-run"])
+    bad = runner.invoke(app, ["sweep", "--model", "tiny-random", "--executor", "slurm", "--time", "2 hours", "--dry-run"])
     assert bad.exit_code == 2 and "Slurm time" in bad.output
 
 

@@ -266,7 +266,8 @@ def register(app: typer.Typer) -> None:
         )
         spec.validate()
         configs = plan_sweep(spec)
-        if not dry_run:  # a dry run only prints the plan; a real one checks all of it before the first job
+        # a dry run checks the plan as a real one does (nothing is loaded or written), so a plan it prints runs
+        if True:
             from spt.sweep.run import check_spec, default_stages, validate_plan
 
             check = default_stages().check

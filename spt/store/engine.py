@@ -6,7 +6,6 @@ busy_timeout instead of failing with "database is locked" when a read lock is up
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +26,9 @@ DEFAULT_WRITE_WAIT_S = 3600.0
 
 def write_wait_s() -> float:
     """The bound on waiting for the write lock: $SPT_WRITE_WAIT_S, else one hour."""
-    try:
-        v = float(os.environ.get(WRITE_WAIT_ENV, DEFAULT_WRITE_WAIT_S))
-    except ValueError:
-        raise SptError(f"{WRITE_WAIT_ENV} must be a number of seconds") from None
-    return v if v >= 0 else DEFAULT_WRITE_WAIT_S
+    from spt.env import env_float
+
+    return env_float(WRITE_WAIT_ENV, DEFAULT_WRITE_WAIT_S)
 
 
 def _is_locked(e: BaseException) -> bool:

@@ -31,13 +31,9 @@ PROCESS_START = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
 def lease_timeout(value: float | None = None) -> float:
     """The lease timeout in seconds: `value`, else $SPT_LEASE_TIMEOUT_S, else 300."""
     if value is None:
-        raw = os.environ.get(LEASE_ENV)
-        if raw is None:
-            return DEFAULT_LEASE_S
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SptError(f"{LEASE_ENV}={raw!r} is not a number of seconds") from None
+        from spt.env import env_float
+
+        return env_float(LEASE_ENV, DEFAULT_LEASE_S, positive=True)
     import math
 
     if not math.isfinite(value) or value <= 0:

@@ -86,12 +86,9 @@ def clean_import_leftovers(tmp_root: Path | str | None = None) -> list[str]:
 
 def chunk_rows() -> int:
     """Source rows per committed chunk: $SPT_IMPORT_CHUNK_ROWS, else 20 000."""
-    raw = os.environ.get(CHUNK_ENV)
-    if raw is None:
-        return DEFAULT_CHUNK_ROWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise SptError(f"{CHUNK_ENV}={raw!r} must be a positive whole number of rows")
-    return int(raw)
+    from spt.env import env_int
+
+    return env_int(CHUNK_ENV, DEFAULT_CHUNK_ROWS)
 
 
 def import_store(target: Path | str, source: Path | str, on_conflict: str = "ignore",

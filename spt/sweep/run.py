@@ -336,9 +336,12 @@ def _check_judges(spec: SweepSpec) -> None:
 
 def default_stages() -> Stages:
     """The stages named by $SPT_SWEEP_STAGES (`module:attribute`), else spt's own."""
-    ref = os.environ.get(STAGES_ENV)
-    if ref:
-        module, _, attr = ref.partition(":")
+    from spt.env import env_stages
+
+    parsed = env_stages(STAGES_ENV)
+    if parsed:
+        ref = os.environ[STAGES_ENV]
+        module, attr = parsed
         try:
             obj = getattr(importlib.import_module(module), attr or "STAGES")
         except (ImportError, AttributeError) as e:

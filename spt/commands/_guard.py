@@ -1,0 +1,135 @@
+"""Parse-time checks every command's option values pass before the command runs.
+
+Each command validates what is specific to it; what holds for every option is checked here, once, as
+soon as the command line is parsed (before a store is opened or a model loads):
+
+- numbers: finite (no NaN or infinity), within SQLite's 64-bit integers, and not below the minimum
+  their name implies (`MINIMUMS`: counts are >= 1, seeds and indexes >= 0, rates in [0, 1], ...);
+- text: no control characters (they corrupt tables, job scripts and terminals), at most `MAX_TEXT`
+  characters, and not blank when given explicitly (an empty value is never a valid name, spec or path);
+- paths: not blank, and not under a regular file (nothing can exist or be created there).
+
+A failure is an SptError naming the flag, the value and the fix; the CLI prints it as one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from spt.errors import SptError
+
+INT64_MAX = 2**63 - 1
+MAX_TEXT = 4096
+
+# option name: (minimum, maximum or None); applies when the parsed value is a number
+_COUNT = (1, None)
+_NONNEG = (0, None)
+_UNIT = (0.0, 1.0)
+MINIMUMS: dict[str, tuple[float, float | None]] = {
+    **{n: _COUNT for n in (
+        "align_max_steps", "batch_size", "booster_harmful_batch_size", "cpus_per_task", "grad_accum",
+        "lisa_align_steps", "lisa_task_steps", "log_every", "lora_alpha", "lora_r", "max_connections",
+        "max_length", "max_new_tokens", "max_steps", "per_category", "renderings", "safelora_layers",
+        "safety_batch_size")},
+    **{n: _NONNEG for n in (
+        "gpus_per_task", "max_retries", "n", "num_fewshot", "only_index", "save_every", "seed", "train_seed",
+        "tokenwise_bias_length", "booster_alpha", "cost_limit", "lam", "temperature", "tokenwise_bias_factor",
+        "tokenwise_first_factor", "limit")},
+    **{n: _UNIT for n in ("lisa_prox_after", "poison")},
+    "port": (0, 65535),
+}
+POSITIVE = {"dpo_beta", "epochs", "lr", "timeout", "vaccine_rho"}  # > 0
+
+
+def _flag(param: Any) -> str:
+    longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+    return longs[0] if longs else (param.name or "?").upper()
+
+
+def _shown(value: Any) -> str:
+    s = str(value)
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _check_number(name: str, flag: str, v: float | int) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SptError(f"{flag} {_shown(v)}: must be a finite number")
+    if abs(v) > INT64_MAX:
+        raise SptError(f"{flag} {_shown(v)}: too large (at most {INT64_MAX})")
+    lo_hi = MINIMUMS.get(name)
+    if lo_hi is not None:
+        lo, hi = lo_hi
+        if v < lo or (hi is not None and v > hi):
+            where = f"between {lo:g} and {hi:g}" if hi is not None else f"at least {lo:g}"
+            raise SptError(f"{flag} {_shown(v)}: must be {where}")
+    if name in POSITIVE and v <= 0:
+        raise SptError(f"{flag} {_shown(v)}: must be greater than 0")
+
+
+def _check_text(flag: str, v: str) -> None:
+    if not v.strip():
+        raise SptError(f"{flag} is empty; give a value or leave the option out")
+    bad = next((c for c in v if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise SptError(f"{flag} {_shown(v)}: contains a control character ({bad!r}); remove it")
+    if len(v) > MAX_TEXT:
+        raise SptError(f"{flag} is {len(v)} characters long; at most {MAX_TEXT}")
+
+
+def _check_path(flag: str, v: Path) -> None:
+    raw = str(v)
+    _check_text(flag, raw)
+    p = v.expanduser()
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SptError(f"{flag} {_shown(raw)}: {parent} is a file, not a folder; choose another path")
+            break
+
+
+def _explicit(ctx: Any, name: str) -> bool:
+    """Whether the user gave `name` (command line or environment), not a default."""
+    get = getattr(ctx, "get_parameter_source", None)
+    if get is None:
+        return True
+    src = get(name)
+    return src is None or getattr(src, "name", "") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def check_params(ctx: Any) -> None:
+    """Check every parsed option value of `ctx` (see the module doc); SptError on the first bad one."""
+    for param in ctx.command.params:
+        name = param.name
+        if name not in ctx.params or not _explicit(ctx, name):
+            continue
+        value = ctx.params[name]
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        flag = _flag(param)
+        for v in values:
+            if v is None or isinstance(v, bool):
+                continue
+            if isinstance(v, (int, float)):
+                _check_number(name, flag, v)
+            elif isinstance(v, Path):
+                _check_path(flag, v)
+            elif isinstance(v, str):
+                _check_text(flag, v)
+
+
+def guard(cmd: Any) -> None:
+    """Run `check_params` before `cmd` (and every command below it, for a group) is invoked. Idempotent."""
+    if getattr(cmd, "_spt_guarded", False):
+        return
+    original = cmd.invoke
+
+    def invoke(ctx: Any) -> Any:
+        check_params(ctx)
+        return original(ctx)
+
+    cmd.invoke = invoke
+    cmd._spt_guarded = True
+    for sub in (getattr(cmd, "commands", None) or {}).values():
+        guard(sub)
