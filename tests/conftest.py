@@ -26,3 +26,18 @@ def store(db_path):
     s = open_store(db_path)
     yield s
     s.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fuzz cases still open (tests/input_inventory.py KNOWN_OPEN) are strict xfails: a fix must remove them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from input_inventory import KNOWN_OPEN
+    except Exception:  # noqa: BLE001 - the inventory needs the app; without it nothing is marked
+        return
+    for item in items:
+        if "test_fuzz_" in item.nodeid and item.name in KNOWN_OPEN:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=KNOWN_OPEN[item.name]))

@@ -274,7 +274,8 @@ def test_slurm_dry_run_prints_array_of_six_with_distinct_stores_and_gather(tmp_p
     files = slurm_files(_slurm_spec(), SlurmOptions(out_dir=out, main_db=tmp_path / "main.db"))
     meta = json.loads(files["sweep.json"])
     assert len(meta["task_dbs"]) == 6 and len(set(meta["task_dbs"])) == 6
-    bad = runner.invoke(app, ["sweep", "--model", "tiny-random", "--executor", "slurm", "--time", "2 hours", "--dry-run"])
+    bad = runner.invoke(app, ["sweep", "--model", "tiny-random", "--executor", "slurm", "--time", "2 hours",
+                              "--dry-run"])
     assert bad.exit_code == 2 and "Slurm time" in bad.output
 
 

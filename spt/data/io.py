@@ -19,6 +19,63 @@ _HARMFUL = {"harmful", "unsafe", "1", "true", "yes", "risky", "contrast"}
 _BENIGN = {"benign", "safe", "0", "false", "no", "harmless"}
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A text file's content: UTF-8 (a BOM allowed) or UTF-16 with its BOM; SptError for anything else.
+
+    Guessing another encoding (Latin-1, cp1252) would silently change the prompts, so it is refused with
+    the offset of the first undecodable byte; NUL bytes mean a binary file and are refused too.
+    """
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except IsADirectoryError:
+        raise SptError(f"{p} is a directory; pass a file") from None
+    except OSError as e:
+        raise SptError(f"cannot read {p}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-16") if data.startswith((b"\xff\xfe", b"\xfe\xff")) else data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SptError(f"{p.name} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save it as "
+                       "UTF-8") from None
+    if "\x00" in text:
+        raise SptError(f"{p.name} contains NUL bytes (a binary file?); pass a UTF-8 text file")
+    return text
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (use null or a number)")
+
+
+def _loads(text: str) -> Any:
+    """json.loads without NaN/Infinity (not JSON, and not a value any column may hold)."""
+    return json.loads(text, parse_constant=_no_constants)
+
+
+def _csv_rows(p: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV text: a header of distinct names, every row as long as the header, quotes closed."""
+    import sys
+
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long completions are data, not an attack
+    try:
+        table = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        raise SptError(f"{p.name}: not valid CSV ({e}); check for an unclosed quote") from None
+    table = [r for r in table if r]  # blank lines
+    if not table:
+        return []
+    header = [h.strip() for h in table[0]]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise SptError(f"{p.name}: column {dupes[0]!r} appears more than once in the header; rename one")
+    rows = []
+    for n, r in enumerate(table[1:], 2):
+        if len(r) != len(header):
+            raise SptError(f"{p.name}:{n}: {len(r)} fields where the header has {len(header)}; fix the row or "
+                           "quote fields that contain the delimiter")
+        rows.append(dict(zip(header, r, strict=True)))
+    return rows
+
+
 def read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
     """Rows of a JSONL/JSON/CSV/TSV/parquet file or an HF `datasets` folder; returns (rows, format)."""
     p = Path(path).expanduser()
@@ -43,12 +100,14 @@ def read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
         return rows, "hf-datasets"
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        text = p.read_text(encoding="utf-8-sig")
+        text = read_text(p)
         if suffix == ".json" and text.lstrip().startswith("["):
             try:
-                data = json.loads(text)
+                data = _loads(text)
             except json.JSONDecodeError as e:
                 raise SptError(f"{p.name}:{e.lineno}: invalid JSON ({e.msg})") from None
+            except ValueError as e:
+                raise SptError(f"{p.name}: {e}") from None
             if not all(isinstance(r, dict) for r in data):
                 raise SptError(f"{p.name}: the JSON array must hold objects (one per row)")
             return data, "json"
@@ -57,18 +116,17 @@ def read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
             if not line.strip():
                 continue
             try:
-                r = json.loads(line)
+                r = _loads(line)
             except json.JSONDecodeError as e:
                 raise SptError(f"{p.name}:{n}: invalid JSON line ({e.msg})") from None
+            except ValueError as e:
+                raise SptError(f"{p.name}:{n}: {e}") from None
             if not isinstance(r, dict):
                 raise SptError(f"{p.name}:{n}: each JSONL line must be an object")
             rows.append(r)
         return rows, "jsonl"
     if suffix in (".csv", ".tsv"):
-        with p.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            rows = [dict(r) for r in reader]
-        return rows, suffix[1:]
+        return _csv_rows(p, read_text(p), "\t" if suffix == ".tsv" else ","), suffix[1:]
     if suffix in (".parquet", ".pq"):
         try:
             import pandas as pd
@@ -180,6 +238,11 @@ def rows_to_items(rows: list[dict[str, Any]], kind: str, *, source_name: str, pr
             if response_col is not None and _text(r.get(response_col)):
                 response = _text(r.get(response_col))
         else:
+            for col in (prompt_col, response_col):
+                v = r.get(col) if col else None
+                if v is not None and not isinstance(v, str):
+                    raise SptError(f"{where}: column {col!r} holds {type(v).__name__} {str(v)[:40]!r}, not text; "
+                                   "quote it as a string")
             prompt = _text(r.get(prompt_col)) or ""
             response = _text(r.get(response_col)) if response_col else None
         if not prompt.strip():

@@ -82,11 +82,13 @@ class _Settings:
         """Read a YAML recipe (keys = field names, dashes allowed; `from` for from_run); non-None overrides win."""
         import yaml
 
+        from spt.data.io import read_text
+
         p = Path(path).expanduser()
         if not p.exists():
             raise SptError(f"config file {p} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(read_text(p)) or {}
         except yaml.YAMLError as e:
             raise SptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
