@@ -237,10 +237,11 @@ def check_claims(store: Store, base_run: str, align_run: str, groups: dict[str, 
                         "n": 0, "n_dropped": d.n_dropped if d is not None else 0})
             continue
         ok = claim_holds(d.ci_low, d.ci_high, d.p_value, sign)
-        p = f", McNemar p = {d.p_value:.3g}" if d.p_value is not None else ""
+        seeds = d.n_seeds_a > 1 or d.n_seeds_b > 1  # then the p-value is the t test's over seeds, not McNemar's
+        p = f", {'p' if seeds else 'McNemar p'} = {d.p_value:.3g}" if d.p_value is not None else ""
         detail = (f"{metric} {a} {d.a:.3f} → {b} {d.b:.3f}: difference {d.diff:+.3f} "
                   f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]{p}, n = {d.n}")
-        if d.n_seeds_a > 1 or d.n_seeds_b > 1:
+        if seeds:
             detail += f", seeds {d.n_seeds_a}/{d.n_seeds_b} ({d.method})"
         out.append({"claim": claim, "ok": bool(ok), "status": "holds" if ok else "not shown", "detail": detail,
                     "a": ra, "b": rb, "metric": metric, "diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 from spt.errors import SptError
@@ -83,8 +84,6 @@ def env_stages(name: str) -> tuple[str, str] | None:
         return None
     module, sep, attr = value.strip().partition(":")
     ident = r"[A-Za-z_][A-Za-z0-9_]*"
-    import re
-
     if not re.fullmatch(rf"{ident}(?:\.{ident})*", module) or (sep and not re.fullmatch(ident, attr)):
         raise _bad(name, value, "is not module:attribute (a Python module path and a name in it)")
     return module, attr

@@ -267,13 +267,12 @@ def register(app: typer.Typer) -> None:
         spec.validate()
         configs = plan_sweep(spec)
         # a dry run checks the plan as a real one does (nothing is loaded or written), so a plan it prints runs
-        if True:
-            from spt.sweep.run import check_spec, default_stages, validate_plan
+        from spt.sweep.run import check_spec, default_stages, validate_plan
 
-            check = default_stages().check
-            check = validate_plan if check is check_spec else check  # injected stages check themselves
-            if check is not None:
-                check(spec)
+        check = default_stages().check
+        check = validate_plan if check is check_spec else check  # injected stages check themselves
+        if check is not None:
+            check(spec)
 
         if executor == "slurm":
             from spt.sweep.slurm import SlurmOptions

@@ -84,8 +84,10 @@ class SlurmOptions:
         if self.spt_command is None:
             self.spt_command = default_spt_command()
         for flag, v in (("--partition", self.partition), ("--account", self.account), ("--qos", self.qos)):
-            if v is not None and not _NAME_RE.match(v):
-                raise SptError(f"{flag} {v!r} is not a Slurm {flag[2:]} name (letters, digits, _ . , -)")
+            if v is not None and (not _NAME_RE.match(v) or len(v) > 256):
+                shown = v if len(v) <= 60 else v[:57] + "..."
+                raise SptError(f"{flag} {shown!r} is not a Slurm {flag[2:]} name (letters, digits, _ . , -; at most "
+                               "256 characters)")
         if self.job_name is not None and not _NAME_RE.match(self.job_name):
             raise SptError(f"job name {self.job_name!r} may hold only letters, digits, _ . , -")
         if self.mem is not None and not _MEM_RE.match(self.mem.strip()):
@@ -102,9 +104,10 @@ class SlurmOptions:
                 raise SptError(f"`gres` {self.gres!r} is not a Slurm GRES list; use e.g. gpu:4 or gpu:a100:2")
             if self.gpus_per_task and self.gres_gpus:
                 raise SptError("give the GPUs once: `gres` gpu:N or `gpus_per_task` N, not both")
-        if any("\n" in line or "\r" in line for line in self.setup):
+        if any(any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in line) for line in self.setup):
             raise SptError("`setup` takes one shell line per flag; repeat `setup` for more lines")
-        if not str(self.spt_command).strip() or "\n" in str(self.spt_command):
+        cmd = str(self.spt_command)
+        if not cmd.strip() or any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in cmd):
             raise SptError(f"`spt_command` {self.spt_command!r} must be one non-empty command line")
         if self.accelerate and self.n_gpus < 1:
             raise SptError("`accelerate` launches one process per GPU; give `gres` gpu:N or `gpus_per_task` N")
