@@ -51,6 +51,12 @@ class SptGroup(TyperGroup):
             guard(cmd)
         return name, cmd, rest
 
+    def parse_args(self, ctx, args):  # type: ignore[override]
+        from spt.commands._guard import record_empty_values
+
+        record_empty_values(ctx, self, args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):  # type: ignore[override]
         try:
             return super().invoke(ctx)

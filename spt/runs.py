@@ -202,7 +202,7 @@ def _parse_assignment(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SptError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
     if key not in SETTABLE:
-        raise SptError(f"cannot set {key!r}; settable keys: {', '.join(SETTABLE)}")
+        raise SptError(f"{item!r}: cannot set {key!r}; settable keys: {', '.join(SETTABLE)}")
     value = raw.strip()
     if key == "defense":
         if value == "":

@@ -526,23 +526,4 @@ def env_vars_in_source() -> set[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Cases that still fail (issue 35 is open for them). Each is a strict xfail (tests/conftest.py): when a fix
 # makes one pass, the suite fails until it is removed from here, so this list only shrinks.
-KNOWN_OPEN: dict[str, str] = {
-    "test_malformed_finetune_recipe[huge steps]": "recipe numbers are range-checked only when training starts",
-    "test_malformed_finetune_recipe[duplicate keys]": "yaml.safe_load keeps the last duplicate key silently",
-    "test_import_of_a_file_that_is_not_a_store[store missing a table]": "merge queries the missing table",
-    **{f"test_malformed_price_table[{c}]": "--price-table is read only when something is pending"
-       for c in ("binary", "truncated", "list", "negative price", "nan price", "price is text")},
-    "test_malformed_value_is_refused[finetune model='no-such-thing-zz']": "model resolved after torch loads",
-    "test_malformed_value_is_refused[finetune poison_data='[bold]x[/]']": "data names resolved after torch loads",
-    "test_malformed_value_is_refused[finetune lora_targets='a=1=2']": "lora targets checked by peft",
-    "test_malformed_value_is_refused[judge price_table='']": "an empty path parses as '.' before the guard",
-    "test_malformed_value_is_refused[import source='']": "an empty path parses as '.' before the guard",
-    "test_malformed_value_is_refused[sweep db='{GARBAGE}']": "sweep opens a garbage --db late",
-    "test_malformed_value_is_refused[demo plot='']": "an empty path parses as '.' before the guard",
-    "test_malformed_value_is_refused[data import file='']": "an empty path parses as '.' before the guard",
-    "test_malformed_value_is_refused[data export split='[bold]x[/]']": "an unknown split exports 0 items",
-    "test_malformed_value_is_refused[runs set assignments='a=1=2']": "a second '=' is kept in the value",
-    "test_malformed_value_is_refused[db upgrade db='']": "an empty path parses as '.' before the guard",
-    "test_fuzz_text": "draws the cases above (empty paths, late-resolved names)",
-    "test_fuzz_paths": "draws empty paths, which parse as '.'",
-}
+KNOWN_OPEN: dict[str, str] = {}

@@ -206,3 +206,20 @@ def test_fuzz_paths(world, tmp_path, p, data):
     value = data.draw(st.sampled_from([*inv.BAD[kind], *_PATH_MORE[kind]]))
     o = _run_one(world, tmp_path, p, value)
     assert not o.problems, o.describe()
+
+
+# Examples the fuzzers found, kept so they stay fixed (command, option name, value).
+FOUND = [
+    (("frontier",), "out", "{AFILE}/"),  # Path("afile/") is Path("afile"): the file was overwritten
+    (("data", "export"), "out", "{AFILE}/"),
+    (("import",), "source", ""),  # Path("") is Path("."): an empty path read as the current folder
+    (("demo",), "plot", ""),
+    (("judge",), "price_table", ""),
+]
+
+
+@pytest.mark.parametrize("command,name,value", FOUND, ids=[f"{' '.join(c)} {n}={v!r}" for c, n, v in FOUND])
+def test_found_by_fuzzing(world, tmp_path, command, name, value):
+    p = next(q for q in inv.PARAMS if q.command == command and q.name == name)
+    o = _run_one(world, tmp_path, p, value)
+    assert not o.problems, o.describe()

@@ -94,8 +94,67 @@ def _explicit(ctx: Any, name: str) -> bool:
     return src is None or getattr(src, "name", "") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
 
+_RAW_KEY = "spt_raw_values"
+
+
+def _raw_values(cmd: Any, args: list[str]) -> dict[str, list[str]]:
+    """The raw text of each path-relevant value in `args`, by parameter name ("--out ''", "--out=x/", ...).
+
+    Click normalises paths: `Path("")` is `Path(".")` and `Path("x/")` is `Path("x")`, so after parsing an
+    empty path cannot be told from the current folder, nor "the folder x/" from the file x. The raw
+    arguments are read before Click sees them.
+    """
+    by_flag: dict[str, Any] = {}
+    arguments = []
+    for p in cmd.params:
+        if getattr(p, "param_type_name", "") == "argument":
+            arguments.append(p)
+        for o in list(getattr(p, "opts", [])) + list(getattr(p, "secondary_opts", [])):
+            by_flag[o] = p
+    found: dict[str, list[str]] = {}
+    pending = None
+    for a in args:
+        if a == "--":
+            break
+        if pending is not None:
+            found.setdefault(pending.name, []).append(a)
+            pending = None
+            continue
+        if a.startswith("-") and a != "-":
+            flag, eq, rest = a.partition("=")
+            p = by_flag.get(flag)
+            if p is None:
+                continue
+            if eq:
+                found.setdefault(p.name, []).append(rest)
+            elif not getattr(p, "is_flag", False) and not getattr(p, "count", False):
+                pending = p
+        else:  # a positional value: it may belong to any argument
+            for x in arguments:
+                found.setdefault(x.name, []).append(a)
+    return found
+
+
+def record_empty_values(ctx: Any, cmd: Any, args: list[str]) -> None:
+    """Remember on `ctx` the raw values `args` gives `cmd`'s parameters (read by `check_params`)."""
+    setattr(ctx, _RAW_KEY, _raw_values(cmd, list(args)))
+
+
+def _check_raw_path(param: Any, flag: str, v: Path, raws: list[str]) -> None:
+    """What Click's normalisation hides: an empty path, and a folder path (trailing /) naming a file."""
+    if str(v) == "." and "" in raws:
+        fix = "give a path" if param.param_type_name == "argument" else "give a path or leave the option out"
+        raise SptError(f"{flag} is empty; {fix}")
+    for raw in raws:
+        stem = raw.rstrip("/")
+        if raw.endswith("/") and stem and Path(stem).expanduser() == v.expanduser():
+            if v.expanduser().is_file():
+                raise SptError(f"{flag} {_shown(raw)}: names a folder, but {v} is a file; choose another path")
+
+
 def check_params(ctx: Any) -> None:
     """Check every parsed option value of `ctx` (see the module doc); SptError on the first bad one."""
+    raw = getattr(ctx, _RAW_KEY, {})
     for param in ctx.command.params:
         name = param.name
         if name not in ctx.params or not _explicit(ctx, name):
@@ -109,6 +168,7 @@ def check_params(ctx: Any) -> None:
             if isinstance(v, (int, float)):
                 _check_number(name, flag, v)
             elif isinstance(v, Path):
+                _check_raw_path(param, flag, v, raw.get(name, []))
                 _check_path(flag, v)
             elif isinstance(v, str) and name not in OWN_TEXT_CHECKS:
                 _check_text(flag, v)
@@ -119,12 +179,18 @@ def guard(cmd: Any) -> None:
     if getattr(cmd, "_spt_guarded", False):
         return
     original = cmd.invoke
+    original_parse = cmd.parse_args
+
+    def parse_args(ctx: Any, args: list[str]) -> list[str]:
+        record_empty_values(ctx, cmd, args)
+        return original_parse(ctx, args)
 
     def invoke(ctx: Any) -> Any:
         check_params(ctx)
         return original(ctx)
 
     cmd.invoke = invoke
+    cmd.parse_args = parse_args
     cmd._spt_guarded = True
     for sub in (getattr(cmd, "commands", None) or {}).values():
         guard(sub)

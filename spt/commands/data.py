@@ -214,10 +214,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a dataset's items (stable order) to a file."""
         from spt.data import check_out_path, export_items, load_items
+        from spt.errors import SptError
 
         check_out_path(out)
         with get_store(ctx, db) as store:
             d = _resolve(store, name)
+            if split is not None:
+                splits = _split_counts(store, d.id)
+                if split not in splits:
+                    raise SptError(f"--split {split!r}: dataset {d.name} has no such split; use one of "
+                                   f"{', '.join(sorted(str(k) for k in splits)) or '(none)'}, or leave it out")
             items = load_items(store, d.id, split=split)
         export_items(items, out)
         if json_out:

@@ -149,6 +149,9 @@ def register(app: typer.Typer) -> None:
             cfg = FinetuneConfig(**{k: v for k, v in flags.items() if v is not None})
         cfg.resolve()  # fail on bad input before opening anything heavy
         store = get_store(ctx, db)
+        from spt.train.plan import preflight
+
+        preflight(store, cfg)  # model reference, LoRA target names, dataset names: before torch loads
         with ProgressDisplay(quiet=json_out) as display:
             res = finetune(store, cfg, progress=display)
         if res.rank != 0:  # other processes under `accelerate launch` stay quiet

@@ -185,6 +185,10 @@ def register(app: typer.Typer) -> None:
         if max_connections < 1:
             raise SptError(f"--max-connections must be at least 1 (got {max_connections})")
         specs = [parse_judge_spec(j, rubric) for j in (judge or ["keyword"])] if (judge or not agreement) else []
+        if price_table is not None:  # a bad table is an error even when nothing is pending
+            from spt.judge.prices import load_price_table
+
+            load_price_table(price_table)
         store = get_store(ctx, db)
         try:
             ids = resolve_evaluations(store, evaluation_ids, run, all_pending,

@@ -295,7 +295,12 @@ def register(app: typer.Typer) -> None:
             _slurm(spec, opts, dry_run, submit, json_out)
             return
         if dry_run:
+            from spt.store.engine import check_revision, read_revision
             from spt.sweep.run import select_configs
+
+            target_db = db_path(ctx, db)  # a dry run opens nothing, but a --db the real run cannot use is an error now
+            if target_db.is_file() and target_db.stat().st_size > 0:
+                check_revision(target_db, read_revision(target_db))
 
             chosen = select_configs(configs, only_index)
             if json_out:

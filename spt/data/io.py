@@ -42,6 +42,32 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return text
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """YAML `text` loaded safely, refusing a key repeated in one mapping (PyYAML keeps the last one silently,
+    so `lr: 0.1` then `lr: 0.2` would train at 0.2 with no word). SptError naming `where` and the line."""
+    import yaml
+
+    class _Strict(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    repeated = False
+                if repeated:
+                    raise SptError(f"{where}:{key_node.start_mark.line + 1}: the key {key!r} is given twice; keep one")
+            return super().construct_mapping(node, deep=deep)
+
+    _Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Strict.construct_mapping)
+    try:
+        return yaml.load(text, Loader=_Strict)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise SptError(f"{where} is not valid YAML ({str(e).splitlines()[0]})") from None
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (use null or a number)")
 

@@ -9,6 +9,7 @@ table is the user's to keep current (prices go stale). Format:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from spt.errors import SptError
@@ -17,15 +18,13 @@ from spt.errors import SptError
 def load_price_table(path: str | Path | None) -> dict[str, dict[str, float]]:
     if path is None:
         return {}
-    import yaml
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise SptError(f"price table {p} does not exist; pass a YAML file of model: {{input: $, output: $}}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise SptError(f"price table {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    from spt.data.io import load_yaml, read_text
+
+    text = read_text(p)
+    data = load_yaml(text, f"price table {p}") or {}
     if not isinstance(data, dict):
         raise SptError(f"price table {p} must map model names to {{input: $/1M tokens, output: $/1M tokens}}")
     table: dict[str, dict[str, float]] = {}
@@ -36,6 +35,8 @@ def load_price_table(path: str | Path | None) -> dict[str, dict[str, float]]:
             table[str(model)] = {"input": float(entry["input"]), "output": float(entry["output"])}
         except (TypeError, ValueError):
             raise SptError(f"price table {p}: prices of {model!r} must be numbers") from None
+        if not all(math.isfinite(v) for v in table[str(model)].values()):
+            raise SptError(f"price table {p}: prices of {model!r} must be finite numbers")
         if table[str(model)]["input"] < 0 or table[str(model)]["output"] < 0:
             raise SptError(f"price table {p}: prices of {model!r} must not be negative")
     return table

@@ -41,6 +41,21 @@ class ResolvedModel:
     base_model: str  # the name to record as the lineage root
 
 
+def check_model_ref(ref: str) -> None:
+    """SptError when `ref` cannot resolve, without building packaged models or loading anything (preflight)."""
+    if ref == "smollm2-135m" or re.fullmatch(r"tiny-random(?::(\d+))?", ref):
+        return
+    p = Path(ref).expanduser()
+    if p.is_dir() and not (p / "config.json").exists():
+        raise SptError(f"model directory {p} has no config.json; pass a saved transformers model")
+    if p.is_dir() or (re.fullmatch(r"[\w.-]+/[\w.-]+", ref) and not p.exists()):
+        return
+    raise SptError(
+        f"model reference {ref!r} does not resolve: use {', '.join(PACKAGED)}, a local model directory, "
+        "or a hub id like org/name"
+    )
+
+
 def resolve_model(ref: str) -> ResolvedModel:
     """Resolve `ref`, materialising packaged models in the cache; SptError when it cannot."""
     if ref == "smollm2-135m":

@@ -110,6 +110,7 @@ def import_store(target: Path | str, source: Path | str, on_conflict: str = "ign
         copy = tmpdir / "source.db"
         _copy_consistent(source, copy)
         open_store(copy).close()  # migrate the copy to the current schema
+        _check_tables(source, copy)
         store = open_store(target)
         store.close()
         log = {
@@ -176,6 +177,25 @@ def _unfinished(con: sqlite3.Connection, log: dict[str, Any], into: str) -> dict
             return {"id": row[0], "imported_at": row[1], "counts": json.loads(row[2]) if row[2] else {},
                     "progress": progress}
     return None
+
+
+def _check_tables(source: Path, copy: Path) -> None:
+    """Refuse a source whose schema revision claims tables or columns it lacks (a damaged or hand-edited
+    store): the merge would fail half-way on the first missing one."""
+    con = sqlite3.connect(copy)
+    try:
+        for model in TABLES:
+            table = model.__table__
+            have = {r[1] for r in con.execute(f'PRAGMA table_info("{table.name}")')}
+            if not have:
+                raise NotAStoreError(f"{source} has no {table.name} table, so it is not a complete spt store; "
+                                     "import the original file")
+            missing = sorted({c.name for c in table.columns} - have)
+            if missing:
+                raise NotAStoreError(f"{source}: table {table.name} lacks column {missing[0]}, so it is not a "
+                                     "complete spt store; import the original file")
+    finally:
+        con.close()
 
 
 def _check_references(con: sqlite3.Connection) -> None:

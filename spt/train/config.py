@@ -80,17 +80,12 @@ class _Settings:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Any:
         """Read a YAML recipe (keys = field names, dashes allowed; `from` for from_run); non-None overrides win."""
-        import yaml
-
-        from spt.data.io import read_text
+        from spt.data.io import load_yaml, read_text
 
         p = Path(path).expanduser()
         if not p.exists():
             raise SptError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(read_text(p)) or {}
-        except yaml.YAMLError as e:
-            raise SptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        data = load_yaml(read_text(p), f"config file {p}") or {}
         if not isinstance(data, dict):
             raise SptError(f"config file {p} must be a mapping of settings")
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -278,6 +273,8 @@ def _coerce(name: str, kind: str, v: Any) -> Any:
                 raise _bad(name, kind, v) from None
         if not isinstance(v, int):
             raise _bad(name, kind, v)
+        if abs(v) > 2**63 - 1:
+            raise _bad(name, kind, v, "is too large (at most 9223372036854775807)")
         return v
     # float: YAML 1.1 reads `1e-4` (no dot) as a string, so numeric text is accepted
     if isinstance(v, str):

@@ -4,6 +4,7 @@ run identity, and create (or find, or adopt for a resume) the run row under this
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,46 @@ def _parent_run(store: Any, run_ref: str) -> tuple[Any, Any]:
     if ck is None or not Path(ck.path).exists():
         raise SptError(f"`from_run` run {parent.id} has no final checkpoint on disk; re-run it")
     return parent, ck
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def preflight(store: Any, config: FinetuneConfig) -> FinetuneConfig:
+    """Every check that needs no model in memory and no torch: settings, model reference, LoRA target
+    spelling and dataset names (stored or built-in), so a typo is one line before minutes of loading.
+
+    Returns the resolved config. `plan_run` repeats what it needs with the loaded model (layer names)."""
+    from spt.models.resolve import check_model_ref
+    from spt.train import data as tdata
+
+    cfg = config.resolve()
+    if not cfg.from_run:
+        check_model_ref(cfg.model)
+    else:
+        _parent_run(store, cfg.from_run)
+    if cfg.lora:
+        bad = [t for t in cfg.lora_targets if not _MODULE_NAME.fullmatch(t)]
+        if bad:
+            raise SptError(f"`lora_targets` {bad[0]!r} is not a module name; name linear layers such as "
+                           "q_proj,v_proj")
+    checks = [(cfg.safety_data, tdata.resolve_safety, ("harmor", "builtin:harmor"))]
+    if cfg.stage == "task":
+        checks.append((cfg.task, tdata.resolve_task, None))
+    if cfg.stage == "task" and (cfg.poison > 0 or cfg.poison_data != config_default("poison_data")):
+        checks.append((cfg.poison_data, tdata.resolve_poison, None))
+    for name, resolve, builtins in checks:
+        is_builtin = name in builtins if builtins else name.startswith("builtin:")
+        if not is_builtin:
+            resolve(store, name, build=False)
+    return cfg
+
+
+def config_default(name: str) -> Any:
+    """The default value of setting `name`."""
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name)
 
 
 def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:

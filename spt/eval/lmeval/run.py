@@ -319,9 +319,9 @@ def evaluate_benchmark(store: Store, target: str, config: BenchmarkConfig | None
     # 1. Everything read-only and checkable: the target, the tasks and their documents, the engine.
     if not target or not str(target).strip():
         raise SptError("TARGET is empty; pass a run id, a checkpoint id, or a model reference")
-    tgt = resolve_benchmark_target(store, str(target).strip(), config)
     report(progress, "load benchmarks", 0, 1, unit="stages")
-    loaded = load_tasks(benchmarks)
+    loaded = load_tasks(benchmarks)  # before the target: a bad task file is an error before any model is built
+    tgt = resolve_benchmark_target(store, str(target).strip(), config)
     idents = task_identities(loaded, config.limit)
     apply_overrides(loaded, num_fewshot=config.num_fewshot, gen_kwargs=gen_kwargs, fewshot_seed=seeds["fewshot"])
     report(progress, "load benchmarks", 1, 1, unit="stages")
