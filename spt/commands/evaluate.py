@@ -29,6 +29,8 @@ def _render(result: EvaluateResult) -> None:
         + (f", task {escape(result.task)} ({result.n_task_items} items)" if result.task else "")
         + f", preset {result.refusal_preset}: generated {result.n_generated}, reused {result.n_reused}"
         + (f", copied {result.n_copied}" if result.n_copied else "")
+        + (f", [yellow]{result.n_failed} failed[/yellow] (stored with their reason, left out of every metric)"
+           if result.n_failed else "")
         + (f", {tps:.1f} new tokens/s" if tps else ""),
         highlight=False,
     )
@@ -89,11 +91,13 @@ def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
 
 # --- benchmarks (lm-evaluation-harness): `--benchmark NAMES` dispatches to the `benchmark` evaluation kind ---
 _BENCH = "Benchmarks (lm-evaluation-harness)"
+_ENG = "Engines (served and API models, vLLM)"
 
 
 def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str], limit: int | None,
                    num_fewshot: int | None, apply_chat_template: bool, gen_kwargs: str | None, batch_size: str,
-                   dtype: str | None, other_flags: dict[str, bool], db: Any, json_out: bool) -> None:
+                   dtype: str | None, other_flags: dict[str, bool], db: Any, json_out: bool, engine: str = "hf",
+                   engine_options: dict[str, Any] | None = None) -> None:
     from spt.errors import SptError
     from spt.eval.evaluate import parse_batch_size
     from spt.eval.kinds import get_kind
@@ -107,7 +111,9 @@ def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str]
         raise SptError("--benchmark needs TARGET (a run, checkpoint or model to evaluate)")
     config = BenchmarkConfig(benchmarks=benchmarks, limit=limit, num_fewshot=num_fewshot,
                              apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
-                             batch_size=parse_batch_size(batch_size) if batch_size != "auto" else 8, dtype=dtype)
+                             batch_size=parse_batch_size(batch_size) if batch_size != "auto" else 8, dtype=dtype,
+                             engine=engine, engine_options={k: v for k, v in (engine_options or {}).items()
+                                                            if v is not None and k in ("base_url", "api_key_env")})
     config.validate()
     store = get_store(ctx, db)
     with ProgressDisplay(quiet=json_out) as display:
@@ -205,6 +211,23 @@ def register(app: typer.Typer) -> None:
         gen_kwargs: Annotated[str | None, typer.Option(
             "--gen-kwargs", help="Generation settings for generate_until tasks, e.g. max_gen_toks=64,temperature=0.",
             show_default=False, rich_help_panel=_BENCH)] = None,
+        engine: Annotated[str, typer.Option(
+            "--engine", help="Generation engine: hf (transformers, default), vllm (local weights, pip install "
+            "'spt[vllm]'), openai (an OpenAI-compatible endpoint; TARGET openai:MODEL implies it).",
+            rich_help_panel=_ENG)] = "hf",
+        base_url: Annotated[str | None, typer.Option(
+            "--base-url", help="The endpoint of --engine openai, e.g. http://127.0.0.1:8000/v1 (default: the "
+            "OpenAI API).", show_default=False, rich_help_panel=_ENG)] = None,
+        api_key_env: Annotated[str | None, typer.Option(
+            "--api-key-env", help="Environment variable holding the endpoint's key (never stored).",
+            show_default=False, rich_help_panel=_ENG)] = None,
+        max_connections: Annotated[int, typer.Option(
+            "--max-connections", help="Requests in flight to the endpoint.", rich_help_panel=_ENG)] = 16,
+        max_retries: Annotated[int, typer.Option(
+            "--max-retries", help="Retries of a failed request (backoff with jitter) before it is stored as "
+            "failed.", rich_help_panel=_ENG)] = 4,
+        timeout: Annotated[float, typer.Option(
+            "--timeout", help="Seconds per endpoint request.", rich_help_panel=_ENG)] = 120.0,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -216,6 +239,18 @@ def register(app: typer.Typer) -> None:
         """
         from spt.errors import SptError
 
+        if target is not None and target.strip().startswith("openai:") and engine == "hf":
+            engine = "openai"
+        engine_options: dict[str, Any] = {}
+        if engine == "openai":
+            engine_options = {"base_url": base_url, "api_key_env": api_key_env, "max_connections": max_connections,
+                              "max_retries": max_retries, "timeout": timeout}
+        else:
+            given = [f for f, v in (("--base-url", base_url), ("--api-key-env", api_key_env)) if v is not None]
+            given += [f for f, v, d in (("--max-connections", max_connections, 16), ("--max-retries", max_retries, 4),
+                                        ("--timeout", timeout, 120.0)) if v != d]
+            if given:
+                raise SptError(f"{given[0]} applies to --engine openai (an endpoint); drop it or add --engine openai")
         if benchmarks or num_fewshot is not None or apply_chat_template or gen_kwargs is not None:
             if not benchmarks:
                 raise SptError("--num-fewshot, --apply-chat-template and --gen-kwargs apply to --benchmark NAMES")
@@ -224,7 +259,7 @@ def register(app: typer.Typer) -> None:
                       "--seed": seed != 0, "--refusal-preset": refusal_preset != "spt", "--no-generate": no_generate,
                       "--responses": responses is not None, "--recompute-metrics": recompute}
             return _run_benchmark(ctx, target, benchmarks, limit, num_fewshot, apply_chat_template, gen_kwargs,
-                                  batch_size, dtype, others, db, json_out)
+                                  batch_size, dtype, others, db, json_out, engine, engine_options)
         ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
@@ -283,7 +318,8 @@ def register(app: typer.Typer) -> None:
         config = EvaluateConfig(
             dataset=dataset, split=split, task=task, limit=limit, max_new_tokens=max_new_tokens,
             batch_size=parse_batch_size(batch_size), temperature=temperature, seed=seed,
-            refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype,
+            refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=engine,
+            engine_options=engine_options,
         )
         config.validate()
         store = get_store(ctx, db)

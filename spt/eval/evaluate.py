@@ -15,7 +15,7 @@ Everything the user can get wrong is checked before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class EvaluateResult:
     new_tokens: int
     tokens_per_s: float | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    n_failed: int = 0  # generations the engine could not produce (stored as failed, left out of every metric)
 
     @property
     def reused(self) -> bool:
@@ -91,8 +92,15 @@ class EvaluateConfig:
     device: str | None = None
     loss_batch_size: int = 8
     max_length: int = 1024
+    # the generation engine (`spt.engines`): hf (default), vllm, openai; and its options (base_url, api_key_env,
+    # max_connections, max_retries, timeout for openai; gpu_memory_utilization, max_model_len for vllm)
+    engine: str = "hf"
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        from spt.engines import get_engine
+
+        get_engine(self.engine)  # an unknown engine names the known ones
         if self.limit is not None and self.limit < 1:
             raise SptError(f"`limit` must be at least 1 (got {self.limit}); omit it to evaluate the whole split")
         if self.max_new_tokens < 1:
@@ -137,6 +145,7 @@ class Target:
     weights_id: str
     model_ref: str | None = None
     base_model: str | None = None
+    engine: dict[str, Any] | None = None  # served models: engine, served name, host (recorded on the base run)
 
 
 def _checkpoint_weights_id(ck: Checkpoint) -> str:
@@ -197,6 +206,27 @@ def resolve_target(store: Store, target: str) -> Target:
                   base_model=resolved.base_model)
 
 
+def resolve_served_target(store: Store, target: str, base_url: str | None) -> Target:
+    """`openai:MODEL` (or MODEL) on the endpoint at `base_url`: one base run per served model and host.
+
+    Its weights id is `served:HOST/MODEL`: the same name on another host is another model (it may be
+    quantised or another revision); the host and name are recorded on the run, never the key.
+    """
+    from spt.engines.openai import endpoint_host
+
+    model = target.strip().removeprefix("openai:").strip()
+    if not model:
+        raise SptError("TARGET openai:MODEL needs the served model's name after 'openai:'")
+    host = endpoint_host(base_url)
+    wid = f"served:{host}/{model}"
+    ident = content_id({"kind": "base", "base_model": model, "weights": wid})
+    with store.session() as s:
+        run = next(iter(queries.runs_with_identity(s, ident, kind="base")), None)
+        ck = queries.final_checkpoint(s, run.id) if run is not None else None
+    return Target(run=run, checkpoint=ck, path=model, weights_id=wid, model_ref=f"openai:{model}", base_model=model,
+                  engine={"engine": "openai", "model": model, "host": host})
+
+
 def _ensure_base_run(s: Any, target: Target, chat_hash: str | None) -> tuple[Run, Checkpoint]:
     """Inside a write transaction: the `base` run and `reference` checkpoint for a model reference."""
     ident = content_id({"kind": "base", "base_model": target.base_model, "weights": target.weights_id})
@@ -205,7 +235,9 @@ def _ensure_base_run(s: Any, target: Target, chat_hash: str | None) -> tuple[Run
         return run, _final_checkpoint(s, run)
     now = utcnow()
     run = Run(kind="base", model_ref=target.model_ref or target.path, base_model=target.base_model,
-              status="done", identity=ident, config={"path": target.path, "weights": target.weights_id},
+              status="done", identity=ident,
+              config={"path": target.path, "weights": target.weights_id,
+                      **({"engine": target.engine} if target.engine else {})},
               provenance=provenance(), finished_at=now)
     ck = Checkpoint(run_id=run.id, step=0, kind="reference", path=target.path, content_hash=target.weights_id,
                     is_final=True, meta={"chat_template_hash": chat_hash})
@@ -326,12 +358,24 @@ def _insert_generations(store: Store, rows: list[dict]) -> int:
     return res.rowcount or 0
 
 
-def _generation_row(evaluation_id: str, item: dict, res: dict) -> dict:
+_NO_STATS = {"new_tokens": 0, "gen_seconds": 0.0, "n_failed": 0}
+FAILED_FINISH = "error"  # finish_reason of a generation the engine could not produce (see `_generation_row`)
+
+
+def _generation_row(evaluation_id: str, item: dict, res: Any) -> dict:
+    """The row of one engine result; a failed one keeps an empty response and says why in `meta`."""
+    meta = dict(res.meta or {})
+    if res.attempts and res.attempts > 1:
+        meta["attempts"] = res.attempts
+    if res.resolved_model:
+        meta["resolved_model"] = res.resolved_model
+    if not res.ok:
+        meta.update(status="failed", reason=res.reason, error=res.error)
     return {
         "id": new_id(), "evaluation_id": evaluation_id, "item_id": item["id"], "prompt": item["prompt"],
-        "response": res["response"], "n_prompt_tokens": res["n_prompt_tokens"], "n_new_tokens": res["n_new_tokens"],
-        "latency_s": res["latency_s"], "finish_reason": res["finish_reason"],
-        "meta": {"batch_size": res["batch_size"]}, "created_at": utcnow(),
+        "response": res.response if res.ok else "", "n_prompt_tokens": res.n_prompt_tokens,
+        "n_new_tokens": res.n_new_tokens, "latency_s": res.latency_s,
+        "finish_reason": res.finish_reason if res.ok else FAILED_FINISH, "meta": meta, "created_at": utcnow(),
     }
 
 
@@ -368,9 +412,14 @@ def _copy_generations(store: Store, evaluation: Evaluation, item_ids: set[str]) 
     return n
 
 
-def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, items: list[dict],
-                      config: EvaluateConfig, stage: str, progress: ProgressFn | None, stats: dict) -> int:
-    from spt.eval.generate import generate_batched
+def _generate_missing(store: Store, engine: Any, evaluation_id: str, items: list[dict], config: EvaluateConfig,
+                      stage: str, progress: ProgressFn | None, stats: dict) -> int:
+    """Generate the items that have no generation yet through `engine`, committing each group of replies as it
+    arrives (a killed process loses only what was in flight). A reply the engine could not produce is stored
+    as failed (empty response, finish_reason "error", the reason in `meta`) and counted, never scored."""
+    import time
+
+    from spt.engines import GenerationRequest
 
     done = _existing_item_ids(store, evaluation_id)
     todo = [it for it in items if it["id"] not in done]
@@ -382,19 +431,25 @@ def _generate_missing(store: Store, model: Any, tok: Any, evaluation_id: str, it
         return 0
     written = 0
 
-    def on_batch(batch: list[dict]) -> None:
+    def on_results(batch: list[Any]) -> None:
         nonlocal written, n_done, new_tokens
-        rows = [_generation_row(evaluation_id, todo[r["index"]], r) for r in batch]
+        rows = [_generation_row(evaluation_id, todo[r.index], r) for r in batch]
         written += _insert_generations(store, rows)
-        toks = sum(r["n_new_tokens"] for r in batch)
+        toks = sum(r.n_new_tokens or 0 for r in batch)
         stats["new_tokens"] += toks
-        stats["gen_seconds"] += batch[0]["latency_s"]
+        stats["n_failed"] += sum(1 for r in batch if not r.ok)
         n_done += len(batch)
         new_tokens += toks
         report(progress, stage, n_done, total, new_tokens=new_tokens)
 
-    generate_batched(model, tok, [it["prompt"] for it in todo], config.max_new_tokens, config.batch_size,
-                     temperature=config.temperature, seed=config.seed, on_batch=on_batch)
+    requests = [GenerationRequest(prompt=it["prompt"], max_new_tokens=config.max_new_tokens,
+                                  temperature=config.temperature, seed=config.seed, key=it["id"]) for it in todo]
+    t0 = time.perf_counter()
+    engine.generate(requests, on_results=on_results)
+    stats["gen_seconds"] += time.perf_counter() - t0
+    fatal = getattr(engine, "fatal", None)
+    if fatal:
+        raise SptError(f"{fatal}; {written} replies stored, no metric written (run the same command again to go on)")
     return written
 
 
@@ -498,12 +553,31 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
     `progress` gets `Progress` reports per generation batch ("generate", "generate task answers"; `info`
     has the new tokens so far) and per loss batch ("alignment loss", "task loss").
     """
+    from spt.engines import EngineSpec, get_engine
+
     config = config or EvaluateConfig()
+    if config.engine == "hf" and str(target or "").strip().startswith("openai:"):
+        config = replace(config, engine="openai")  # the target names its engine
     config.validate()
     preset = get_preset(config.refusal_preset)
+    factory = get_engine(config.engine)
+    missing = factory.available()
+    if missing:
+        raise SptError(missing)
 
     # 1. Everything read-only and checkable first.
-    tgt = resolve_target(store, target)
+    if factory.local:
+        if str(target or "").strip().startswith("openai:"):
+            raise SptError(f"TARGET {target!r} is a served model; evaluate it with `engine` openai and its `base_url`")
+        tgt = resolve_target(store, target)
+    else:
+        if not config.generate:
+            raise SptError(f"engine {config.engine} only generates: losses need local weights; drop `generate` False "
+                           "or evaluate a local model")
+        tgt = resolve_served_target(store, target, config.engine_options.get("base_url"))
+    engine_spec = EngineSpec(config.engine, tgt.path, {k: v for k, v in config.engine_options.items()
+                                                       if v is not None})
+    factory.validate(engine_spec)
     if config.dataset is not None:
         ds = find_dataset(store, config.dataset)
         items = _split_items(store, ds, config.split, config.limit, "dataset")
@@ -530,7 +604,10 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                "decoding": ("sample" if config.temperature > 0 else "greedy") if config.generate else None}
     base_ident = {"v": EVAL_VERSION, "weights": tgt.weights_id, "dataset": ds.id, "split": config.split,
                   "limit": config.limit, "generation": gen_cfg, "task": task_name,
-                  "task_dataset": task_ds.id if task_ds else None, "dtype": config.dtype or "float32"}
+                  "task_dataset": task_ds.id if task_ds else None,
+                  "dtype": (config.dtype or "float32") if factory.local else None}
+    if config.engine != "hf":  # hf evaluations keep the identities they had before engines existed
+        base_ident["engine"] = config.engine
     generation_identity = content_id(base_ident)
     # Two runs can end with byte-identical weights (e.g. proximal at λ=0 and none): each still gets its
     # own evaluation (and metrics), sharing the generations through `generation_identity`. Base
@@ -545,28 +622,44 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                           .order_by(Evaluation.id)).first()
     if existing is not None and existing.status == "done" and tgt.run is not None:
         n = len(_existing_item_ids(store, existing.id))
-        return _result(existing, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
+        return _result(store, existing, ds, items, task_items, 0, n, 0, _NO_STATS,
                        stored_metrics(store, existing.id))
 
-    # 4. Load the model (fails before anything about the evaluation is written).
+    # 4. Load the model, or connect (fails before anything about the evaluation is written).
+    from spt.engines import open_engine
     from spt.models.chat import chat_template_hash
-    from spt.models.load import load_model
 
-    model, tok = load_model(tgt.path, dtype=config.dtype, device=config.device)
-    chat_hash = chat_template_hash(tok)
+    model = tok = None
+    if config.engine == "hf":
+        from spt.models.load import load_model
+
+        model, tok = load_model(tgt.path, dtype=config.dtype, device=config.device)
+        engine_spec.options.update(loaded=(model, tok), batch_size=config.batch_size)
+        chat_hash = chat_template_hash(tok)
+    elif factory.local:
+        from spt.models.load import load_tokenizer
+
+        if config.dtype:
+            engine_spec.options.setdefault("dtype", config.dtype)
+
+        chat_hash = chat_template_hash(load_tokenizer(tgt.path))
+    else:
+        chat_hash = None  # the endpoint applies its own template
+    engine = open_engine(engine_spec)
 
     # 5. Base run (model references) and the evaluation row, created or found in one transaction.
     eval_config = {**asdict(config), "generation_identity": generation_identity, "identity_fields": base_ident,
-                   "preset": preset.describe(), "chat_template_hash": chat_hash, "device": str(model.device),
+                   "preset": preset.describe(), "chat_template_hash": chat_hash,
+                   "device": str(model.device) if model is not None else None, "engine": engine.describe(),
                    "target": target}
     evaluation, run_id = _claim_evaluation(store, tgt, chat_hash, identity, ds, config, task_name, preset.name,
                                            eval_config)
     if evaluation.status == "done":  # finished meanwhile (another process), or found only now (base model)
         n = len(_existing_item_ids(store, evaluation.id))
-        return _result(evaluation, ds, items, task_items, 0, n, 0, {"new_tokens": 0, "gen_seconds": 0.0},
+        return _result(store, evaluation, ds, items, task_items, 0, n, 0, _NO_STATS,
                        stored_metrics(store, evaluation.id))
 
-    stats = {"new_tokens": 0, "gen_seconds": 0.0}
+    stats = {"new_tokens": 0, "gen_seconds": 0.0, "n_failed": 0}
     all_items = items + task_items
     before = _existing_item_ids(store, evaluation.id)
     n_reused = len(before & {it["id"] for it in all_items})
@@ -576,11 +669,16 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
             n_generated = 0
             if config.generate:
                 n_copied = _copy_generations(store, evaluation, {it["id"] for it in all_items} - before)
-                n_generated += _generate_missing(store, model, tok, evaluation.id, items, config, "generate",
+                n_generated += _generate_missing(store, engine, evaluation.id, items, config, "generate",
                                                  progress, stats)
                 if task_items:
-                    n_generated += _generate_missing(store, model, tok, evaluation.id, task_items, config,
+                    n_generated += _generate_missing(store, engine, evaluation.id, task_items, config,
                                                      "generate task answers", progress, stats)
+            engine.close()
+            if model is None and factory.local:  # losses are transformers' job, after the engine let go
+                from spt.models.load import load_model
+
+                model, tok = load_model(tgt.path, dtype=config.dtype, device=config.device)
             metrics = _compute_metrics(store, model, tok, evaluation.id, items, task_items, task_obj, config,
                                        preset.name, progress)
             meta = {"dataset_id": ds.id, "split": config.split, "task": task_name,
@@ -598,7 +696,7 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
     with store.session() as s:
         evaluation = s.get(Evaluation, evaluation.id)
     evaluation.run_id = run_id
-    return _result(evaluation, ds, items, task_items, n_generated, n_reused, n_copied, stats,
+    return _result(store, evaluation, ds, items, task_items, n_generated, n_reused, n_copied, stats,
                    stored_metrics(store, evaluation.id))
 
 
@@ -612,11 +710,18 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
     metrics: list[dict] = []
     if config.generate:
         gens = _generations_by_item(store, evaluation_id)
-        recs = [{**it, "response": gens[it["id"]].response} for it in items if it["id"] in gens]
+
+        def rec(it: dict) -> dict:
+            g = gens[it["id"]]
+            return {**it, "response": g.response, "failed": g.finish_reason == FAILED_FINISH}
+
+        recs = [rec(it) for it in items if it["id"] in gens]
         metrics += refusal_metrics(recs, lambda text: classify(text, preset), preset)
         if task_items and task_obj is not None:
-            trecs = [{**it, "response": gens[it["id"]].response} for it in task_items if it["id"] in gens]
+            trecs = [rec(it) for it in task_items if it["id"] in gens]
             metrics += accuracy_metrics("task_accuracy", trecs, task_obj.score)
+    if model is None:  # an endpoint: no weights, so no teacher-forced losses
+        return metrics
 
     def loss_pass(name: str, its: list[dict], split_by_label: bool) -> list[dict]:
         with_ref = [it for it in its if it.get("response")]
@@ -658,7 +763,13 @@ def _store_item_losses(store: Store, evaluation_id: str, recs: list[dict]) -> No
             "WHERE evaluation_id = :e AND item_id = :i"), rows)
 
 
-def _result(ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dict], n_generated: int,
+def _n_failed(store: Store, evaluation_id: str) -> int:
+    with store.session() as s:
+        return s.exec(select(func.count()).select_from(Generation).where(
+            Generation.evaluation_id == evaluation_id, Generation.finish_reason == FAILED_FINISH)).one()
+
+
+def _result(store: Store, ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dict], n_generated: int,
             n_reused: int, n_copied: int, stats: dict, metrics: list[dict]) -> EvaluateResult:
     secs = stats["gen_seconds"]
     return EvaluateResult(
@@ -667,4 +778,5 @@ def _result(ev: Evaluation, ds: Dataset, items: list[dict], task_items: list[dic
         status=ev.status, n_items=len(items), n_task_items=len(task_items), n_generated=n_generated,
         n_reused=n_reused, n_copied=n_copied, new_tokens=stats["new_tokens"],
         tokens_per_s=(stats["new_tokens"] / secs) if secs else None, metrics=metrics,
+        n_failed=_n_failed(store, ev.id),
     )

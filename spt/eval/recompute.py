@@ -100,7 +100,8 @@ def _records(store: Store, ev: Evaluation) -> tuple[list[dict], list[dict], Any]
             return []
         items = limit_items(load_items(store, dataset_id, split), limit)
         return [{**it, "reference": it.get("response"), "response": gens[it["id"]].response,
-                 "loss": (gens[it["id"]].meta or {}).get("loss")} for it in items if it["id"] in gens]
+                 "loss": (gens[it["id"]].meta or {}).get("loss"), "failed": gens[it["id"]].finish_reason == "error"}
+                for it in items if it["id"] in gens]
 
     safety = recs(ev.dataset_id, ev.split)
     task_name = fields.get("task", ev.task)

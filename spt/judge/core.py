@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import select
 
 from spt.errors import SptError
@@ -190,6 +190,8 @@ def _load_generations(store, evaluation_ids: list[str]) -> list[_Gen]:
                    Item.category)
             .join(Item, Item.id == Generation.item_id)
             .where(Generation.evaluation_id.in_(evaluation_ids))
+            # a generation the engine could not produce has no reply to judge (it is counted as failed)
+            .where(or_(Generation.finish_reason.is_(None), Generation.finish_reason != "error"))
             .order_by(Generation.evaluation_id, Generation.id)
         ).all()
     return [_Gen(*r) for r in rows]

@@ -122,24 +122,13 @@ def parse_gen_kwargs(value: dict[str, Any] | str | None) -> dict[str, Any] | Non
 
 def resolve_benchmark_target(store: Store, target: str, config: BenchmarkConfig) -> Any:
     """spt's `resolve_target` for local engines; for `openai`, the served model (a base run per model and host)."""
-    from spt.eval.evaluate import Target, resolve_target
+    from spt.eval.evaluate import resolve_served_target, resolve_target
 
     if config.engine != "openai":
         if target.startswith("openai:"):
             raise SptError(f"TARGET {target!r} is a served model; pass `engine` openai with its `base_url`")
         return resolve_target(store, target)
-    from urllib.parse import urlparse
-
-    model = target.removeprefix("openai:").strip()
-    if not model:
-        raise SptError("TARGET openai:MODEL needs the served model's name after 'openai:'")
-    host = urlparse(str(config.engine_options.get("base_url") or "")).netloc
-    wid = f"served:{host}/{model}"
-    ident = content_id({"kind": "base", "base_model": model, "weights": wid})
-    with store.session() as s:
-        run = next(iter(queries.runs_with_identity(s, ident, kind="base")), None)
-        ck = queries.final_checkpoint(s, run.id) if run is not None else None
-    return Target(run=run, checkpoint=ck, path=model, weights_id=wid, model_ref=f"openai:{model}", base_model=model)
+    return resolve_served_target(store, target, config.engine_options.get("base_url"))
 
 
 # ---------------------------------------------------------------------------------------------

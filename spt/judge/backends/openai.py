@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from spt.engines._openai_common import RETRY_STATUS, RetryPolicy, run_coroutine
+from spt.engines._openai_common import retry_after as _retry_after
 from spt.errors import SptError
 from spt.judge.backends.base import BaseBackend, BatchReport, Emit, JudgeContext, Outcome
 from spt.judge.prices import cost_usd, price_for
 from spt.judge.rubrics import Verdict
 from spt.judge.specs import JudgeSpec, rubric_judge_spec
 
-# Statuses worth another attempt; anything else 4xx is the request's fault (no retry).
-RETRY_STATUS = {408, 409, 425, 429}
 FATAL_STATUS = {401: "the endpoint rejected the credentials (HTTP 401); name the variable that holds the key "
                      "with --api-key-env VAR",
                 403: "the endpoint refused access (HTTP 403); check the key named by --api-key-env and its "
@@ -33,29 +30,6 @@ FATAL_STATUS = {401: "the endpoint rejected the credentials (HTTP 401); name the
                 404: "the endpoint has no such model or route (HTTP 404); check the model name in "
                      "--judge openai:MODEL and that --base-url ends in /v1"}
 ABORTED = "aborted"  # a call given up because another call proved the endpoint unusable
-
-
-@dataclass
-class RetryPolicy:
-    max_retries: int = 4
-    base_s: float = 1.0
-    cap_s: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Exponential backoff with full jitter around base * 2^(attempt-1), honouring Retry-After."""
-        d = min(self.cap_s, self.base_s * (2 ** (attempt - 1)))
-        d = d * (0.5 + random.random())
-        if retry_after is not None:
-            d = max(d, min(retry_after, self.cap_s))
-        return d
-
-
-def _retry_after(err: Any) -> float | None:
-    try:
-        value = err.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except Exception:
-        return None
 
 
 def _retry_base() -> float:
@@ -166,28 +140,6 @@ class OpenAIJudge:
         raw = self.scrub(content or "", None)
         assert self.spec.rubric is not None
         return Outcome(self.spec.rubric.parse(raw), raw=raw, **base)
-
-
-def run_coroutine(coro: Any) -> Any:
-    """asyncio.run, also from inside a running loop (notebooks): then in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            result["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 class OpenAIBackend(BaseBackend):
