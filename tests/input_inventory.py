@@ -144,6 +144,7 @@ class Spec:
 # {XSTEST} an xstest_prompts.csv, {OTHER} another (empty) spt store. A bad value that is wrongly accepted
 # runs into the blocked heavy imports (torch, transformers, ...) or the blocked server, never a real model.
 FT = ["--model", "tiny-random", "--max-steps", "1"]
+SERVED = "http://127.0.0.1:9/v1"  # nothing listens there: a bad value wrongly accepted ends as a dead endpoint
 EXT = ["--responses", "{RESP}", "--model-name", "m"]
 SWEEP = ["--model", "tiny-random", "--dry-run"]
 SLURM = [*SWEEP, "--executor", "slurm"]
@@ -286,6 +287,13 @@ SPECS: dict[str, Spec] = {
     "evaluate benchmarks": Spec("ref", base=["tiny-random"], extra_bad=["{ADIR}", "{UNDERFILE}", "{MISSING}.yaml"]),
     "evaluate num_fewshot": Spec("nonneg_int", base=["tiny-random", "--benchmark", "arc_easy"]),
     "evaluate gen_kwargs": Spec("spec", base=["tiny-random", "--benchmark", "arc_easy"]),
+    # evaluate --engine (served and API models, vLLM)
+    "evaluate engine": Spec("choice"),
+    "evaluate base_url": Spec("text", base=["openai:m"], extra_bad=["not a url", "ftp://x"]),
+    "evaluate api_key_env": Spec("text", base=["openai:m", "--base-url", SERVED], extra_bad=["NO_SUCH_ENV_VAR_ZZ"]),
+    "evaluate max_connections": Spec("count", base=["openai:m", "--base-url", SERVED]),
+    "evaluate max_retries": Spec("nonneg_int", base=["openai:m", "--base-url", SERVED]),
+    "evaluate timeout": Spec("pos_float", base=["openai:m", "--base-url", SERVED]),
     "evaluate db": Spec("db"),
     # judge
     "judge evaluation_ids": Spec("ref", base=["--judge", "keyword"]),

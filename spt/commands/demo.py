@@ -74,7 +74,10 @@ def register(app: typer.Typer) -> None:
         from spt.commands._common import show
         from spt.commands.frontier import print_frontier
         from spt.demo import FULL, QUICK, run_demo
+        from spt.errors import SptError
 
+        if plot.expanduser().is_dir():
+            raise SptError(f"--plot {plot} is a folder; give the path of the PNG to write, e.g. {plot}/frontier.png")
         plan = QUICK if quick else FULL
         if model:
             plan = dataclasses.replace(plan, model=model)

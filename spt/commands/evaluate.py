@@ -211,10 +211,10 @@ def register(app: typer.Typer) -> None:
         gen_kwargs: Annotated[str | None, typer.Option(
             "--gen-kwargs", help="Generation settings for generate_until tasks, e.g. max_gen_toks=64,temperature=0.",
             show_default=False, rich_help_panel=_BENCH)] = None,
-        engine: Annotated[str, typer.Option(
+        engine: Annotated[str | None, typer.Option(
             "--engine", help="Generation engine: hf (transformers, default), vllm (local weights, pip install "
             "'spt[vllm]'), openai (an OpenAI-compatible endpoint; TARGET openai:MODEL implies it).",
-            rich_help_panel=_ENG)] = "hf",
+            show_default=False, rich_help_panel=_ENG)] = None,
         base_url: Annotated[str | None, typer.Option(
             "--base-url", help="The endpoint of --engine openai, e.g. http://127.0.0.1:8000/v1 (default: the "
             "OpenAI API).", show_default=False, rich_help_panel=_ENG)] = None,
@@ -239,8 +239,9 @@ def register(app: typer.Typer) -> None:
         """
         from spt.errors import SptError
 
-        if target is not None and target.strip().startswith("openai:") and engine == "hf":
-            engine = "openai"
+        explicit_engine = engine
+        if engine is None:
+            engine = "openai" if target is not None and target.strip().startswith("openai:") else "hf"
         engine_options: dict[str, Any] = {}
         if engine == "openai":
             engine_options = {"base_url": base_url, "api_key_env": api_key_env, "max_connections": max_connections,
@@ -318,7 +319,7 @@ def register(app: typer.Typer) -> None:
         config = EvaluateConfig(
             dataset=dataset, split=split, task=task, limit=limit, max_new_tokens=max_new_tokens,
             batch_size=parse_batch_size(batch_size), temperature=temperature, seed=seed,
-            refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=engine,
+            refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=explicit_engine,
             engine_options=engine_options,
         )
         config.validate()

@@ -184,6 +184,9 @@ def register(app: typer.Typer) -> None:
             raise SptError("nothing to judge: pass EVAL_ID, --run RUN_ID or --all-pending")
         if max_connections < 1:
             raise SptError(f"--max-connections must be at least 1 (got {max_connections})")
+        from spt.judge.rubrics import get_rubric
+
+        get_rubric(rubric)  # an unknown rubric is an error even for judges that do not read one
         specs = [parse_judge_spec(j, rubric) for j in (judge or ["keyword"])] if (judge or not agreement) else []
         if price_table is not None:  # a bad table is an error even when nothing is pending
             from spt.judge.prices import load_price_table

@@ -301,6 +301,14 @@ def register(app: typer.Typer) -> None:
             target_db = db_path(ctx, db)  # a dry run opens nothing, but a --db the real run cannot use is an error now
             if target_db.is_file() and target_db.stat().st_size > 0:
                 check_revision(target_db, read_revision(target_db))
+            if from_run:  # the real run starts from it: it must exist now
+                if not target_db.is_file():
+                    raise SptError(f"--from {from_run}: the store {target_db} does not exist, so holds no such run; "
+                                   "pass --db with the store that has it")
+                from spt.runs import resolve_run
+
+                with get_store(ctx, db, create=False) as st:
+                    resolve_run(st, from_run)
 
             chosen = select_configs(configs, only_index)
             if json_out:

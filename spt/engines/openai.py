@@ -236,6 +236,7 @@ class OpenAIFactory:
         t = o.get("timeout")
         if t is not None and not (isinstance(t, (int, float)) and t > 0 and t < float("inf")):
             raise SptError(f"`timeout` must be a positive number of seconds (got {t!r})")
+        api_key(o)  # a missing key variable is an error before anything is written
 
     def open(self, spec: EngineSpec) -> Engine:
         return OpenAIEngine(spec, api_key(spec.options))

@@ -94,13 +94,13 @@ class EvaluateConfig:
     max_length: int = 1024
     # the generation engine (`spt.engines`): hf (default), vllm, openai; and its options (base_url, api_key_env,
     # max_connections, max_retries, timeout for openai; gpu_memory_utilization, max_model_len for vllm)
-    engine: str = "hf"
+    engine: str | None = None  # None: openai for an `openai:MODEL` target, else hf
     engine_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from spt.engines import get_engine
 
-        get_engine(self.engine)  # an unknown engine names the known ones
+        get_engine(self.engine or "hf")  # an unknown engine names the known ones
         if self.limit is not None and self.limit < 1:
             raise SptError(f"`limit` must be at least 1 (got {self.limit}); omit it to evaluate the whole split")
         if self.max_new_tokens < 1:
@@ -556,8 +556,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
     from spt.engines import EngineSpec, get_engine
 
     config = config or EvaluateConfig()
-    if config.engine == "hf" and str(target or "").strip().startswith("openai:"):
-        config = replace(config, engine="openai")  # the target names its engine
+    if config.engine is None:  # the target names its engine
+        config = replace(config, engine="openai" if str(target or "").strip().startswith("openai:") else "hf")
     config.validate()
     preset = get_preset(config.refusal_preset)
     factory = get_engine(config.engine)

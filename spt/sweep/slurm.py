@@ -109,6 +109,8 @@ class SlurmOptions:
         cmd = str(self.spt_command)
         if not cmd.strip() or any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in cmd):
             raise SptError(f"`spt_command` {self.spt_command!r} must be one non-empty command line")
+        if len(cmd) > 4096 or any(len(line) > 4096 for line in self.setup):
+            raise SptError("`spt_command` and `setup` lines must be at most 4096 characters each")
         if self.accelerate and self.n_gpus < 1:
             raise SptError("`accelerate` launches one process per GPU; give `gres` gpu:N or `gpus_per_task` N")
         if self.max_requeues < 0:
@@ -357,7 +359,10 @@ def write_slurm(spec: SweepSpec, opts: SlurmOptions) -> dict[str, Any]:
 
 def task_dbs_of(out_dir: str | Path) -> list[Path]:
     """The task store paths of the Slurm sweep written to `out_dir` (from its sweep.json)."""
-    meta_path = Path(out_dir).expanduser() / "sweep.json"
+    folder = Path(out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SptError(f"{folder} is a file; pass the `out_dir` folder of a sweep written with `executor` slurm")
+    meta_path = folder / "sweep.json"
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
@@ -396,7 +401,10 @@ ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
 
 
 def _meta(out_dir: str | Path) -> dict[str, Any]:
-    meta_path = Path(out_dir).expanduser() / "sweep.json"
+    folder = Path(out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SptError(f"{folder} is a file; pass the `out_dir` folder of a sweep written with `executor` slurm")
+    meta_path = folder / "sweep.json"
     try:
         return json.loads(meta_path.read_text())
     except FileNotFoundError:

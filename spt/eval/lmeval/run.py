@@ -107,8 +107,15 @@ def parse_gen_kwargs(value: dict[str, Any] | str | None) -> dict[str, Any] | Non
         return None
     if isinstance(value, dict):
         return dict(value)
+    import re
+
     from lm_eval.utils import simple_parse_args_string
 
+    for part in str(value).split(","):
+        key = part.partition("=")[0].strip()
+        if "=" not in part or not re.fullmatch(r"[A-Za-z_]\w*", key):
+            raise SptError(f"`gen_kwargs` {value!r}: {part.strip()!r} is not KEY=VALUE; e.g. "
+                           "max_gen_toks=64,temperature=0")
     try:
         out = simple_parse_args_string(str(value))
     except ValueError as e:
