@@ -63,6 +63,13 @@ def test_generate_throughput_smoke():
     assert r["spt"]["new_tokens"] == r["single"]["new_tokens"] == r["batched"]["new_tokens"]
 
 
+def test_generate_engines_smoke():
+    r = run_bench("generate_engines.py", "--model", "tiny-random", "--n", "6", "--max-new-tokens", "6",
+                  "--batch-size", "4", "--engines", "hf")
+    assert r["hf"]["failed"] == 0 and r["hf"]["new_tokens"] > 0
+    assert r["batched_generate"]["new_tokens_per_s"] > 0 and r["hf"]["speedup_vs_batched_generate"] > 0
+
+
 @pytest.mark.slow
 def test_train_throughput_smoke():
     r = run_bench("train_throughput.py", "--shape", "tiny", "--steps", "1", "--batch-size", "2",
