@@ -60,8 +60,9 @@ class HFEngine:
                     on_results(done)
 
             # chat=False for whole chats: `_text` has applied the template already
-            generate_batched(self.model, self.tokenizer, texts, max_new, self.spec.options.get("batch_size", "auto"),
-                             temperature=temperature, top_p=top_p, seed=seed, chat=user_turn, on_batch=on_batch)
+            generate_batched(self.model, self.tokenizer, texts, max_new_tokens=max_new,
+                             batch_size=self.spec.options.get("batch_size", "auto"), temperature=temperature,
+                             top_p=top_p, seed=seed, chat=user_turn, on_batch=on_batch)
         return [r for r in out if r is not None]
 
     def _text(self, r: GenerationRequest) -> str:

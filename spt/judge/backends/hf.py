@@ -1,7 +1,7 @@
 """`hf:PATH`: a local transformers judge, generative with a rubric (greedy) or a classifier head.
 
-A generative judge renders the rubric as the user turn and generates through
-`spt.eval.generate.generate_batched`, the one generation path of spt (chat template, length-sorted
+A generative judge renders the rubric as the user turn and generates through the `hf` engine
+(`spt.engines.hf`, over `generate_batched`), the one generation path of spt (chat template, length-sorted
 left-padded batches, every eos id), so a judge model sees prompts exactly as an evaluated model does.
 A sequence-classification model (architecture `*ForSequenceClassification`) implements the refusal
 axis from its label names instead, whatever the rubric.
@@ -97,31 +97,34 @@ class HFBackend(BaseBackend):
 
     def _generate(self, spec: JudgeSpec, path: Any, device: str, bs: int, pairs: Sequence[tuple[str, str]],
                   ctx: JudgeContext, emit: Emit) -> BatchReport:
-        from spt.eval.generate import generate_batched
-        from spt.models.load import load_model
+        from spt.engines import EngineSpec, GenerationRequest, open_engine
 
-        model, tok = load_model(path, device=device)
+        engine = open_engine(EngineSpec("hf", str(path), {"device": device, "batch_size": bs}))
         rubric = spec.rubric
         assert rubric is not None
 
         done = 0
 
-        def on_batch(batch: list[dict]) -> None:
+        def on_results(batch: list[Any]) -> None:
             nonlocal done
             for r in batch:
-                raw = r["response"]
-                emit(r["index"], Outcome(rubric.parse(raw), raw=raw, resolved_model=spec.model,
-                                         prompt_tokens=r["n_prompt_tokens"], completion_tokens=r["n_new_tokens"],
-                                         latency_s=r["latency_s"] / max(1, r["batch_size"]), attempts=1))
+                raw = r.response or ""
+                per = max(1, int(r.meta.get("batch_size") or 1))
+                emit(r.index, Outcome(rubric.parse(raw), raw=raw, resolved_model=spec.model,
+                                      prompt_tokens=r.n_prompt_tokens, completion_tokens=r.n_new_tokens,
+                                      latency_s=(r.latency_s or 0.0) / per, attempts=1))
             done += len(batch)
             if done < len(pairs) and ctx.should_stop():  # this batch is stored; the rest is not generated
                 raise _Stop
 
+        requests = [GenerationRequest(prompt=rubric.render(p, r), max_new_tokens=spec.max_tokens, temperature=0.0)
+                    for p, r in pairs]
         try:
-            generate_batched(model, tok, [rubric.render(p, r) for p, r in pairs], max_new_tokens=spec.max_tokens,
-                             batch_size=bs, temperature=0.0, chat=True, on_batch=on_batch)
+            engine.generate(requests, on_results=on_results)
         except _Stop:
             return BatchReport(calls=done, stopped=ctx.stop_reason())
+        finally:
+            engine.close()
         return BatchReport(calls=done)
 
     def _classify(self, spec: JudgeSpec, path: Any, device: str, bs: int, pairs: Sequence[tuple[str, str]],
