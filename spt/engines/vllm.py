@@ -39,6 +39,10 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, spec: EngineSpec):
+        import os
+
+        # the engine core in this process: no spawned worker re-importing the caller's main module
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         from spt.models.load import adapter_base_path, is_adapter_dir, load_tokenizer
