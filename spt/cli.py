@@ -52,9 +52,9 @@ class SptGroup(TyperGroup):
         return name, cmd, rest
 
     def parse_args(self, ctx, args):  # type: ignore[override]
-        from spt.commands._guard import record_empty_values
+        from spt.commands._guard import record_raw_values
 
-        record_empty_values(ctx, self, args)
+        record_raw_values(ctx, self, args)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # type: ignore[override]

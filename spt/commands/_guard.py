@@ -135,7 +135,7 @@ def _raw_values(cmd: Any, args: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def record_empty_values(ctx: Any, cmd: Any, args: list[str]) -> None:
+def record_raw_values(ctx: Any, cmd: Any, args: list[str]) -> None:
     """Remember on `ctx` the raw values `args` gives `cmd`'s parameters (read by `check_params`)."""
     setattr(ctx, _RAW_KEY, _raw_values(cmd, list(args)))
 
@@ -182,7 +182,7 @@ def guard(cmd: Any) -> None:
     original_parse = cmd.parse_args
 
     def parse_args(ctx: Any, args: list[str]) -> list[str]:
-        record_empty_values(ctx, cmd, args)
+        record_raw_values(ctx, cmd, args)
         return original_parse(ctx, args)
 
     def invoke(ctx: Any) -> Any:

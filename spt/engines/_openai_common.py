@@ -9,6 +9,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+
+def scrub(text: str, key: str | None, limit: int | None = 500) -> str:
+    """Replies and errors are stored and printed: make sure the key never is (and cap the length)."""
+    if key and len(key) >= 4 and key != "EMPTY":
+        text = text.replace(key, "***")
+    return text[:limit] if limit else text
+
+
 # Statuses worth another attempt; anything else 4xx is the request's fault (no retry).
 RETRY_STATUS = {408, 409, 425, 429}
 

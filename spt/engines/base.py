@@ -21,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 OK = "ok"
 FAILED = "failed"
+# finish_reason a stored generation gets when the engine produced no reply (evaluation, recompute, judging)
+FAILED_FINISH = "error"
 
 
 @dataclass(frozen=True)

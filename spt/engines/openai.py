@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from spt.engines._openai_common import RETRY_STATUS, RetryPolicy, retry_after, run_coroutine
+from spt.engines._openai_common import RETRY_STATUS, RetryPolicy, retry_after, run_coroutine, scrub
 from spt.engines.base import FAILED, Engine, EngineSpec, GenerationRequest, GenerationResult, OnResults
 from spt.errors import SptError
 
@@ -87,9 +87,7 @@ class OpenAIEngine:
                 "max_retries": self.policy.max_retries, "timeout": self.timeout}
 
     def scrub(self, text: str, limit: int | None = 500) -> str:
-        if self._key and len(self._key) >= 4 and self._key != "EMPTY":
-            text = text.replace(self._key, "***")
-        return text[:limit] if limit else text
+        return scrub(text, self._key, limit)
 
     def generate(self, requests: Sequence[GenerationRequest], *, on_results: OnResults | None = None
                  ) -> list[GenerationResult]:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import select
 
+from spt.engines.base import FAILED_FINISH
 from spt.errors import SptError
 from spt.eval.refusal import PRESETS, get_preset
 from spt.models.fingerprint import weights_id
@@ -358,8 +359,7 @@ def _insert_generations(store: Store, rows: list[dict]) -> int:
     return res.rowcount or 0
 
 
-_NO_STATS = {"new_tokens": 0, "gen_seconds": 0.0, "n_failed": 0}
-FAILED_FINISH = "error"  # finish_reason of a generation the engine could not produce (see `_generation_row`)
+_NO_STATS = {"new_tokens": 0, "gen_seconds": 0.0}
 
 
 def _generation_row(evaluation_id: str, item: dict, res: Any) -> dict:
@@ -437,7 +437,6 @@ def _generate_missing(store: Store, engine: Any, evaluation_id: str, items: list
         written += _insert_generations(store, rows)
         toks = sum(r.n_new_tokens or 0 for r in batch)
         stats["new_tokens"] += toks
-        stats["n_failed"] += sum(1 for r in batch if not r.ok)
         n_done += len(batch)
         new_tokens += toks
         report(progress, stage, n_done, total, new_tokens=new_tokens)
@@ -659,7 +658,7 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
         return _result(store, evaluation, ds, items, task_items, 0, n, 0, _NO_STATS,
                        stored_metrics(store, evaluation.id))
 
-    stats = {"new_tokens": 0, "gen_seconds": 0.0, "n_failed": 0}
+    stats = {"new_tokens": 0, "gen_seconds": 0.0}
     all_items = items + task_items
     before = _existing_item_ids(store, evaluation.id)
     n_reused = len(before & {it["id"] for it in all_items})

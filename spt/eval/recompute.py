@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from spt.engines.base import FAILED_FINISH
 from spt.errors import SptError
 from spt.store.engine import Store
 from spt.store.models import Evaluation, Generation, utcnow
@@ -99,9 +100,9 @@ def _records(store: Store, ev: Evaluation) -> tuple[list[dict], list[dict], Any]
         if not dataset_id:
             return []
         items = limit_items(load_items(store, dataset_id, split), limit)
-        return [{**it, "reference": it.get("response"), "response": gens[it["id"]].response,
-                 "loss": (gens[it["id"]].meta or {}).get("loss"), "failed": gens[it["id"]].finish_reason == "error"}
-                for it in items if it["id"] in gens]
+        return [{**it, "reference": it.get("response"), "response": g.response, "loss": (g.meta or {}).get("loss"),
+                 "failed": g.finish_reason == FAILED_FINISH}
+                for it in items if (g := gens.get(it["id"])) is not None]
 
     safety = recs(ev.dataset_id, ev.split)
     task_name = fields.get("task", ev.task)

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import select
 
+from spt.engines.base import FAILED_FINISH
 from spt.errors import SptError
 from spt.judge.backends import JudgeContext, Outcome
 from spt.judge.metrics import compute_judge_metrics
@@ -191,7 +192,7 @@ def _load_generations(store, evaluation_ids: list[str]) -> list[_Gen]:
             .join(Item, Item.id == Generation.item_id)
             .where(Generation.evaluation_id.in_(evaluation_ids))
             # a generation the engine could not produce has no reply to judge (it is counted as failed)
-            .where(or_(Generation.finish_reason.is_(None), Generation.finish_reason != "error"))
+            .where(or_(Generation.finish_reason.is_(None), Generation.finish_reason != FAILED_FINISH))
             .order_by(Generation.evaluation_id, Generation.id)
         ).all()
     return [_Gen(*r) for r in rows]

@@ -15,7 +15,7 @@ from spt.errors import SptError
 from spt.models.fingerprint import weights_id
 from spt.signals import INTERRUPTED
 from spt.store import queries
-from spt.train.config import FinetuneConfig
+from spt.train.config import DEFAULT_POISON, FinetuneConfig
 
 ALGO_VERSION = 1
 
@@ -114,20 +114,13 @@ def preflight(store: Any, config: FinetuneConfig) -> FinetuneConfig:
     checks = [(cfg.safety_data, tdata.resolve_safety, ("harmor", "builtin:harmor"))]
     if cfg.stage == "task":
         checks.append((cfg.task, tdata.resolve_task, None))
-    if cfg.stage == "task" and (cfg.poison > 0 or cfg.poison_data != config_default("poison_data")):
+    if cfg.stage == "task" and (cfg.poison > 0 or cfg.poison_data != DEFAULT_POISON):
         checks.append((cfg.poison_data, tdata.resolve_poison, None))
     for name, resolve, builtins in checks:
         is_builtin = name in builtins if builtins else name.startswith("builtin:")
         if not is_builtin:
             resolve(store, name, build=False)
     return cfg
-
-
-def config_default(name: str) -> Any:
-    """The default value of setting `name`."""
-    import dataclasses
-
-    return next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name)
 
 
 def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:

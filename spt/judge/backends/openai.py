@@ -10,14 +10,12 @@ scrubbed of it before they are stored or printed.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from spt.engines._openai_common import RETRY_STATUS, RetryPolicy, run_coroutine
+from spt.engines._openai_common import RETRY_STATUS, RetryPolicy, run_coroutine, scrub
 from spt.engines._openai_common import retry_after as _retry_after
-from spt.errors import SptError
 from spt.judge.backends.base import BaseBackend, BatchReport, Emit, JudgeContext, Outcome
 from spt.judge.prices import cost_usd, price_for
 from spt.judge.rubrics import Verdict
@@ -59,9 +57,7 @@ class OpenAIJudge:
 
     def scrub(self, text: str, limit: int | None = 500) -> str:
         """Replies and errors are stored and printed: make sure the key never is."""
-        if self._key and len(self._key) >= 4 and self._key != "EMPTY":
-            text = text.replace(self._key, "***")
-        return text[:limit] if limit else text
+        return scrub(text, self._key, limit)
 
     async def close(self) -> None:
         try:
@@ -151,19 +147,9 @@ class OpenAIBackend(BaseBackend):
 
     def check_credentials(self, spec: JudgeSpec, options: Any) -> str:
         """The API key: from --api-key-env, else OPENAI_API_KEY for the OpenAI API, else none ("EMPTY")."""
-        if options.api_key_env:
-            key = os.environ.get(options.api_key_env)
-            if not key:
-                raise SptError(f"environment variable {options.api_key_env} (named by `api_key_env`) is not set "
-                               "or empty")
-            return key
-        if options.base_url is None:
-            key = os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise SptError("the OpenAI API needs OPENAI_API_KEY, which is not set: export it, or pass `base_url` "
-                               "for another endpoint (with `api_key_env` VAR if it needs a key)")
-            return key
-        return "EMPTY"  # a custom endpoint gets no key unless one is named explicitly
+        from spt.engines.openai import api_key
+
+        return api_key({"api_key_env": options.api_key_env, "base_url": options.base_url})
 
     def unpriced(self, spec: JudgeSpec, prices: dict[str, dict[str, float]]) -> bool:
         return price_for(prices, spec.model) is None
