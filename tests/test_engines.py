@@ -143,6 +143,7 @@ def test_a_dead_endpoint_is_one_line_and_writes_no_metric(store, db_path, datase
 
 def test_rejected_credentials_stop_the_run_with_the_fix(store, server, dataset):
     server.default = {"status": 401}
+    server.script = {}  # every request is refused (a scripted success would free a worker for a fifth call)
     with pytest.raises(SptError, match="rejected the credentials.*--api-key-env"):
         evaluate(store, "openai:m", _cfg(server, dataset))
     with store.session() as s:
