@@ -261,6 +261,8 @@ SPECS: dict[str, Spec] = {
     "evaluate dataset": Spec("ref"),
     "evaluate split": Spec("choice"),
     "evaluate task": Spec("ref"),
+    "evaluate task_split": Spec("choice", base=["tiny-random", "--dataset", "small", "--limit", "2", "--task",
+                                                "builtin:arithmetic-steps"]),
     "evaluate limit": Spec("count", base=["tiny-random", "--dataset", "small"],
                            ),  # a huge limit is refused at parse time (past 64-bit), like every number
     "evaluate max_new_tokens": Spec("count"),

@@ -52,6 +52,32 @@ def test_builtin_tasks(name, store):
     assert resolve_dataset(store, name).id == did
 
 
+def test_arithmetic_steps_shows_correct_work_and_keeps_three_disjoint_splits(store):
+    """The demo's task: every target spells out a correct `a op b = c` before its answer; dev and test
+    never share a prompt with train or each other; the test split does not move when n_train does."""
+    import re
+
+    task = get_task("builtin:arithmetic-steps")
+    items = task.build(seed=0, n_train=120, n_test=40)
+    assert Counter(it["split"] for it in items) == {"train": 120, "dev": 100, "test": 40}
+    by = {sp: {it["prompt"] for it in items if it["split"] == sp} for sp in ("train", "dev", "test")}
+    assert not (by["train"] & by["dev"] or by["train"] & by["test"] or by["dev"] & by["test"])
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
+    for it in items:
+        m = re.fullmatch(r"(\d+) ([+\-x]) (\d+) = (\d+)\. The answer is (\d+)\.", it["response"])
+        assert m, it["response"]
+        a, op, b, c, ans = m.groups()
+        assert ops[op](int(a), int(b)) == int(c) == int(ans) == int(it["answer"])
+        assert a in it["prompt"] and b in it["prompt"] and task.score(it["response"], it["answer"])
+    assert not task.score("12 + 5 = 17. The answer is 18.", "17")
+    again = task.build(seed=0, n_train=300, n_test=40)
+    assert [it["prompt"] for it in again if it["split"] == "test"] == [it["prompt"] for it in items
+                                                                       if it["split"] == "test"]
+    assert task.splits == ("train", "dev", "test") and get_task("builtin:arithmetic").splits == ("train", "test")
+    did = ensure_task_dataset(store, "builtin:arithmetic-steps")
+    assert len(load_items(store, did, split="dev")) == 100
+
+
 def test_scorers():
     ar = get_task("builtin:arithmetic")
     assert ar.score("The answer is 19.", "19")

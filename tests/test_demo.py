@@ -32,13 +32,15 @@ def test_demo_quick_on_tiny_model_runs_everything_and_resumes(tmp_path):
     assert fr["ref_source"].startswith("fixed: ") and fr["ref"] == [base["task_loss"], base["alignment_loss"]]
     assert all(g["hv_ci_low"] is not None for g in fr["groups"])
     claims = {c["claim"]: c for c in out["checks"]}
-    assert len(claims) == 4
+    assert len(claims) == 6
     for c in claims.values():  # every claim is a paired test with an interval; ok only when it excludes 0
         if "diff" in c:
             assert c["ci_low"] <= c["diff"] <= c["ci_high"] and c["n"] > 0
         else:  # the tiny random model's replies are empty: degenerate, so no refusal verdict to compare
-            assert c["ok"] is False and "refusal" in c["detail"]
+            assert c["ok"] is False and c["metric"] in ("refusal_rate", "pair_score") and c["metric"] in c["detail"]
     assert "diff" in claims["anchor costs task performance (higher task loss)"]
+    acc = claims["task fine-tuning raises task accuracy (aligned model vs the no-poison fine-tune)"]
+    assert acc["metric"] == "task_accuracy" and "diff" in acc and acc["n"] > 0
     with open_store(db) as store, store.session() as s:
         n_runs = len(s.exec(select(Run)).all())
     assert n_runs == 8  # base, align, 3 configurations x 2 seeds

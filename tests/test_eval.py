@@ -429,7 +429,7 @@ def test_task_metrics_with_a_task(setup, monkeypatch):
 
     ev_mod = importlib.import_module("spt.eval.evaluate")  # the package's `evaluate` attribute is the function
 
-    def fake_resolve(store_, name):
+    def fake_resolve(store_, name, split="test"):
         with store_.session() as s:
             return Task(), s.get(Dataset, "sha256:taskds")
 
@@ -493,6 +493,47 @@ def test_run_task_defaults_and_none(store, db_path, tiny_path):
     assert out2["evaluation_id"] != out["evaluation_id"]
     r3 = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--task", "builtin:nosuch")
     assert r3.exit_code == 2 and "unknown built-in task" in r3.stderr
+
+
+def test_task_split_dev_scores_dev_items_under_its_own_identity(store, db_path, tiny_path):
+    """--task-split dev: the task's dev items (never its test ones), another evaluation than test's."""
+    make_safety_dataset(store, n_pairs=2)
+    run_id, _ = make_run(store, tiny_path, task="builtin:arithmetic-steps")
+    args = ["evaluate", run_id, "--dataset", "mini-harmor", "--limit", "4", "--max-new-tokens", "4", "--json"]
+    dev = json.loads(cli(db_path, *args, "--task-split", "dev").stdout)
+    test = json.loads(cli(db_path, *args).stdout)
+    assert dev["evaluation_id"] != test["evaluation_id"] and dev["n_task_items"] == test["n_task_items"] == 4
+    from spt.data import get_task
+
+    built = get_task("builtin:arithmetic-steps").build(seed=0)
+    dev_prompts = {it["prompt"] for it in built if it["split"] == "dev"}
+    test_prompts = {it["prompt"] for it in built if it["split"] == "test"}
+    with open_store(db_path) as st, st.session() as s:
+        def prompts(ev_id):
+            return {it.prompt for it in s.exec(select(Item).join(Generation, Generation.item_id == Item.id)
+                                               .where(Generation.evaluation_id == ev_id)) if it.label == "task"}
+        assert prompts(dev["evaluation_id"]) <= dev_prompts and len(prompts(dev["evaluation_id"])) == 4
+        assert prompts(test["evaluation_id"]) <= test_prompts
+        assert s.exec(select(Evaluation).where(Evaluation.id == dev["evaluation_id"])).one().config[
+            "task_split"] == "dev"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--task-split", "train"], "task split 'train' is not one of test, dev"),
+    (["--task-split", "dev", "--task", "builtin:arithmetic"], "task 'builtin:arithmetic' has no 'dev' split"),
+    (["--task-split", "dev", "--task", "none"], "no task is evaluated"),
+])
+def test_bad_task_splits_are_refused_before_anything_is_stored(store, db_path, tiny_path, extra, message):
+    make_safety_dataset(store, n_pairs=2)
+    run_id, _ = make_run(store, tiny_path)
+    with store.session() as s:
+        n_datasets = len(s.exec(select(Dataset)).all())
+    before = counts(db_path)
+    r = cli(db_path, "evaluate", run_id, "--dataset", "mini-harmor", "--limit", "4", *extra)
+    assert r.exit_code == 2 and message in r.output and r.output.count("\n") == 1, r.output
+    assert counts(db_path) == before
+    with store.session() as s:
+        assert len(s.exec(select(Dataset)).all()) == n_datasets  # the built-in task was not stored either
 
 
 def test_runs_with_identical_weights_each_get_their_own_evaluation(setup):

@@ -141,6 +141,9 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str | None, typer.Option(
             "--task", help="Task for task_loss/task_accuracy (default: the run's task; 'none' to skip).",
             show_default=False)] = None,
+        task_split: Annotated[str, typer.Option(
+            "--task-split", help="Split of the task: test, or dev to choose a protocol without looking at test.")
+        ] = "test",
         limit: Annotated[int | None, typer.Option(
             "--limit", help="Evaluate N items of each split (whole pairs, round-robin over categories).",
             show_default=False)] = None,
@@ -256,6 +259,7 @@ def register(app: typer.Typer) -> None:
             if not benchmarks:
                 raise SptError("--num-fewshot, --apply-chat-template and --gen-kwargs apply to --benchmark NAMES")
             others = {"--dataset": dataset is not None, "--task": task is not None, "--split": split != "test",
+                      "--task-split": task_split != "test",
                       "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
                       "--seed": seed != 0, "--refusal-preset": refusal_preset != "spt", "--no-generate": no_generate,
                       "--responses": responses is not None, "--recompute-metrics": recompute}
@@ -267,6 +271,7 @@ def register(app: typer.Typer) -> None:
                      "--dataset-name": dataset_name, "--train-seed": train_seed, "--cluster-col": cluster_col}
         gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
                      "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
+                     "--task-split": task_split != "test",
                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
                      "--batch-size": batch_size != "auto", "--seed": seed != 0}
         if recompute:
@@ -317,7 +322,7 @@ def register(app: typer.Typer) -> None:
         from spt.eval.evaluate import EvaluateConfig, evaluate, parse_batch_size
 
         config = EvaluateConfig(
-            dataset=dataset, split=split, task=task, limit=limit, max_new_tokens=max_new_tokens,
+            dataset=dataset, split=split, task=task, task_split=task_split, limit=limit, max_new_tokens=max_new_tokens,
             batch_size=parse_batch_size(batch_size), temperature=temperature, seed=seed,
             refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=explicit_engine,
             engine_options=engine_options,

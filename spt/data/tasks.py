@@ -18,9 +18,10 @@ from typing import Any
 from spt.data.items import make_item
 from spt.errors import SptError
 
-BUILTIN_TASKS = ("builtin:arithmetic", "builtin:sentiment")
+BUILTIN_TASKS = ("builtin:arithmetic", "builtin:arithmetic-steps", "builtin:sentiment")
 DEFAULT_N_TRAIN = 500
 DEFAULT_N_TEST = 200
+DEFAULT_N_DEV = 100
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -96,6 +97,7 @@ class Task:
     scorer: Callable[[str, str], bool]
     description: str = ""
     defaults: dict[str, int] = field(default_factory=lambda: {"n_train": DEFAULT_N_TRAIN, "n_test": DEFAULT_N_TEST})
+    splits: tuple[str, ...] | None = ("train", "test")  # a built-in's splits; None: whatever the stored items have
 
     def build(self, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
         for label, n in (("n_train", n_train), ("n_test", n_test)):
@@ -135,26 +137,60 @@ def _arith_problem(rng: random.Random) -> tuple[str, int]:
             a + b - c)
 
 
-def _distinct_items(what: str, seed: int, n_train: int, n_test: int,
-                    draw: Callable[[random.Random], tuple[str, str, str]]) -> list[dict]:
-    """`n_train + n_test` task items with distinct prompts from `draw(rng) -> (prompt, response, answer)`.
+def _arith_steps_problem(rng: random.Random) -> tuple[str, str, int]:
+    """A word problem with its work shown: the target writes the sum before the answer.
 
-    The first `n_test` distinct prompts become the test split, so train and test never share a prompt
-    and the test split does not change when only n_train does.
+    Bare targets ("The answer is 17.") teach a 135M model a format and a constant (it answers one number to
+    everything); a target that spells out `a + b = c` teaches it to copy the operands and compute.
+    """
+    name, obj = rng.choice(_NAMES), rng.choice(_OBJECTS)
+    kind = rng.randrange(3)
+    if kind == 0:
+        a, b = rng.randint(2, 40), rng.randint(2, 30)
+        prompt, work, ans = f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now?", \
+            f"{a} + {b} = {a + b}", a + b
+    elif kind == 1:
+        a = rng.randint(10, 60)
+        b = rng.randint(1, a - 1)
+        prompt, work, ans = f"{name} had {a} {obj} and gave {b} away. How many {obj} are left?", \
+            f"{a} - {b} = {a - b}", a - b
+    else:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        prompt, work, ans = f"{name} buys {a} bags with {b} {obj} in each bag. How many {obj} is that in total?", \
+            f"{a} x {b} = {a * b}", a * b
+    return prompt, f"{work}. The answer is {ans}.", ans
+
+
+def _build_arithmetic_steps(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
+    def draw(rng: random.Random) -> tuple[str, str, str]:
+        prompt, response, ans = _arith_steps_problem(rng)
+        return prompt, response, str(ans)
+
+    return _distinct_items("arithmetic-steps", seed, n_train, n_test, draw, n_dev=DEFAULT_N_DEV)
+
+
+def _distinct_items(what: str, seed: int, n_train: int, n_test: int,
+                    draw: Callable[[random.Random], tuple[str, str, str]], n_dev: int = 0) -> list[dict]:
+    """`n_train + n_dev + n_test` task items with distinct prompts from `draw(rng) -> (prompt, response, answer)`.
+
+    The first `n_test` distinct prompts become the test split and the next `n_dev` the dev split (for
+    choosing a protocol without looking at test), so no two splits share a prompt and the test split does
+    not change when only n_train or n_dev does.
     """
     rng = random.Random(f"{what}:{seed}")
     seen: set[str] = set()
     items: list[dict] = []
     attempts = 0
-    while len(items) < n_train + n_test:
+    total = n_train + n_dev + n_test
+    while len(items) < total:
         attempts += 1
-        if attempts > 100 * (n_train + n_test) + 1000:
-            raise SptError(f"cannot generate {n_train + n_test} distinct {what} items; ask for fewer")
+        if attempts > 100 * total + 1000:
+            raise SptError(f"cannot generate {total} distinct {what} items; ask for fewer")
         prompt, response, answer = draw(rng)
         if prompt in seen:
             continue
         seen.add(prompt)
-        split = "test" if len(items) < n_test else "train"
+        split = "test" if len(items) < n_test else "dev" if len(items) < n_test + n_dev else "train"
         items.append(make_item(prompt=prompt, response=response, answer=answer, label="task", category=what,
                                split=split))
     return items[n_test:] + items[:n_test]
@@ -196,6 +232,9 @@ def _build_sentiment(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int 
 _BUILTINS: dict[str, Task] = {
     "builtin:arithmetic": Task("builtin:arithmetic", _build_arithmetic, score_number,
                                "arithmetic word problems with a numeric answer"),
+    "builtin:arithmetic-steps": Task("builtin:arithmetic-steps", _build_arithmetic_steps, score_number,
+                                     "addition, subtraction and times-table word problems, work shown",
+                                     splits=("train", "dev", "test")),
     "builtin:sentiment": Task("builtin:sentiment", _build_sentiment, score_sentiment,
                               "short reviews labelled positive or negative"),
 }
@@ -212,7 +251,7 @@ def _stored_task(store, name: str) -> Task:
     def build(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
         return load_items(store, dataset_id)
 
-    return Task(d.name, build, score_exact, f"imported task dataset {d.id}")
+    return Task(d.name, build, score_exact, f"imported task dataset {d.id}", splits=None)
 
 
 def get_task(name: str, store=None) -> Task:
@@ -254,6 +293,8 @@ def ensure_task_dataset(store, task_name: str, seed: int = 0) -> str:
         task = _BUILTINS[key]
         items = task.build(seed=seed)
         source = {"builder": key, "seed": int(seed), "n_train": DEFAULT_N_TRAIN, "n_test": DEFAULT_N_TEST}
+        if task.splits and "dev" in task.splits:
+            source["n_dev"] = DEFAULT_N_DEV
         return store_items(store, key, "task", items, source)
     d = resolve_dataset(store, key)
     if d.kind != "task":

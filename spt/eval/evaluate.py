@@ -75,6 +75,10 @@ class EvaluateResult:
         return asdict(self)
 
 
+# The task splits an evaluation may score: test for claims, dev for choosing settings (train is trained on).
+TASK_SPLITS = ("test", "dev")
+
+
 @dataclass
 class EvaluateConfig:
     """Settings of one evaluation (all but batch sizes, device and progress enter its identity)."""
@@ -82,6 +86,7 @@ class EvaluateConfig:
     dataset: str | None = None  # name or id; None: HarmOR (built if missing)
     split: str = "test"
     task: str | None = None  # None: the run's task; "none": no task metrics
+    task_split: str = "test"  # "dev" to choose a protocol without looking at the task's test items
     limit: int | None = None
     max_new_tokens: int = 64
     batch_size: int | str = "auto"
@@ -117,6 +122,9 @@ class EvaluateConfig:
             raise SptError("loss batch size must be >= 1 and max length >= 16")
         if not self.split:
             raise SptError("`split` must not be empty; use e.g. `split` test")
+        if self.task_split not in TASK_SPLITS:
+            raise SptError(f"task split {self.task_split!r} is not one of {', '.join(TASK_SPLITS)}; use test, or dev "
+                           "to choose a protocol without looking at test")
 
 
 def parse_batch_size(value: str | int | None) -> int | str:
@@ -333,12 +341,15 @@ def _default_safety_dataset(store: Store, split: str) -> Dataset:
         return s.get(Dataset, ds_id)
 
 
-def _resolve_task(store: Store, name: str) -> tuple[Any, Dataset]:
+def _resolve_task(store: Store, name: str, split: str = "test") -> tuple[Any, Dataset]:
     try:
         from spt.data import ensure_task_dataset, get_task
     except ImportError:
         raise SptError(f"task {name!r} needs spt.data's task registry, not available here; pass `task` none") from None
     task = get_task(name, store=store)
+    if task.splits is not None and split not in task.splits:  # a built-in: refused before it is stored
+        raise SptError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(task.splits)}); "
+                       "pass another task split")
     ds_id = ensure_task_dataset(store, name, seed=0)
     with store.session() as s:
         return task, s.get(Dataset, ds_id)
@@ -588,14 +599,17 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
         task_name = tgt.run.task
     if task_name is not None and task_name.lower() in ("none", ""):
         task_name = None
+    if task_name is None and config.task_split != "test":
+        raise SptError(f"task split {config.task_split!r} is given but no task is evaluated; pass a task "
+                       "(--task NAME) or drop --task-split")
     # 2. Default datasets (built on first use; not evaluation rows).
     if ds is None:
         ds = _default_safety_dataset(store, config.split)
         items = _split_items(store, ds, config.split, config.limit, "dataset")
     task_obj, task_ds, task_items = None, None, []
     if task_name is not None:
-        task_obj, task_ds = _resolve_task(store, task_name)
-        task_items = _split_items(store, task_ds, "test", config.limit, "task dataset")
+        task_obj, task_ds = _resolve_task(store, task_name, config.task_split)
+        task_items = _split_items(store, task_ds, config.task_split, config.limit, "task dataset")
 
     gen_cfg = {"generate": config.generate, "max_new_tokens": config.max_new_tokens if config.generate else None,
                "temperature": config.temperature if config.generate else None,
@@ -607,6 +621,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
                   "dtype": (config.dtype or "float32") if factory.local else None}
     if config.engine != "hf":  # hf evaluations keep the identities they had before engines existed
         base_ident["engine"] = config.engine
+    if task_name is not None and config.task_split != "test":  # likewise evaluations of a task's test split
+        base_ident["task_split"] = config.task_split
     generation_identity = content_id(base_ident)
     # Two runs can end with byte-identical weights (e.g. proximal at λ=0 and none): each still gets its
     # own evaluation (and metrics), sharing the generations through `generation_identity`. Base
