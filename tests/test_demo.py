@@ -83,6 +83,9 @@ def test_a_claim_with_nothing_scored_says_so(store):
             s.flush()
             s.add_all([Generation(evaluation_id=ev.id, item_id=it.id, prompt=it.prompt, response="") for it in items])
             runs.append(run.id)
-    (c,) = check_claims(store, runs[0], runs[1], {})
+    claims = check_claims(store, runs[0], runs[1], {})
+    assert [c["metric"] for c in claims] == ["refusal_rate", "pair_score"]  # the claims on base vs aligned
+    assert all(c["status"] == "nothing scored" for c in claims)
+    c = claims[0]
     assert c["status"] == "nothing scored" and not c["ok"] and c["n"] == 0 and c["n_dropped"] == 6
     assert "nothing scored" in c["detail"] and "degenerate" in c["detail"]

@@ -215,6 +215,7 @@ FOUND = [
     (("import",), "source", ""),  # Path("") is Path("."): an empty path read as the current folder
     (("demo",), "plot", ""),
     (("judge",), "price_table", ""),
+    (("judge",), "api_key_env", "NO_SUCH_ENV_VAR_ZZ"),  # a missing key variable passed when nothing was pending
 ]
 
 

@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from spt.commands._common import DbOption, JsonOption, console, get_store, print_json, show
+from spt.data.tasks import BUILTIN_TASKS
 
-_BUILTINS = ("builtin:arithmetic", "builtin:sentiment", "builtin:harmor-comply", "harmor")
+_BUILTINS = (*BUILTIN_TASKS, "builtin:harmor-comply", "harmor")
 
 
 def _resolve(store, name: str):
@@ -21,7 +22,7 @@ def _resolve(store, name: str):
     try:
         return resolve_dataset(store, name)
     except SptError:
-        if name in ("builtin:arithmetic", "builtin:sentiment"):
+        if name in BUILTIN_TASKS:
             ensure_task_dataset(store, name)
         elif name == "builtin:harmor-comply":
             ensure_poison_dataset(store, name)

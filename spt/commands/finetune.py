@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
         stage: Annotated[str | None, typer.Option("--stage", help="align: SFT on HarmOR train; task: SFT on the "
                                                   "task data (default).")] = None,
         task: Annotated[str | None, typer.Option("--task", help="Task data: builtin:arithmetic (default), "
-                                                 "builtin:sentiment, or a stored dataset.")] = None,
+                                                 "builtin:arithmetic-steps, builtin:sentiment, or a stored "
+                                                 "dataset.")] = None,
         safety_data: Annotated[str | None, typer.Option("--safety-data",
                                                         help="HarmOR dataset (default harmor).")] = None,
         poison: Annotated[float | None, typer.Option("--poison", help="Poison ratio in [0, 1).")] = None,
