@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -193,9 +192,10 @@ def register(app: typer.Typer) -> None:
             from spt.judge.prices import load_price_table
 
             load_price_table(price_table)
-        if api_key_env is not None and not os.environ.get(api_key_env):  # checked even when nothing is pending
-            raise SptError(f"environment variable {api_key_env!r} (named by --api-key-env) is not set or empty; "
-                           "export it or name another variable")
+        if api_key_env is not None:  # a variable that is not set is an error even when nothing is pending
+            from spt.engines.openai import api_key
+
+            api_key({"api_key_env": api_key_env})
         store = get_store(ctx, db)
         try:
             ids = resolve_evaluations(store, evaluation_ids, run, all_pending,
