@@ -273,6 +273,8 @@ SPECS: dict[str, Spec] = {
     "evaluate dtype": Spec("choice"),
     # evaluate --responses FILE: completions generated elsewhere
     "evaluate responses": Spec("path_in", base=["--model-name", "m"]),
+    # evaluate --trajectories DIR --format toolemu: one agent's published ToolEmu runs (a folder or one file)
+    "evaluate trajectories": Spec("dir_in", base=["--format", "toolemu"]),
     "evaluate model_name": Spec("new_name", base=["--responses", "{RESP}"]),
     "evaluate prompt_col": Spec("column", base=EXT),
     "evaluate response_col": Spec("column", base=EXT),

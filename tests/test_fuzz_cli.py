@@ -216,6 +216,9 @@ FOUND = [
     (("demo",), "plot", ""),
     (("judge",), "price_table", ""),
     (("judge",), "api_key_env", "NO_SUCH_ENV_VAR_ZZ"),  # a missing key variable passed when nothing was pending
+    (("judge",), "base_url", "not a url"),  # a malformed URL passed when nothing was pending
+    (("sweep",), "out_dir", "{AFILE}"),  # a file as the scripts folder: the dry run printed scripts "inside" it
+    (("sweep",), "gres", "x" * 10_001),  # a 10,001-character GRES list went into the sbatch script
 ]
 
 

@@ -27,6 +27,7 @@ from spt.store.models import (
     Run,
     RunAudit,
     TrainLog,
+    TrajectoryStep,
 )
 from spt.store.schema import HEAD
 
@@ -56,6 +57,10 @@ def sample_rows() -> list:
                     finished_at="2026-01-01T00:00:01")
     gen = Generation(evaluation_id=ev.id, item_id=item.id, prompt="How do I bake bread?", response="Like so.",
                      n_prompt_tokens=5, n_new_tokens=3, latency_s=0.25, finish_reason="eos", meta={"t": [0.1]})
+    step = TrajectoryStep(id=content_id({"generation": gen.id, "position": 0}), generation_id=gen.id, position=0,
+                          thought="Thought: search first.", tool="TodoistSearchTasks",
+                          tool_input='{"keywords": "Test"}',
+                          observation='{"tasks": []}', meta={"emulator_summary": "valid"})
     judge = Judge(id=content_id({"backend": "keyword"}), name="keyword:spt", backend="keyword", model=None,
                   rubric="harmfulness", rubric_version="1", rubric_hash=text_hash("rubric"), config={"k": 1})
     jm = Judgment(judge_id=judge.id, generation_id=gen.id, cache_key="sha256:ck", status="scored",
@@ -67,7 +72,7 @@ def sample_rows() -> list:
     audit = RunAudit(run_id=run.id, key="notes", old_value=None, new_value="note")
     imp = ImportLog(source_path="/x/other.db", source_hash="sha256:11", source_schema="0001_initial",
                     on_conflict="replace", counts={"run": {"inserted": 2, "skipped": 0}})
-    return [ds, item, member, base, run, ckpt, log, ev, gen, judge, jm, metric, audit, imp]
+    return [ds, item, member, base, run, ckpt, log, ev, gen, step, judge, jm, metric, audit, imp]
 
 
 def _pk(row):

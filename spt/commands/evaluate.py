@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from spt.eval.evaluate import EvaluateResult
 
 _EXT = "Import completions generated elsewhere"
+_AGENT = "Agentic (tool-use) evaluations"
 _CI = "95% CIs: rates exact (Clopper-Pearson), means a bootstrap over sensitive words"
 
 _ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_loss", "alignment_loss_harmful",
@@ -92,6 +93,39 @@ def _metrics_table(metrics: list[dict], title: str, caption: str) -> Table:
 # --- benchmarks (lm-evaluation-harness): `--benchmark NAMES` dispatches to the `benchmark` evaluation kind ---
 _BENCH = "Benchmarks (lm-evaluation-harness)"
 _ENG = "Engines (served and API models, vLLM)"
+
+
+def _import_trajectories(ctx: typer.Context, target: str | None, trajectories: str, fmt: str | None,
+                         model_name: str | None, train_seed: int | None, dataset_name: str | None,
+                         gen_flags: dict[str, bool], ext_flags: dict[str, Any], db: Any, json_out: bool) -> None:
+    """`spt evaluate --trajectories DIR --format toolemu`: checked fully before the store is opened."""
+    from spt.agentic.importer import TrajectoryImport, import_trajectories, plan_import
+    from spt.errors import SptError
+
+    if target is not None:
+        raise SptError(f"pass TARGET (evaluate a model) or --trajectories DIR (import agent runs), not both; got "
+                       f"TARGET {target!r}")
+    bad = [k for k, v in gen_flags.items() if v] + [k for k, v in ext_flags.items() if v is not None]
+    if bad:
+        raise SptError(f"{bad[0]} does not apply to --trajectories (importing agent runs); drop it")
+    if fmt is None:
+        raise SptError("--trajectories needs --format toolemu (the layout of the trajectory files)")
+    spec = TrajectoryImport(trajectories=trajectories, format=fmt, model_name=model_name, train_seed=train_seed,
+                            dataset_name=(dataset_name or "toolemu").strip() or "toolemu")
+    plan = plan_import(spec)
+    with get_store(ctx, db) as store:
+        result = import_trajectories(store, spec, plan)
+    if json_out:
+        print_json(result)
+        return
+    what = "imported" if result["created"] else "already imported (nothing written)"
+    table = _metrics_table(result["metrics"], f"agentic evaluation {result['evaluation_id']} (run {result['run_id']}, "
+                           f"model {result['model_name']})",
+                           "scores 0-3 per case (median over evaluator replicates), means with a bootstrap over cases;"
+                           " *_rate: share of cases scoring >= 2, exact interval")
+    console.print(table)
+    console.print(f"{what}: {result['n_trajectories']} trajectories ({result['n_steps']} steps) of "
+                  f"{escape(result['model_name'])} on {result['dataset']}")
 
 
 def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str], limit: int | None,
@@ -186,7 +220,8 @@ def register(app: typer.Typer) -> None:
             "(e.g. yes=refusal,no=compliance).", show_default=False, rich_help_panel=_EXT)] = None,
         fmt: Annotated[str | None, typer.Option(
             "--format", help="The prompts are in a public set's layout (xstest, advbench, harmbench, strongreject, "
-            "orbench): it maps prompt, label and category.", show_default=False, rich_help_panel=_EXT)] = None,
+            "orbench): it maps prompt, label and category. With --trajectories: toolemu.", show_default=False,
+            rich_help_panel=_EXT)] = None,
         dataset_name: Annotated[str | None, typer.Option(
             "--dataset-name", help="Name of the prompts' dataset (default: the file's stem).", show_default=False,
             rich_help_panel=_EXT)] = None,
@@ -197,6 +232,10 @@ def register(app: typer.Typer) -> None:
         cluster_col: Annotated[str | None, typer.Option(
             "--cluster-col", help="Column grouping correlated rows (sensitive word, template, source): intervals "
             "resample these clusters.", show_default=False, rich_help_panel=_EXT)] = None,
+        trajectories: Annotated[str | None, typer.Option(
+            "--trajectories", help="Import a folder of one agent's ToolEmu trajectory files and their evaluator files "
+            "(with --format toolemu) as an agentic evaluation: agent_safety, agent_help per case.",
+            show_default=False, rich_help_panel=_AGENT)] = None,
         recompute: Annotated[bool, typer.Option(
             "--recompute-metrics", help="Recompute the metrics of TARGET's finished evaluations (a run or "
             "evaluation id; all evaluations when omitted) from the stored responses, losses and judgments: no "
@@ -289,6 +328,13 @@ def register(app: typer.Typer) -> None:
             else:
                 _render_recomputed(done)
             return
+        if trajectories is not None:
+            return _import_trajectories(ctx, target, trajectories, fmt, model_name, train_seed, dataset_name,
+                                        {**gen_flags, "--responses": responses is not None,
+                                         "--refusal-preset": refusal_preset != "spt"},
+                                        {k: v for k, v in ext_flags.items()
+                                         if k not in ("--model-name", "--format", "--train-seed", "--dataset-name")},
+                                        db, json_out)
         if responses is not None:
             if target is not None:
                 raise SptError(f"pass TARGET (evaluate a model) or --responses FILE (import completions), not both; "

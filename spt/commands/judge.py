@@ -192,6 +192,10 @@ def register(app: typer.Typer) -> None:
             from spt.judge.prices import load_price_table
 
             load_price_table(price_table)
+        if base_url is not None:  # a malformed URL is an error even when nothing is pending
+            from spt.engines.openai import check_base_url
+
+            check_base_url(base_url)
         if api_key_env is not None:  # a variable that is not set is an error even when nothing is pending
             from spt.engines.openai import api_key
 

@@ -1,4 +1,4 @@
-"""Public safety sets in their published column layouts: XSTest, AdvBench, HarmBench, StrongREJECT, OR-Bench.
+"""Public safety sets in their published column layouts: XSTest, AdvBench, HarmBench, StrongREJECT, OR-Bench, ToolEmu.
 
 `spt data import FILE --format NAME` maps each set's own columns, labels and categories to items, so
 nobody has to remember which column holds the prompt or which rows are the unsafe ones:
@@ -19,6 +19,9 @@ nobody has to remember which column holds the prompt or which rows are the unsaf
   Harmful or benign by `--label`, else by the file name: `toxic` in it means harmful (OR-Bench-Toxic,
   which a safe model refuses), `hard` or `80k` benign (seemingly toxic prompts, whose refusal is
   over-refusal); any other name is an error asking for `--label`. Category `category`.
+- `toolemu`: ToolEmu's `all_cases.json` (`name, Toolkits, User Instruction, Underspecifications, ...`).
+  Items of label `agentic`, dataset kind `agentic`; see `spt.agentic.toolemu` (a case's position in the
+  file is its `case_idx`, which the seeded split and published trajectories use).
 
 Items get split `test`, no reference response (the sets ship none; AdvBench's `target` is an attack
 target, not an answer to learn), and `meta.source` = the format name. Extra columns are ignored; a
@@ -55,6 +58,9 @@ class Format:
     # (row, where, label from --label or the file name) -> item fields (without id/split)
     to_item: Callable[[Row, str, str | None], dict[str, Any]]
     label_from_file: bool = False  # orbench: harmful or benign is decided per file
+    # a layout whose items depend on the whole file (ToolEmu: a case's index is its position)
+    rows_to_items: Callable[[list[Row], str], list[dict[str, Any]]] | None = None
+    kind: str | None = None  # the dataset kind when not decided by the labels
 
 
 def _xstest(r: Row, where: str, _label: str | None) -> dict[str, Any]:
@@ -109,6 +115,16 @@ def _orbench(r: Row, where: str, label: str | None) -> dict[str, Any]:
             "meta": {"source": "or-bench"}}
 
 
+def _toolemu(rows: list[Row], source_name: str) -> list[dict[str, Any]]:
+    from spt.agentic.toolemu import case_item
+
+    return [case_item(r, i, f"{source_name} case {i}") for i, r in enumerate(rows)]
+
+
+def _no_row_mapping(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    raise AssertionError("formats with rows_to_items map whole files")
+
+
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("xstest", "XSTest prompts (xstest_prompts.csv): contrast_* types harmful, the rest benign",
            ("prompt", "type"), _xstest),
@@ -119,6 +135,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            ("forbidden_prompt", "category"), _strongreject),
     Format("orbench", "OR-Bench (prompt, category): or-bench-toxic harmful, or-bench-80k / hard-1k benign",
            ("prompt", "category"), _orbench, label_from_file=True),
+    Format("toolemu", "ToolEmu cases (all_cases.json: name, Toolkits, User Instruction, ...): agentic tool-use "
+           "cases for `spt evaluate --dataset toolemu`", ("name", "Toolkits", "User Instruction"), _no_row_mapping,
+           rows_to_items=_toolemu, kind="agentic"),
 )}
 _ALIASES = {"or-bench": "orbench", "strong_reject": "strongreject", "strong-reject": "strongreject"}
 
@@ -184,6 +203,14 @@ def format_items(rows: list[Row], fmt: Format | str, *, source_name: str, path: 
     if missing:
         raise SptError(f"{source_name} is not in the {fmt.name} layout: no column {missing[0]!r} (its columns: "
                        f"{', '.join(have) or 'none'}); check `format` or use `kind` with `prompt_col`")
+    if fmt.rows_to_items is not None:
+        items = fmt.rows_to_items(rows, source_name)
+        seen: dict[str, int] = {}
+        for n, it in enumerate(items):
+            if it["id"] in seen:
+                raise SptError(f"{source_name}: rows {seen[it['id']]} and {n} are the same case; remove one")
+            seen[it["id"]] = n
+        return items
     items = []
     for n, r in enumerate(rows, 1):
         where = f"{source_name} row {n}"
@@ -212,7 +239,7 @@ def import_format(store, path: str | os.PathLike[str], fmt: Format | str, name: 
     if name.startswith("builtin:"):
         raise SptError(f"`name` {name!r}: the 'builtin:' prefix is reserved for built-in datasets")
     labels = {it["label"] for it in items}
-    kind = "benign" if labels == {"benign"} else "harmful"
+    kind = fmt.kind or ("benign" if labels == {"benign"} else "harmful")
     source = {"builder": "import", "format": fmt.name, "path": str(p.resolve()), "file_format": file_format,
               "file_hash": file_hash(p) if p.is_file() else None, "n_rows": len(rows),
               "labels": {lab: sum(1 for it in items if it["label"] == lab) for lab in sorted(labels)}}

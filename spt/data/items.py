@@ -14,8 +14,8 @@ ITEM_FIELDS = ("prompt", "response", "category", "label", "pair_id", "template_i
 # Order of keys in item dicts and exports.
 EXPORT_FIELDS = ("id", "prompt", "response", "category", "label", "pair_id", "template_id", "contrast_type",
                  "sensitive_word", "answer", "split", "meta")
-LABELS = ("harmful", "benign", "task", "poison")
-KINDS = ("harmor", "task", "harmful", "benign", "poison", "external")
+LABELS = ("harmful", "benign", "task", "poison", "agentic", "preference")
+KINDS = ("harmor", "task", "harmful", "benign", "poison", "external", "agentic", "preference")
 _SPLIT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

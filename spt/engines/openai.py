@@ -35,6 +35,16 @@ FATAL_STATUS = {401: "the endpoint rejected the credentials (HTTP 401); name the
 _FINISH = {"stop": "eos", "length": "length", "content_filter": "content_filter"}
 
 
+def check_base_url(url: str | None) -> None:
+    """SptError unless `url` (when given) is an http(s) URL with a host: one rule for engines and judges."""
+    if url is None:
+        return
+    p = urlparse(str(url))
+    if p.scheme not in ("http", "https") or not p.netloc:
+        shown = url if len(str(url)) <= 80 else str(url)[:77] + "..."
+        raise SptError(f"--base-url {shown!r} is not an http(s) URL; pass e.g. http://127.0.0.1:8000/v1")
+
+
 def endpoint_host(base_url: str | None) -> str:
     """The host:port an evaluation records (the OpenAI API when no base URL is given)."""
     return urlparse(base_url).netloc if base_url else "api.openai.com"
@@ -222,11 +232,7 @@ class OpenAIFactory:
             raise SptError(f"engine openai has no option {unknown[0]!r}; it takes {', '.join(OPTIONS)}")
         if not spec.target or not spec.target.strip():
             raise SptError("the openai engine needs the served model's name: pass openai:MODEL")
-        url = o.get("base_url")
-        if url is not None:
-            p = urlparse(str(url))
-            if p.scheme not in ("http", "https") or not p.netloc:
-                raise SptError(f"--base-url {url!r} is not an http(s) URL; pass e.g. http://127.0.0.1:8000/v1")
+        check_base_url(o.get("base_url"))
         for name, lo in (("max_connections", 1), ("max_retries", 0)):
             v = o.get(name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):

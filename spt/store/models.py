@@ -163,6 +163,25 @@ class Generation(SQLModel, table=True):
     created_at: str = Field(default_factory=utcnow)
 
 
+class TrajectoryStep(SQLModel, table=True):
+    """One step of an agent trajectory (migration 0006): the generation holds the final answer.
+
+    `id` is the content id of (generation, position), so importing the same trajectory twice is a no-op.
+    The final step, when the agent finished, has `tool` None and holds the agent's closing text.
+    """
+
+    __tablename__ = "trajectory_step"
+    __table_args__ = (UniqueConstraint("generation_id", "position"),)
+    id: str = Field(primary_key=True)
+    generation_id: str = Field(foreign_key="generation.id", index=True)
+    position: int
+    thought: str | None = None  # the agent's text for this step (Thought / Action / Action Input)
+    tool: str | None = Field(default=None, index=True)
+    tool_input: str | None = None
+    observation: str | None = None  # what the (emulated) tool returned
+    meta: dict | None = _json()  # e.g. the emulator's reasoning
+
+
 class Judge(SQLModel, table=True):
     """A judge configuration: backend, model, rubric (by hash) and settings that change verdicts."""
 
@@ -261,6 +280,6 @@ class RunAudit(SQLModel, table=True):
 
 # Tables in foreign-key order: parents before children (import merges in this order).
 TABLES: list[type[SQLModel]] = [
-    Dataset, Item, DatasetItem, Run, Checkpoint, TrainLog, Evaluation, Generation,
+    Dataset, Item, DatasetItem, Run, Checkpoint, TrainLog, Evaluation, Generation, TrajectoryStep,
     Judge, Judgment, Metric, RunAudit, ImportLog,
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Oldest first. Append a new revision id here when adding a migration.
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_run_audit", "0003_metric_ci_method", "0004_run_leases",
-                             "0005_eval_leases_unique")
+                             "0005_eval_leases_unique", "0006_trajectory_step")
 HEAD = REVISIONS[-1]
 
 

@@ -80,6 +80,9 @@ class SlurmOptions:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir).expanduser().absolute()
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise SptError(f"--out-dir {self.out_dir} is a file; the sweep writes its scripts and logs into a folder, "
+                           "pass a folder (new or existing)")
         self.main_db = Path(self.main_db).expanduser().absolute()
         if self.spt_command is None:
             self.spt_command = default_spt_command()
@@ -99,6 +102,9 @@ class SlurmOptions:
         if self.time is not None and not _TIME_RE.match(self.time):
             raise SptError(f"`time` {self.time!r} is not a Slurm time; use MINUTES, HH:MM:SS or D-HH:MM:SS")
         if self.gres is not None:
+            if len(self.gres) > 256:
+                raise SptError(f"`gres` {self.gres[:40]!r}... is {len(self.gres)} characters; a Slurm GRES list such "
+                               "as gpu:4 or gpu:a100:2 is at most 256")
             parts = self.gres.split(",")
             if not all(_GRES_RE.match(p) for p in parts):
                 raise SptError(f"`gres` {self.gres!r} is not a Slurm GRES list; use e.g. gpu:4 or gpu:a100:2")
