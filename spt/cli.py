@@ -31,6 +31,7 @@ from spt.commands import (
     import_db,
     judge,
     merge,
+    persistence,
     runs,
     sweep,
     view,
@@ -150,8 +151,8 @@ def _root(
     ctx.obj = {"db": db}
 
 
-for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, compare, runs, import_db, db,
-                sweep, demo, view):
+for _module in (build_data, data, finetune, merge, evaluate, judge, frontier, compare, persistence, runs, import_db,
+                db, sweep, demo, view):
     _module.register(app)
 
 

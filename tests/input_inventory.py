@@ -157,6 +157,7 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("judge",): ["--all-pending", "--judge", "keyword"],
     ("frontier",): [],
     ("compare",): ["{RUN}", "{RUN_B}"],
+    ("persistence",): [],
     ("import",): ["{OTHER}"],
     ("sweep",): SWEEP,
     ("demo",): ["--quick", "--model", "tiny-random"],
@@ -195,6 +196,13 @@ _DEFENSE_OF = {  # the defense (or method) a defense-specific finetune flag need
 _COMPARE_SKIP = ("the template store's runs name a task (gsm8k) with no stored dataset, so `compare RUN RUN_B` "
                  "itself stops there; not covered")
 _NOTE_ZERO_OK = "0 is documented as meaningful here"
+_PERSIST_SKIP = ("the template store has no agentic evaluations, so every `persistence` line stops at its first side "
+                 "whatever this value; tests/test_agentic_persistence.py covers it on real ones")
+
+
+def _persist_base(without: str | None = None) -> list[str]:
+    flags = ("--safe", "--helpful", "--safe-then-help", "--help-then-safe")
+    return [x for f in flags if f != without for x in (f, "{RUN}")]
 
 SPECS: dict[str, Spec] = {
     # root
@@ -334,6 +342,17 @@ SPECS: dict[str, Spec] = {
     "compare setting": Spec("ref", skip=_COMPARE_SKIP),
     "compare preset": Spec("choice", skip=_COMPARE_SKIP),
     "compare db": Spec("db", skip=_COMPARE_SKIP),
+    # persistence (the template store has no agentic evaluations, so a valid line stops at the first side;
+    # the sides are fuzzed as references, the plot path before the store is opened)
+    "persistence safe": Spec("ref", base=_persist_base("--safe")),
+    "persistence helpful": Spec("ref", base=_persist_base("--helpful")),
+    "persistence safe_then_help": Spec("ref", base=_persist_base("--safe-then-help")),
+    "persistence help_then_safe": Spec("ref", base=_persist_base("--help-then-safe")),
+    "persistence plot": Spec("path_out", base=_persist_base(), extra_bad=["plot.bogus"]),
+    "persistence split_seed": Spec("nonneg_int", skip=_PERSIST_SKIP),
+    "persistence evaluator": Spec("ref", skip=_PERSIST_SKIP),
+    "persistence n_boot": Spec("count", skip=_PERSIST_SKIP),
+    "persistence db": Spec("db", skip=_PERSIST_SKIP),
     # import
     "import source": Spec("path_in", base=[], extra_bad=["{GARBAGE}", "{SELF}"]),
     "import on_conflict": Spec("choice"),
