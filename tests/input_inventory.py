@@ -200,6 +200,9 @@ _PERSIST_SKIP = ("the template store has no agentic evaluations, so every `persi
                  "whatever this value; tests/test_agentic_persistence.py covers it on real ones")
 
 
+_PREF_BASE = ["--preferences", "--from", "{RUN}", "--from", "{RUN_B}"]
+
+
 def _persist_base(without: str | None = None) -> list[str]:
     flags = ("--safe", "--helpful", "--safe-then-help", "--help-then-safe")
     return [x for f in flags if f != without for x in (f, "{RUN}")]
@@ -211,6 +214,16 @@ SPECS: dict[str, Spec] = {
     "build-data category": Spec("choice", base=["--per-category", "4"]),
     "build-data per_category": Spec("count", base=["--category", "{CATEGORY}"]),
     "build-data seed": Spec("nonneg_int"),
+    # build-data --preferences: the template store has no agentic evaluations, so values are fuzzed where they
+    # are checked before the store is opened; the sources as references
+    "build-data sources": Spec("ref", base=["--preferences", "--from", "{RUN}"]),
+    "build-data metric": Spec("choice", base=_PREF_BASE),
+    "build-data metric2": Spec("choice", base=_PREF_BASE),
+    "build-data combine": Spec("choice", base=[*_PREF_BASE, "--metric2", "agent_help"]),
+    "build-data min_diff": Spec("nonneg_float", base=_PREF_BASE, extra_bad=["0", "3.5"]),
+    "build-data min_chosen": Spec("nonneg_float", base=_PREF_BASE, extra_bad=["3.5"]),
+    "build-data consistency": Spec("choice", base=_PREF_BASE),
+    "build-data evaluator": Spec("ref", skip=_PERSIST_SKIP),
     "build-data name": Spec("new_name"),
     "build-data pools": Spec("spec", extra_bad=["train=nan,poison=0.15,dev=0.1,test=0.25",
                                                 "train=-1,poison=1,dev=0.5,test=0.5"]),
@@ -258,6 +271,7 @@ SPECS: dict[str, Spec] = {
     "finetune tokenwise_bias_length": Spec("nonneg_int", note="≥ 0 per its help"),
     "finetune vaccine_rho": Spec("pos_float"),
     "finetune dpo_beta": Spec("pos_float"),
+    "finetune preferences": Spec("ref", base=[*FT, "--stage", "align", "--method", "dpo"]),
     # merge
     "merge run_id": Spec("ref", base=[]),
     "merge checkpoint": Spec("ref"),

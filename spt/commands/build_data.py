@@ -31,6 +31,39 @@ def default_name(source: dict, templates: Path | None) -> str:
     return "harmor" + (":" + ",".join(parts) if parts else "")
 
 
+_PREF = "Preference pairs from agentic evaluations (--preferences)"
+
+
+def _build_preferences(ctx: typer.Context, sources: list[str], metric: str | None, metric2: str | None,
+                       combine: str | None, min_diff: float | None, min_chosen: float | None,
+                       consistency: str | None, evaluator: str | None, seed: int, name: str | None,
+                       harmor_flags: dict, db, json_out: bool) -> None:
+    """`spt build-data --preferences --from A --from B ...`: checked before the store is opened."""
+    from spt.agentic.preferences import PreferenceSpec, build_preferences
+    from spt.errors import SptError
+
+    bad = [k for k, v in harmor_flags.items() if v is not None]
+    if bad:
+        raise SptError(f"{bad[0]} builds HarmOR; it does not apply to --preferences")
+    spec = PreferenceSpec(sources=sources, metric=metric or "agent_safety", metric2=metric2,
+                          combine=combine or "both", min_diff=2.0 if min_diff is None else min_diff,
+                          min_chosen=2.0 if min_chosen is None else min_chosen, consistency=consistency or "none",
+                          split_seed=seed, name=name, evaluator=evaluator)
+    if combine is not None and metric2 is None:
+        raise SptError("--combine applies with --metric2 (how two metrics decide); add --metric2 or drop it")
+    spec.check()
+    with get_store(ctx, db, create=False) as store:
+        res = build_preferences(store, spec)
+    if json_out:
+        print_json(res)
+        return
+    console.print(f"dataset {res['name']} {res['dataset_id']}: {res['n_pairs']} preference pairs on "
+                  f"{res['n_cases_with_pairs']} of {res['n_train_cases']} train cases (split seed {res['split_seed']}; "
+                  f"{res['n_test_cases']} test cases held out) from {len(res['sources'])} evaluations"
+                  + (f"; {res['n_inconsistent']} trajectories dropped as inconsistent"
+                     if res["n_inconsistent"] else ""), markup=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("build-data")
     def build_data_cmd(
@@ -58,10 +91,54 @@ def register(app: typer.Typer) -> None:
         templates: Annotated[Path | None, typer.Option(
             "--templates", help="Template folder (default: the packaged harmor_templates).",
             show_default=False)] = None,
+        preferences: Annotated[bool, typer.Option(
+            "--preferences", help="Build DPO preference pairs from agentic evaluations (--from) instead of HarmOR: "
+            "trajectories of one train case from different agents, the better-scored one chosen.",
+            rich_help_panel=_PREF)] = False,
+        sources: Annotated[list[str] | None, typer.Option(
+            "--from", help="Agentic evaluation ids or runs (their latest agentic evaluation); repeatable, at least "
+            "two agents.", show_default=False, rich_help_panel=_PREF)] = None,
+        metric: Annotated[str | None, typer.Option(
+            "--metric", help="agent_safety (default) or agent_help: the score that decides chosen vs rejected.",
+            show_default=False, rich_help_panel=_PREF)] = None,
+        metric2: Annotated[str | None, typer.Option(
+            "--metric2", help="A second metric that must also pass (see --combine).", show_default=False,
+            rich_help_panel=_PREF)] = None,
+        combine: Annotated[str | None, typer.Option(
+            "--combine", help="With --metric2: both (each metric passes; default) or average (their mean passes).",
+            show_default=False, rich_help_panel=_PREF)] = None,
+        min_diff: Annotated[float | None, typer.Option(
+            "--min-diff", help="Least score gap chosen − rejected (default 2).", show_default=False,
+            rich_help_panel=_PREF)] = None,
+        min_chosen: Annotated[float | None, typer.Option(
+            "--min-chosen", help="Least score of the chosen trajectory (default 2).", show_default=False,
+            rich_help_panel=_PREF)] = None,
+        consistency: Annotated[str | None, typer.Option(
+            "--consistency", help="Keep only trajectories whose evaluator replicates agree: none (default), "
+            "majority, all-but-one, exact.", show_default=False, rich_help_panel=_PREF)] = None,
+        evaluator: Annotated[str | None, typer.Option(
+            "--evaluator", help="The evaluator whose scores to use, when several scored the sources.",
+            show_default=False, rich_help_panel=_PREF)] = None,
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Build HarmOR v2: harmful requests paired with benign twins, in disjoint train/poison/dev/test pools."""
+        """Build HarmOR v2: harmful requests paired with benign twins, in disjoint train/poison/dev/test pools.
+        With --preferences: DPO pairs from agentic evaluations (--seed is then the train/test case split)."""
+        pref_flags = {"--from": sources, "--metric": metric, "--metric2": metric2, "--combine": combine,
+                      "--min-diff": min_diff, "--min-chosen": min_chosen, "--consistency": consistency,
+                      "--evaluator": evaluator}
+        if preferences:
+            harmor_flags = {"--category": category, "--per-category": per_category, "--pools": pools,
+                            "--renderings": renderings if renderings != 2 else None, "--out": out,
+                            "--templates": templates, "--list-categories": list_categories or None}
+            return _build_preferences(ctx, sources or [], metric, metric2, combine, min_diff, min_chosen,
+                                      consistency, evaluator, seed, name, harmor_flags, db, json_out)
+        given = [k for k, v in pref_flags.items() if v]
+        if given:
+            from spt.errors import SptError
+
+            raise SptError(f"{given[0]} applies to --preferences (pairs from agentic evaluations); add it or drop "
+                           f"{given[0]}")
         from spt.data.harmor import (
             POOLS,
             build_harmor,

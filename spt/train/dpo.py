@@ -48,6 +48,10 @@ class DPOMethod(Defense):
                range=(1e-6, math.inf), paper="β=0.1, TRL default and bplaut/safety-persists-llm-agents"),
         Option("both_ways", "bool", True, "also train the benign twin to prefer the answer over a refusal "
                "(false: harmful → refusal pairs only, as peers' data)"),
+        # the dataset's content id enters the run identity (spt.train.plan), not its name
+        Option("preferences", "str", None, "train on this preference dataset (`spt build-data --preferences`: "
+               "agent trajectories, chosen ≻ rejected) instead of HarmOR pairs; pairs longer than --max-length "
+               "are dropped, not truncated", field="preferences", identity=False),
     )
 
     @classmethod
@@ -65,9 +69,12 @@ class DPOMethod(Defense):
         from spt.data.preferences import preference_pairs
         from spt.train import data as tdata
 
-        ds = tdata.resolve_safety(ctx.store, self.config.safety_data, build=False)
-        self.pairs = preference_pairs(load_items(ctx.store, ds), seed=int(self.config.seed),
-                                      both_ways=bool(self.opts["both_ways"]))
+        if getattr(self.config, "preferences", None):
+            self.pairs = self._dataset_pairs(ctx)
+        else:
+            ds = tdata.resolve_safety(ctx.store, self.config.safety_data, build=False)
+            self.pairs = preference_pairs(load_items(ctx.store, ds), seed=int(self.config.seed),
+                                          both_ways=bool(self.opts["both_ways"]))
         self.chosen = ctx.encode([{"prompt": p.prompt, "response": p.chosen} for p in self.pairs], 1)
         self.rejected = ctx.encode([{"prompt": p.prompt, "response": p.rejected} for p in self.pairs], 2)
         for m in ctx.model.modules():  # TRL's disable_dropout: policy = reference before the first step
@@ -75,6 +82,29 @@ class DPOMethod(Defense):
                 m.p = 0.0
         self.ref: tuple[Any, Any] | None = None
         self._win = LogWindow()
+
+    def _dataset_pairs(self, ctx: Any) -> list[Any]:
+        """The pairs of the `preferences` dataset, without those over `max_length` tokens (as the published
+        pipeline filters them: a truncated trajectory loses the actions that made it chosen or rejected)."""
+        from spt.data.items import load_items
+        from spt.data.preferences import PreferencePair
+
+        items = load_items(ctx.store, resolve_preferences(ctx.store, self.config.preferences).id)
+        pairs = [PreferencePair(x["prompt"], x["response"], (x.get("meta") or {}).get("rejected") or "", "agentic")
+                 for x in items if x.get("split", "train") == "train" and x.get("response")]
+        limit = int(self.config.max_length)
+        probe = ctx.tokenizer
+        from spt.models.chat import encode_example
+
+        def fits(prompt: str, completion: str) -> bool:
+            return len(encode_example(probe, prompt, completion, limit + 1)["input_ids"]) <= limit
+
+        kept = [p for p in pairs if p.rejected and fits(p.prompt, p.chosen) and fits(p.prompt, p.rejected)]
+        self.n_dropped = len(pairs) - len(kept)
+        if not kept:
+            raise SptError(f"every pair of preference dataset {self.config.preferences!r} is longer than --max-length "
+                           f"{limit} tokens ({len(pairs)} pairs); raise --max-length")
+        return kept
 
     def _reference(self, ctx: Any) -> tuple[Any, Any]:
         """Summed completion log-probs of every pair under the reference, once, through the same forward as
@@ -166,6 +196,17 @@ def _per_example_sum(ce: Any, flat: Any, pk: Any, n: int) -> Any:
     tseg[:-1] = seg[1:]
     ex = tseg.index_select(0, flat)
     return torch.zeros(n, dtype=torch.float32, device=ce.device).index_add_(0, ex.to(ce.device), ce.float())
+
+
+def resolve_preferences(store: Any, name: str) -> Any:
+    """The preference dataset called `name` (id, prefix or name); SptError unless it is one."""
+    from spt.data import resolve_dataset
+
+    ds = resolve_dataset(store, name)
+    if ds.kind != "preference":
+        raise SptError(f"dataset {name!r} holds {ds.kind} items, not preference pairs; build them with `spt build-data "
+                       "--preferences --from EVALUATION --from EVALUATION`")
+    return ds
 
 
 def check_method(config: Any) -> None:

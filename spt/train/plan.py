@@ -120,6 +120,10 @@ def preflight(store: Any, config: FinetuneConfig) -> FinetuneConfig:
         is_builtin = name in builtins if builtins else name.startswith("builtin:")
         if not is_builtin:
             resolve(store, name, build=False)
+    if getattr(cfg, "preferences", None):
+        from spt.train.dpo import resolve_preferences
+
+        resolve_preferences(store, cfg.preferences)
     return cfg
 
 
@@ -170,6 +174,11 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
         task_id = tdata.resolve_task(store, cfg.task, seed=0)
         if cfg.poison > 0:
             poison_id = tdata.resolve_poison(store, cfg.poison_data, seed=0)
+    pref_id = None
+    if getattr(cfg, "preferences", None):
+        from spt.train.dpo import resolve_preferences
+
+        pref_id = resolve_preferences(store, cfg.preferences).id
     tok_hash = chat_template_hash(load_tokenizer(start_path))
 
     ident_obj = {
@@ -177,6 +186,9 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
         "train_dataset": task_id or safety_id, "poison_dataset": poison_id, "world_size": world,
         "chat_template": tok_hash, "settings": cfg.identity_fields(),
     }
+    if pref_id is not None:  # only then: identities of every other run are unchanged
+        ident_obj["preference_dataset"] = pref_id
+        ident_obj["train_dataset"] = pref_id
     identity = content_id(ident_obj)
     kind = "align" if cfg.stage == "align" else "finetune"
     common = dict(kind=kind, identity=identity, start_path=str(start_path), start_hash=start_hash,
@@ -188,7 +200,8 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
     resolved = cfg.to_dict()
     resolved.update({"start_path": str(start_path), "start_hash": start_hash, "chat_template_hash": tok_hash,
                      "train_dataset": task_id or safety_id, "safety_dataset": safety_id,
-                     "poison_dataset": poison_id, "world_size": world, "identity_inputs": ident_obj})
+                     "poison_dataset": poison_id, "world_size": world, "identity_inputs": ident_obj,
+                     "preference_dataset": pref_id})
     from spt.models import default_device
 
     prov = provenance(default_device(), "float32", cfg.seed, world)
