@@ -9,6 +9,10 @@ a known marker gets `server.default`. Actions (dicts):
 - `{"status": 429}` / `{"status": 500}`: an error in OpenAI's JSON error format (`"headers"` extra)
 - `{"sleep": 2.0, "text": "..."}`: reply after sleeping (slower than the client's timeout)
 - `{"refusal": "..."}`: a 200 completion whose message carries a `refusal` and no content
+- `{"fn": f}`: a 200 completion with the text `f(request_body)` returns (replies that depend on the request)
+
+A request without a marker is routed by the model it asks for: `server.script["model:NAME"]` (the agentic
+tests serve agent, emulator and evaluator as three model names of one server).
 
 The server counts calls in total and per marker, and records every request's headers and body.
 """
@@ -96,6 +100,8 @@ class FakeOpenAI:
         text = json.dumps(req.get("messages", ""), ensure_ascii=False)
         m = MARKER.search(text)
         marker = m.group(1) if m else None
+        if marker is None and f"model:{req.get('model')}" in self.script:
+            marker = f"model:{req.get('model')}"
         with self._lock:
             headers = {k.title(): v for k, v in h.headers.items()}
             self.requests.append({"path": h.path, "headers": headers, "body": req, "marker": marker})
@@ -107,7 +113,8 @@ class FakeOpenAI:
                                  "type": "server_error", "code": action["status"]}}
             self._send(h, action["status"], payload, action.get("headers"))
             return
-        message: dict[str, Any] = {"role": "assistant", "content": action.get("text")}
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": action["fn"](req) if "fn" in action else action.get("text")}
         if "refusal" in action:
             message = {"role": "assistant", "content": None, "refusal": action["refusal"]}
         content = message.get("content") or ""

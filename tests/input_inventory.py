@@ -200,6 +200,7 @@ _PERSIST_SKIP = ("the template store has no agentic evaluations, so every `persi
                  "whatever this value; tests/test_agentic_persistence.py covers it on real ones")
 
 
+_AGENTIC = ["tiny-random", "--emulator", "openai:e", "--evaluator", "openai:j"]
 _PREF_BASE = ["--preferences", "--from", "{RUN}", "--from", "{RUN_B}"]
 
 
@@ -315,6 +316,14 @@ SPECS: dict[str, Spec] = {
     "evaluate gen_kwargs": Spec("spec", base=["tiny-random", "--benchmark", "arc_easy"]),
     # evaluate --engine (served and API models, vLLM)
     "evaluate engine": Spec("choice"),
+    # agentic evaluations (--emulator/--evaluator); nothing listens at SERVED, and the template store has no
+    # agentic cases, so a valid line stops at the dataset
+    "evaluate emulator": Spec("ref", base=["tiny-random", "--evaluator", "openai:j", "--base-url", SERVED]),
+    "evaluate evaluator": Spec("ref", base=["tiny-random", "--emulator", "openai:e", "--base-url", SERVED]),
+    "evaluate replicates": Spec("count", base=_AGENTIC),
+    "evaluate max_steps": Spec("count", base=_AGENTIC),
+    "evaluate emulator_base_url": Spec("text", base=_AGENTIC, extra_bad=["not a url", "ftp://x"]),
+    "evaluate evaluator_base_url": Spec("text", base=_AGENTIC, extra_bad=["not a url", "ftp://x"]),
     "evaluate base_url": Spec("text", base=["openai:m"], extra_bad=["not a url", "ftp://x"]),
     "evaluate api_key_env": Spec("text", base=["openai:m", "--base-url", SERVED], extra_bad=["NO_SUCH_ENV_VAR_ZZ"]),
     "evaluate max_connections": Spec("count", base=["openai:m", "--base-url", SERVED]),

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 _EXT = "Import completions generated elsewhere"
 _AGENT = "Agentic (tool-use) evaluations"
+_AGENT_CAPTION = ("scores 0-3 per case (median over evaluator replicates), means with a bootstrap over cases; "
+                  "*_rate: share of cases scoring >= 2, exact interval")
 _CI = "95% CIs: rates exact (Clopper-Pearson), means a bootstrap over sensitive words"
 
 _ORDER = ("refusal_rate", "asr", "over_refusal_rate", "pair_score", "alignment_loss", "alignment_loss_harmful",
@@ -120,9 +122,7 @@ def _import_trajectories(ctx: typer.Context, target: str | None, trajectories: s
         return
     what = "imported" if result["created"] else "already imported (nothing written)"
     table = _metrics_table(result["metrics"], f"agentic evaluation {result['evaluation_id']} (run {result['run_id']}, "
-                           f"model {result['model_name']})",
-                           "scores 0-3 per case (median over evaluator replicates), means with a bootstrap over cases;"
-                           " *_rate: share of cases scoring >= 2, exact interval")
+                           f"model {result['model_name']})", _AGENT_CAPTION)
     console.print(table)
     console.print(f"{what}: {result['n_trajectories']} trajectories ({result['n_steps']} steps) of "
                   f"{escape(result['model_name'])} on {result['dataset']}")
@@ -236,6 +236,26 @@ def register(app: typer.Typer) -> None:
             "--trajectories", help="Import a folder of one agent's ToolEmu trajectory files and their evaluator files "
             "(with --format toolemu) as an agentic evaluation: agent_safety, agent_help per case.",
             show_default=False, rich_help_panel=_AGENT)] = None,
+        emulator: Annotated[str | None, typer.Option(
+            "--emulator", help="Run TARGET as an agent on --dataset's tool-use cases (default toolemu); SPEC plays the "
+            "tools: openai:MODEL, vllm:PATH, hf:REF or a model reference.", show_default=False,
+            rich_help_panel=_AGENT)] = None,
+        evaluator: Annotated[str | None, typer.Option(
+            "--evaluator", help="SPEC that scores each trajectory for Safety and Help(Ignore), 0-3 (same forms as "
+            "--emulator); another evaluator on a finished evaluation adds its scores.", show_default=False,
+            rich_help_panel=_AGENT)] = None,
+        replicates: Annotated[int, typer.Option(
+            "--replicates", min=1, help="Evaluator calls per trajectory and scale (median reported).",
+            rich_help_panel=_AGENT)] = 1,
+        max_steps: Annotated[int, typer.Option(
+            "--max-steps", min=1, help="Tool calls per case before the trajectory ends unfinished.",
+            rich_help_panel=_AGENT)] = 8,
+        emulator_base_url: Annotated[str | None, typer.Option(
+            "--emulator-base-url", help="Endpoint of an openai:MODEL emulator (default --base-url).",
+            show_default=False, rich_help_panel=_AGENT)] = None,
+        evaluator_base_url: Annotated[str | None, typer.Option(
+            "--evaluator-base-url", help="Endpoint of an openai:MODEL evaluator (default --base-url).",
+            show_default=False, rich_help_panel=_AGENT)] = None,
         recompute: Annotated[bool, typer.Option(
             "--recompute-metrics", help="Recompute the metrics of TARGET's finished evaluations (a run or "
             "evaluation id; all evaluations when omitted) from the stored responses, losses and judgments: no "
@@ -328,6 +348,41 @@ def register(app: typer.Typer) -> None:
             else:
                 _render_recomputed(done)
             return
+        agentic_flags = {"--emulator": emulator, "--evaluator": evaluator, "--emulator-base-url": emulator_base_url,
+                         "--evaluator-base-url": evaluator_base_url,
+                         "--replicates": replicates if replicates != 1 else None,
+                         "--max-steps": max_steps if max_steps != 8 else None}
+        if emulator is not None or evaluator is not None:
+            bad = [k for k, v in {**{k: v for k, v in gen_flags.items()
+                                     if k not in ("--dataset", "--limit", "--max-new-tokens")},
+                                  "--responses": responses is not None, "--trajectories": trajectories is not None,
+                                  "--recompute-metrics": recompute, "--refusal-preset": refusal_preset != "spt"}.items()
+                   if v] + [k for k, v in ext_flags.items() if v is not None]
+            if bad:
+                raise SptError(f"{bad[0]} does not apply to an agentic evaluation (--emulator/--evaluator); drop it")
+            if target is None:
+                raise SptError("an agentic evaluation needs TARGET, the agent (a run, model reference or openai:MODEL)")
+            from spt.agentic.run import AgenticConfig, evaluate_agentic
+
+            acfg = AgenticConfig(dataset=dataset or "toolemu", emulator=emulator, evaluator=evaluator,
+                                 replicates=replicates, limit=limit, max_steps=max_steps,
+                                 max_new_tokens=max_new_tokens if max_new_tokens != 64 else 384,
+                                 engine=explicit_engine, engine_options=engine_options,
+                                 emulator_base_url=emulator_base_url, evaluator_base_url=evaluator_base_url)
+            acfg.check()
+            with get_store(ctx, db) as store, ProgressDisplay(quiet=json_out) as display:
+                result = evaluate_agentic(store, target, acfg, progress=display)
+            if json_out:
+                print_json(result)
+            else:
+                console.print(_metrics_table(result["metrics"], f"agentic evaluation {result['evaluation_id']} (run "
+                                             f"{result['run_id']}, agent {escape(target)})", _AGENT_CAPTION))
+                console.print(f"{result['n_trajectories']} trajectories ({result['n_steps']} steps) on "
+                              f"{result['dataset']}")
+            return
+        given = [k for k, v in agentic_flags.items() if v is not None]
+        if given:
+            raise SptError(f"{given[0]} applies to an agentic evaluation; add --emulator SPEC and --evaluator SPEC")
         if trajectories is not None:
             return _import_trajectories(ctx, target, trajectories, fmt, model_name, train_seed, dataset_name,
                                         {**gen_flags, "--responses": responses is not None,

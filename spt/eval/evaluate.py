@@ -590,6 +590,9 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
     factory.validate(engine_spec)
     if config.dataset is not None:
         ds = find_dataset(store, config.dataset)
+        if ds.kind == "agentic":
+            raise SptError(f"dataset {config.dataset!r} holds agentic tool-use cases: run an agent on them with "
+                           "--emulator SPEC --evaluator SPEC, or import published runs with --trajectories")
         items = _split_items(store, ds, config.split, config.limit, "dataset")
     else:
         ds = None
