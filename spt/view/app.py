@@ -69,6 +69,7 @@ def create_app(store: Any, *, allowed_hosts: list[str] | None = None):
         Route("/evals", page(lambda r: site.evals_page(r.query_params))),
         Route("/pairs", page(lambda r: site.pairs_page(r.query_params))),
         Route("/judges", page(lambda r: site.judges_page(r.query_params))),
+        Route("/trajectories", page(lambda r: site.trajectories_page(r.query_params))),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
 

@@ -15,7 +15,7 @@ from typing import Any
 from spt.errors import SptError
 from spt.progress import ProgressFn, report
 from spt.store import browse as q
-from spt.view.pages import STATIC, Exported, Params, Site, frontier_file, frontier_key, pairs_file
+from spt.view.pages import STATIC, Exported, Params, Site, frontier_file, frontier_key, pairs_file, trajectories_file
 
 # Frontier views written by an export (those the store has metrics for): the default, the OR-Bench view,
 # and safety against task performance.
@@ -54,8 +54,12 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
                        "export (run `spt demo --quick` for an example)")
     run_ids = [r["id"] for r in runs]
     evs = q.evaluations(store, run_ids=run_ids)
-    browsable = [e for e in evs if e["n_generations"]]
-    ex = Exported(runs=set(run_ids), evaluations={e["id"] for e in evs})
+    from spt.agentic.browse import agentic_ids
+
+    agentic = agentic_ids(store, [e["id"] for e in evs])
+    browsable = [e for e in evs if e["n_generations"] and e["id"] not in agentic]
+    ex = Exported(runs=set(run_ids), evaluations={e["id"] for e in evs},
+                  trajectories={e: trajectories_file(e) for e in sorted(agentic)})
     for e in browsable:
         ex.pairs[(e["id"], None)] = pairs_file(e["id"], None)
         parent = e.get("parent_run_id")
@@ -81,7 +85,7 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     # index, runs, configurations, a page per run, the frontier views, evaluations, pairs, judges
-    n_pages = 3 + len(run_ids) + max(1, len(views)) + 1 + len(ex.pairs) + 1
+    n_pages = 3 + len(run_ids) + max(1, len(views)) + 1 + len(ex.pairs) + len(ex.trajectories) + 1
 
     def write(name: str, html: str) -> None:
         (out / name).write_text(html, encoding="utf-8")
@@ -113,6 +117,9 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
     for (ev_id, cmp_id), name in ex.pairs.items():
         tpl, ctx = site.pairs_page(Params(), eval_id=ev_id, compare_id=cmp_id)
         write(name, site.render(tpl, ctx))
+    for ev_id, name in ex.trajectories.items():
+        tpl, ctx = site.trajectories_page(Params(), eval_id=ev_id)
+        write(name, site.render(tpl, ctx))
     tpl, ctx = site.judges_page(Params(), eval_ids=[e["id"] for e in evs])
     write("judges.html", site.render(tpl, ctx))
     (out / "static").mkdir(exist_ok=True)
@@ -121,4 +128,5 @@ def export_site(store: Any, out: str | Path, *, where: list[str] | None = None, 
             shutil.copyfile(f, out / "static" / f.name)
             written.append(f"static/{f.name}")
     return {"out": str(out), "runs": len(run_ids), "evaluations": len(evs), "pair_pages": len(ex.pairs),
+            "trajectory_pages": len(ex.trajectories),
             "frontier_views": [v["label"] for v in links], "files": written}

@@ -81,6 +81,7 @@ class Exported:
     pairs: dict[tuple[str, str | None], str] = field(default_factory=dict)  # (eval, compare) -> file name
     evaluations: set[str] = field(default_factory=set)
     configurations: bool = True
+    trajectories: dict[str, str] = field(default_factory=dict)  # agentic evaluation -> file name
 
 
 def fmt_value(v: Any) -> str:
@@ -140,6 +141,10 @@ def frontier_file(x: str, y: str, group_by: str) -> str:
     return f"frontier-{_slug(x)}--{_slug(y)}--{_slug(group_by)}.html"
 
 
+def trajectories_file(eval_id: str) -> str:
+    return f"trajectories-{_slug(eval_id)}.html"
+
+
 def pairs_file(eval_id: str, compare_id: str | None) -> str:
     return f"pairs-{_slug(eval_id)}" + (f"--vs--{_slug(compare_id)}" if compare_id else "") + ".html"
 
@@ -175,7 +180,7 @@ class Site:
         tail = f"?{qs}" if qs else ""
         if self.mode == "server":
             base = {"runs": "/runs", "configurations": "/runs", "frontier": "/frontier", "evals": "/evals",
-                    "pairs": "/pairs", "judges": "/judges"}.get(page)
+                    "pairs": "/pairs", "judges": "/judges", "trajectories": "/trajectories"}.get(page)
             if page == "run":
                 return f"/runs/{quote(str(id), safe='')}"
             if page == "configurations":
@@ -207,6 +212,9 @@ class Site:
             return name + (f"?{rest}" if rest else "")
         if page == "judges":
             return "judges.html" if not params.get("eval") else None
+        if page == "trajectories":
+            name = ex.trajectories.get(params.get("eval") or "")
+            return name if name and not params.get("page") else None
         raise ValueError(page)
 
     def render(self, template: str, ctx: dict[str, Any]) -> str:
@@ -463,9 +471,13 @@ class Site:
         pages = max(1, math.ceil(total / EVALS_PER_PAGE)) if self.mode == "server" else 1
         if self.mode == "server":
             evs = evs[(page - 1) * EVALS_PER_PAGE: page * EVALS_PER_PAGE]
+        from spt.agentic.browse import agentic_ids
+
+        agentic = agentic_ids(self.store, [e["id"] for e in evs])
         for e in evs:
             e["run_url"] = self.url("run", e["run_id"])
-            e["pairs_url"] = self.url("pairs", eval=e["id"]) if e["n_generations"] else None
+            e["pairs_url"] = self.url("pairs", eval=e["id"]) if e["n_generations"] and e["id"] not in agentic else None
+            e["trajectories_url"] = self.url("trajectories", eval=e["id"]) if e["id"] in agentic else None
             e["judges_url"] = self.url("judges", eval=e["id"]) if e["n_generations"] else None
         return "evals.html", {"page": "evals", "title": "evaluations", "rows": evs, "total": total,
                               "pager": self._pager("evals", params, page, pages)}
@@ -532,6 +544,37 @@ class Site:
             ctx["pager"] = self._pager("pairs", Params([(k, v) for k, vs in d.items() for v in vs]),
                                        data["page"], data["pages"])
         return "pairs.html", ctx
+
+    def trajectories_page(self, params: Params, *, eval_id: str | None = None) -> tuple[str, dict[str, Any]]:
+        """An agentic evaluation's trajectories: per case its steps, final answer and scores."""
+        from spt.agentic.browse import agentic_ids, trajectories
+
+        eval_id = eval_id or params.get("eval") or None
+        if not eval_id:
+            raise SptError("choose an agentic evaluation (eval=ID), e.g. from the evaluations page")
+        try:
+            ev = q.evaluation(self.store, eval_id)
+        except SptError as e:
+            raise NotFound(str(e)) from None
+        if ev["id"] not in agentic_ids(self.store, [ev["id"]]):
+            raise SptError(f"evaluation {ev['id']} is not an agentic evaluation; browse it with the pair browser")
+        case = params.get("case")
+        if case is not None:
+            try:
+                case = int(case)
+            except ValueError:
+                raise SptError(f"case={case!r} is not a case index (a whole number)") from None
+        page = _page(params) if self.mode == "server" else 1
+        per_page = PAIRS_PER_PAGE if self.mode == "server" else 10 ** 9
+        data = trajectories(self.store, ev["id"], case=case, page=page, per_page=per_page)
+        if self.mode == "server" and page > data["pages"]:
+            raise NotFound(f"page {page} is past the last page ({data['pages']})")
+        ev["run_url"] = self.url("run", ev["run_id"])
+        ctx = {"page": "evals", "title": f"trajectories: {run_label({**ev, 'id': ev['run_id']})}", "ev": ev,
+               "data": data, "pager": None}
+        if self.mode == "server":
+            ctx["pager"] = self._pager("trajectories", Params([("eval", ev["id"])]), data["page"], data["pages"])
+        return "trajectories.html", ctx
 
     def warm(self, n_evaluations: int = 8) -> None:
         """Fill the cache with the slowest computations (judge agreement over the store, the pair order of
