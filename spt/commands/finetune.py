@@ -42,19 +42,20 @@ def _defense_help() -> tuple[str, str]:
 def _with_option_flags(fn: Any) -> Any:
     """`fn` with one keyword parameter (a typer option) per defense option added to its signature."""
     from spt.train.defenses import all_defenses
-    from spt.train.dpo import DPOMethod
+    from spt.train.methods import method_classes
 
     sig = inspect.signature(fn, eval_str=True)  # typer reads __signature__ as is: no string annotations
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     taken = {p.name for p in params}
-    for name, cls in [*all_defenses().items(), ("dpo", DPOMethod)]:
+    methods = method_classes()
+    for name, cls in [*all_defenses().items(), *methods.items()]:
         for f, o in cls.fields().items():
             if f in taken:
                 continue
             taken.add(f)
             kind = _KINDS[o.kind]
             flag = o.flag(name) if o.kind != "bool" else f"{o.flag(name)}/--no-{o.flag(name)[2:]}"
-            panel = ("Method: dpo (--method dpo, align stage)" if cls is DPOMethod
+            panel = (f"Method: {name} (--method {name}, align stage)" if name in methods
                      else f"Defense: {name} ({'/'.join(cls.stages)} stage)")
             opt = typer.Option(flag, help=o.describe(), rich_help_panel=panel, show_default=False)
             ann = Annotated[kind | None, opt]
@@ -89,8 +90,9 @@ def register(app: typer.Typer) -> None:
                                                         "(default builtin:harmor-comply).")] = None,
         defense: Annotated[str | None, typer.Option("--defense", help=DEFENSE_HELP)] = None,
         method: Annotated[str | None, typer.Option("--method", help="Training objective: sft (default) | dpo "
-                                                   "(align stage: DPO on HarmOR pairs both ways; see the Method "
-                                                   "panel).")] = None,
+                                                   "(align stage: DPO on HarmOR pairs both ways, or --preferences) | "
+                                                   "grpo (align stage: RL with --reward; see the Method panels)."
+                                                   )] = None,
         lam: Annotated[float | None, typer.Option("--lam", help=LAM_HELP)] = None,
         lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (default) or full fine-tuning.")] = None,
         lora_r: Annotated[int | None, typer.Option("--lora-r")] = None,
@@ -132,13 +134,16 @@ def register(app: typer.Typer) -> None:
         given = {k: v for k, v in defense_options.items() if v is not None}
         if given:
             chosen = defense or (FinetuneConfig.from_yaml(config).defense if config is not None else "none")
-            from spt.train.dpo import DPOMethod
+            from spt.train.methods import method_classes
 
             chosen_method = method or (FinetuneConfig.from_yaml(config).method if config is not None else "sft")
-            if chosen_method != "dpo" and any(k in DPOMethod.fields() for k in given):
-                k = next(k for k in given if k in DPOMethod.fields())
-                raise SptError(f"--{k.replace('_', '-')} is an option of --method dpo; add --method dpo or drop it")
-            foreign = [k for k in given if k not in DPOMethod.fields() and owner_of(k) != chosen]
+            method_of = {f: name for name, cls in method_classes().items() for f in cls.fields()}
+            wrong = [k for k in given if k in method_of and method_of[k] != chosen_method]
+            if wrong:
+                k = wrong[0]
+                raise SptError(f"--{k.replace('_', '-')} is an option of --method {method_of[k]}; add --method "
+                               f"{method_of[k]} or drop it")
+            foreign = [k for k in given if k not in method_of and owner_of(k) != chosen]
             if foreign:
                 k = foreign[0]
                 raise SptError(f"--{k.replace('_', '-')} is an option of --defense {owner_of(k)}, not {chosen}; "

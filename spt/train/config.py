@@ -187,9 +187,9 @@ class _Settings:
             raise SptError("pack_length must be ≥ 16 and align_eval_pairs ≥ 1")
         d.resolve_options(c, explicit_lam)
         d.validate_config(c)
-        from spt.train.dpo import resolve_method
+        from spt.train.methods import resolve_method
 
-        resolve_method(c, explicit_lam)  # --method: checks it, fills (dpo) or clears (sft) the DPO options
+        resolve_method(c, explicit_lam)  # --method: checks it, fills its options and clears the others'
         return c
 
     def identity_fields(self) -> dict[str, Any]:
@@ -197,9 +197,10 @@ class _Settings:
         from spt.train.defenses import get_defense, option_fields
 
         d = self.to_dict()
-        from spt.train.dpo import DPOMethod, method_identity
+        from spt.train.methods import method_identity
+        from spt.train.methods import option_fields as method_fields
 
-        for k in NON_IDENTITY | {"model", "from_run", "method"} | set(option_fields()) | set(DPOMethod.fields()):
+        for k in NON_IDENTITY | {"model", "from_run", "method"} | set(option_fields()) | set(method_fields()):
             d.pop(k, None)
         if not self.lora:
             for k in ("lora_r", "lora_alpha", "lora_targets", "lora_dropout"):
@@ -294,9 +295,9 @@ def _coerce(name: str, kind: str, v: Any) -> Any:
 def _with_defense_options() -> type:
     """`_Settings` plus one field (default None: resolved by the defense) per defense option."""
     from spt.train.defenses import option_fields
-    from spt.train.dpo import DPOMethod
+    from spt.train.methods import option_fields as method_fields
 
-    extra = [(f, Any, field(default=None)) for f in [*option_fields(), *DPOMethod.fields()]]
+    extra = [(f, Any, field(default=None)) for f in [*option_fields(), *method_fields()]]
     cls = dataclasses.make_dataclass("FinetuneConfig", extra, bases=(_Settings,))
     cls.__module__ = __name__
     cls.__doc__ = ("All settings of one fine-tuning run (see `spt finetune --help`), with one field per "

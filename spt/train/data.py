@@ -40,6 +40,10 @@ def _resolve(store: Any, name: str, builder: Callable[[Any], str] | None, missin
 
 
 def resolve_safety(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
+    if build and name == "builtin:harmor-reasoned":
+        from spt.data.reasoned import ensure_reasoned
+
+        return _resolve(store, name, lambda data: ensure_reasoned(store, seed=seed), "")
     builtin = build and name in ("harmor", "builtin:harmor")
     return _resolve(store, name, (lambda data: data.ensure_harmor(store, seed=seed)) if builtin else None,
                     f"safety dataset {name!r} is not in the store; build HarmOR with `spt build-data` "

@@ -31,7 +31,6 @@ from typing import Any
 from spt.errors import SptError
 from spt.train.defenses.base import Batch, Defense, LogWindow, Option, StepStats
 
-METHODS = ("sft", "dpo")
 DPO_SALT = 13  # the preference stream's seed offset
 
 
@@ -209,36 +208,5 @@ def resolve_preferences(store: Any, name: str) -> Any:
     return ds
 
 
-def check_method(config: Any) -> None:
-    """SptError for an unknown `--method` or a DPO run the method cannot do."""
-    method = getattr(config, "method", None) or "sft"
-    if method not in METHODS:
-        raise SptError(f"unknown `method` {method!r}; use one of {', '.join(METHODS)}")
-    if method == "dpo":
-        DPOMethod.validate_config(config)
-
-
-def resolve_method(config: Any, explicit_lam: bool = False) -> None:
-    """Check `config.method` and fill (dpo) or clear (sft) the DPO options, in place (from `resolve()`)."""
-    config.method = getattr(config, "method", None) or "sft"
-    check_method(config)
-    if config.method == "dpo":
-        DPOMethod.resolve_options(config, explicit_lam)
-    else:  # like other defenses' options: DPO's never reach an SFT run (the CLI refuses them as flags)
-        for f in DPOMethod.fields():
-            setattr(config, f, None)
-
-
-def method_identity(config: Any) -> dict[str, Any]:
-    """The method's part of the run identity: nothing for SFT (identities of SFT runs are unchanged)."""
-    method = getattr(config, "method", None) or "sft"
-    if method == "sft":
-        return {}
-    return {"method": method, **DPOMethod.identity(config)}
-
-
-def method_for(config: Any) -> DPOMethod | None:
-    """The object the loop calls in place of the defense, or None for SFT (the defense runs)."""
-    if (getattr(config, "method", None) or "sft") == "dpo":
-        return DPOMethod(config)
-    return None
+# The method registry lives in spt.train.methods; these names stay importable from here.
+from spt.train.methods import check_method, method_for, method_identity, resolve_method  # noqa: E402,F401

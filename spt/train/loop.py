@@ -79,6 +79,14 @@ def finetune(store: Any, config: FinetuneConfig, progress: ProgressFn | None = N
         return reused_result(store, plan.run_id)
     try:
         with StopOnSignal() as stop, _heartbeat(store, plan.run_id, rank0):
+            from spt.train.methods import uses_own_loop
+
+            if uses_own_loop(FinetuneConfig(**plan.config)):
+                if world > 1:
+                    raise SptError("GRPO runs in one process here; launch it without `accelerate launch`")
+                from spt.train.grpo import train_grpo
+
+                return train_grpo(store, plan, progress)
             from spt.train.steps import train
 
             return train(store, plan, accelerator, progress, stop)

@@ -111,7 +111,7 @@ def preflight(store: Any, config: FinetuneConfig) -> FinetuneConfig:
         if bad:
             raise SptError(f"`lora_targets` {bad[0]!r} is not a module name; name linear layers such as "
                            "q_proj,v_proj")
-    checks = [(cfg.safety_data, tdata.resolve_safety, ("harmor", "builtin:harmor"))]
+    checks = [(cfg.safety_data, tdata.resolve_safety, ("harmor", "builtin:harmor", "builtin:harmor-reasoned"))]
     if cfg.stage == "task":
         checks.append((cfg.task, tdata.resolve_task, None))
     if cfg.stage == "task" and (cfg.poison > 0 or cfg.poison_data != DEFAULT_POISON):

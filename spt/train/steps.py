@@ -150,7 +150,7 @@ def train(store: Any, plan: Plan, accelerator: Any, progress: ProgressFn | None,
     tokenizer = load_tokenizer(plan.start_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     train_items, train_ex, eval_ex, safety_items = _load_data(store, plan, cfg, tokenizer)
-    from spt.train.dpo import method_for
+    from spt.train.methods import method_for
 
     defense = method_for(cfg) or get_defense(cfg.defense)(cfg)  # --method dpo replaces the SFT objective
     per_step = cfg.batch_size * cfg.grad_accum * world

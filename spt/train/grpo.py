@@ -1,0 +1,258 @@
+"""GRPO (`spt finetune --stage align --method grpo`): reinforcement learning for reasoned refusal.
+
+The policy samples `grpo_num_generations` completions per prompt; the rewards (`spt.train.rewards`, summed
+with their weights: `--reward format:2,refusal,brevity`) score them; each completion's advantage is its
+reward minus its group's mean (scaled by the group's spread), and the policy-gradient loss with a KL
+pull toward the reference (`grpo_beta`; with LoRA the adapter-disabled model) follows. This is TRL's
+`GRPOTrainer`: spt builds the prompts, the rewards and the run, and records every logged step (each
+reward's mean and std, the summed reward, the KL, completion lengths, the clip ratio) as `train_log` rows
+of the run, so `spt runs show` and `spt view` show them.
+
+Prompts: HarmOR's train pool, both twins of every pair (the `refusal`/`judge` rewards pay for refusing the
+harmful twin and answering the benign one), optionally mixed with the task's train prompts
+(`grpo_task_ratio`, for the `task` reward). A system message asks for the reasoned-refusal format:
+a short opening, `<PAUSE>` reasoning about the request's safety `</PAUSE>`, then `<SOLUTION>` the reply
+`</SOLUTION>` (tags: `grpo_tags`).
+
+Generation is TRL's own (transformers `generate`, or TRL's vLLM integration where vLLM is installed):
+GRPO must sample from the weights being trained at every step, which TRL keeps in sync; spt's engines
+serve fixed weights. GRPO runs do not resume from a checkpoint (`resume` is refused): they save the
+final adapter or model only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from spt.errors import SptError
+from spt.train.defenses.base import Defense, Option
+
+GRPO_SALT = 17
+
+
+def system_prompt(tags: tuple[str, str]) -> str:
+    a, b = tags
+    return (f"Before you answer, think about whether the request is safe to help with. Reply in this form: one "
+            f"short sentence, then <{a}> your reasoning about the request's safety </{a}>, then <{b}> your reply "
+            f"</{b}>. Refuse requests that could cause harm; help fully with everything else.")
+
+
+def parse_tags(value: str) -> tuple[str, str]:
+    parts = [p.strip() for p in str(value).split(",")]
+    if len(parts) != 2 or not all(p and p.replace("_", "").replace("-", "").isalnum() for p in parts) \
+            or parts[0] == parts[1]:
+        raise SptError(f"`grpo_tags` {value!r} must be two different tag names, e.g. PAUSE,SOLUTION")
+    return parts[0], parts[1]
+
+
+class GRPOMethod(Defense):
+    """GRPO on HarmOR prompts with spt's rewards (TRL's GRPOTrainer); options become finetune flags."""
+
+    name = "grpo"
+    summary = "GRPO on HarmOR twins with composable rewards (TRL GRPOTrainer)"
+    paper = "GRPO (Shao et al. 2024, DeepSeekMath); reasoned refusal as in suburban-daredevil/Reasoned-Refusal-in-LLMs"
+    stages = ("align",)
+    lam = None
+    options = (
+        Option("reward", "str", "refusal,format", "rewards and weights, e.g. format:2,refusal,brevity "
+               "(format, brevity, refusal, judge, task)", field="reward"),
+        Option("reward_judge", "str", "keyword:spt", "the judge of the `judge` reward: keyword:PRESET, "
+               "openai:MODEL (with --reward-judge-base-url), hf:PATH", field="reward_judge"),
+        Option("reward_judge_base_url", "str", None, "the endpoint of an openai:MODEL reward judge",
+               field="reward_judge_base_url", identity=False),
+        Option("tags", "str", "PAUSE,SOLUTION", "the reasoning and answer tags the format asks for",
+               field="grpo_tags"),
+        Option("num_generations", "int", 4, "completions sampled per prompt (the group)", range=(2, 64),
+               paper="4 in the reasoned-refusal notebooks"),
+        Option("max_completion_length", "int", 96, "tokens per sampled completion", range=(1, 32768)),
+        Option("beta", "float", 0.04, "KL coefficient toward the reference model (0: no reference, no KL)",
+               range=(0.0, math.inf), paper="0.04, DeepSeekMath GRPO; TRL's default is 0"),
+        Option("temperature", "float", 1.0, "sampling temperature of the rollouts", range=(1e-3, 10.0)),
+        Option("task_ratio", "float", 0.0, "share of prompts drawn from the task's train split (for the task reward)",
+               range=(0.0, 0.99)),
+    )
+
+    @classmethod
+    def validate_config(cls, config: Any) -> None:
+        from spt.train.rewards import RewardContext, parse_rewards
+
+        if config.stage != "align":
+            raise SptError("`method` grpo applies to `stage` align (it trains refusal on HarmOR twins)")
+        if config.defense != "none":
+            raise SptError(f"`method` grpo runs without a defense (got `defense` {config.defense})")
+        if config.resume:
+            raise SptError("GRPO runs do not resume; start the run again without `resume`")
+        per_step = int(config.batch_size) * int(config.grad_accum)
+        if per_step % int(config.grpo_num_generations):
+            raise SptError(f"`batch_size` x `grad_accum` ({per_step}) must be a multiple of `grpo_num_generations` "
+                           f"({config.grpo_num_generations}): each step scores whole groups")
+        tags = parse_tags(config.grpo_tags)
+        weighted = parse_rewards(config.reward)
+        ctx = RewardContext(tags=tags, judge=config.reward_judge,
+                            task_score=(lambda p, a: True) if config.grpo_task_ratio else None)
+        for w in weighted:
+            w.reward.check(ctx)
+
+
+def _prompts(store: Any, cfg: Any, plan: Any) -> list[dict[str, Any]]:
+    """The rows of GRPO's prompt dataset (see module doc), in a seeded order."""
+    from spt.train import data as tdata
+
+    tags = parse_tags(cfg.grpo_tags)
+    system = system_prompt(tags)
+    safety = tdata.train_split(tdata.load_items(store, plan.safety_dataset))
+    rows = [x for x in safety if x.get("label") in ("harmful", "benign") and x.get("pair_id")]
+    if not rows:
+        raise SptError("the safety dataset has no harmful/benign pairs in its train split; GRPO needs HarmOR pairs")
+    ratio = float(cfg.grpo_task_ratio or 0.0)
+    if ratio > 0:
+        tid = tdata.resolve_task(store, cfg.task, seed=0)
+        task = [x for x in tdata.train_split(tdata.load_items(store, tid)) if x.get("answer")]
+        if not task:
+            raise SptError(f"task {cfg.task!r} has no train items with answers for `grpo_task_ratio`")
+        rng = random.Random(f"spt-grpo-task:{cfg.seed}")
+        n_task = round(len(rows) * ratio / (1 - ratio))
+        rows = rows + [{**x, "label": "task"} for x in rng.sample(task, min(n_task, len(task)))]
+    out = [{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": x["prompt"]}],
+            "prompt_text": x["prompt"], "label": x.get("label"), "pair_id": x.get("pair_id") or "",
+            "answer": x.get("answer") or "", "category": x.get("category") or ""} for x in rows]
+    random.Random(f"spt-grpo:{cfg.seed}:{GRPO_SALT}").shuffle(out)
+    return out
+
+
+class _RewardFn:
+    """A TRL reward function around one spt reward, counting the completions it could not score."""
+
+    def __init__(self, reward: Any, ctx: Any) -> None:
+        self.reward, self.ctx = reward, ctx
+        self.__name__ = reward.name
+        self.missing = 0
+        self.scored = 0
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        keys = ("label", "pair_id", "answer", "category", "prompt_text")
+        items = [{k: (kwargs.get(k) or [None] * len(texts))[i] for k in keys} for i in range(len(texts))]
+        out = self.reward.score(texts, items, self.ctx)
+        bad = [v for v in out if v is not None and not math.isfinite(v)]
+        if bad:
+            raise SptError(f"reward {self.reward.name} returned {bad[0]!r}; rewards must be finite numbers or None")
+        self.missing += sum(v is None for v in out)
+        self.scored += sum(v is not None for v in out)
+        return out
+
+
+def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
+    """Train the planned GRPO run; returns a FinetuneResult (see module doc)."""
+    import tempfile
+
+    import torch
+    from datasets import Dataset as HFDataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from spt.models import load_tokenizer
+    from spt.progress import report
+    from spt.store.models import Run, TrainLog, utcnow
+    from spt.train.checkpoint import mark, save_checkpoint
+    from spt.train.config import FinetuneConfig
+    from spt.train.result import FinetuneResult, checkpoint_infos
+    from spt.train.rewards import RewardContext, parse_rewards
+    from spt.train.steps import build_model, set_seed
+
+    cfg = FinetuneConfig(**plan.config)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(plan.start_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows = _prompts(store, cfg, plan)
+    task_score = None
+    if cfg.grpo_task_ratio:
+        from spt.data import get_task
+
+        task_score = get_task(cfg.task, store=store).score
+    rctx = RewardContext(tags=parse_tags(cfg.grpo_tags), judge=cfg.reward_judge, task_score=task_score)
+    if cfg.reward_judge_base_url:
+        from spt.judge.options import JudgeOptions
+
+        rctx.cache["judge_options"] = JudgeOptions(judges=[cfg.reward_judge], base_url=cfg.reward_judge_base_url)
+    weighted = parse_rewards(cfg.reward)
+    fns = [_RewardFn(w.reward, rctx) for w in weighted]
+    per_step = cfg.batch_size * cfg.grad_accum
+    total_steps = cfg.max_steps or max(1, math.ceil(float(cfg.epochs) * len(rows) * int(cfg.grpo_num_generations)
+                                                    / per_step))
+    model = build_model(cfg, plan.start_path, None)
+    out_dir = tempfile.mkdtemp(prefix="spt-grpo-")
+    use_vllm = False
+    try:
+        import vllm  # noqa: F401
+
+        use_vllm = torch.cuda.is_available()
+    except ImportError:
+        pass
+    args = GRPOConfig(
+        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=float(cfg.lr), max_steps=total_steps, num_generations=int(cfg.grpo_num_generations),
+        max_completion_length=int(cfg.grpo_max_completion_length), beta=float(cfg.grpo_beta),
+        temperature=float(cfg.grpo_temperature), logging_steps=int(cfg.log_every), save_strategy="no",
+        report_to="none", seed=int(cfg.seed), use_cpu=not torch.cuda.is_available(), bf16=False,
+        activation_checkpointing=False, warmup_steps=int(float(cfg.warmup_ratio) * total_steps),
+        weight_decay=float(cfg.weight_decay),
+        max_grad_norm=float(cfg.max_grad_norm) if cfg.max_grad_norm else 0.0,
+        reward_weights=[w.weight for w in weighted],
+        use_vllm=use_vllm, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    last: dict[str, float] = {}
+
+    class _Log(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+            if not logs:
+                return
+            vals = {}
+            for k, v in logs.items():  # transformers may hand the values over as formatted strings
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(f):
+                    vals[k] = f
+            if "reward" not in vals:  # the trainer's closing summary (runtime, samples/s), not a step
+                return
+            for f in fns:
+                vals[f"rewards/{f.__name__}/missing"] = float(f.missing)
+            step = int(state.global_step)
+            with store.write() as s:
+                for k, v in vals.items():
+                    s.add(TrainLog(run_id=plan.run_id, step=step, name=k, value=v))
+            last.clear()
+            last.update(vals)
+            report(progress, "train", step, total_steps, "steps",
+                   **{k: v for k, v in vals.items() if k in ("reward", "kl", "loss", "completions/mean_length")})
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            report(progress, "train", int(state.global_step), total_steps, "steps")
+
+    trainer = GRPOTrainer(model=model, reward_funcs=fns, args=args, train_dataset=HFDataset.from_list(rows),
+                          processing_class=tokenizer, callbacks=[_Log()])
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # spt reports progress itself; stdout stays --json clean
+        trainer.remove_callback(cb)
+    trainer.train()
+    model = trainer.model
+    counts = {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}
+    save_checkpoint(store, plan, cfg, model, tokenizer, total_steps, True, None, {"method": "grpo", "rewards": counts})
+    with store.session() as s:
+        conf = dict(s.get(Run, plan.run_id).config or {})
+    conf["result"] = {"steps": total_steps, "n_prompts": len(rows), "use_vllm": use_vllm,
+                      "rewards": {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}}
+    mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    final = {k: v for k, v in last.items() if k in ("loss", "reward", "reward_std", "kl")
+             or (k.startswith("rewards/") and k.endswith("/mean"))}
+    return FinetuneResult(run_id=plan.run_id, status="done", kind=plan.kind, steps=total_steps, final_losses=final,
+                          checkpoints=checkpoint_infos(store, plan.run_id), defense=cfg.defense)
