@@ -191,6 +191,9 @@ _DEFENSE_OF = {  # the defense (or method) a defense-specific finetune flag need
     "tokenwise_bias_length": ["--defense", "tokenwise"],
     "vaccine_rho": ["--stage", "align", "--defense", "vaccine"],
     "dpo_beta": ["--stage", "align", "--method", "dpo"],
+    **{k: ["--stage", "align", "--method", "grpo", "--batch-size", "4"] for k in (
+        "reward", "reward_judge", "reward_judge_base_url", "grpo_tags", "grpo_num_generations",
+        "grpo_max_completion_length", "grpo_beta", "grpo_temperature", "grpo_task_ratio")},
 }
 
 _COMPARE_SKIP = ("the template store's runs name a task (gsm8k) with no stored dataset, so `compare RUN RUN_B` "
@@ -272,6 +275,18 @@ SPECS: dict[str, Spec] = {
     "finetune tokenwise_bias_length": Spec("nonneg_int", note="≥ 0 per its help"),
     "finetune vaccine_rho": Spec("pos_float"),
     "finetune dpo_beta": Spec("pos_float"),
+    # --method grpo (checked in the config, before the model loads)
+    "finetune reward": Spec("spec", extra_bad=["format:0", "format:x", "format,format"]),
+    "finetune reward_judge": Spec("spec", base=["--stage", "align", "--method", "grpo", "--batch-size", "4",
+                                                "--reward", "judge"]),
+    "finetune reward_judge_base_url": Spec("text", skip="only read when a GRPO run starts judging (after the model "
+                                                         "loads); tests/test_grpo.py covers a failing endpoint"),
+    "finetune grpo_tags": Spec("spec", extra_bad=["A", "A,A", "a b,c"]),
+    "finetune grpo_num_generations": Spec("count", extra_bad=["1", "65"]),
+    "finetune grpo_max_completion_length": Spec("count"),
+    "finetune grpo_beta": Spec("nonneg_float"),
+    "finetune grpo_temperature": Spec("pos_float", extra_bad=["11"]),
+    "finetune grpo_task_ratio": Spec("unit_float", extra_bad=["0.995"]),
     "finetune preferences": Spec("ref", base=[*FT, "--stage", "align", "--method", "dpo"]),
     # merge
     "merge run_id": Spec("ref", base=[]),
@@ -316,6 +331,7 @@ SPECS: dict[str, Spec] = {
     "evaluate gen_kwargs": Spec("spec", base=["tiny-random", "--benchmark", "arc_easy"]),
     # evaluate --engine (served and API models, vLLM)
     "evaluate engine": Spec("choice"),
+    "evaluate reasoning": Spec("spec", extra_bad=["tags:A", "tags:A,A", "think2"]),
     # agentic evaluations (--emulator/--evaluator); nothing listens at SERVED, and the template store has no
     # agentic cases, so a valid line stops at the dataset
     "evaluate emulator": Spec("ref", base=["tiny-random", "--evaluator", "openai:j", "--base-url", SERVED]),

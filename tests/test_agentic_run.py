@@ -187,3 +187,11 @@ def test_a_local_agent_runs_through_the_hf_engine(cases, server):
     assert len(gens) == 2 and {g.meta["stop_reason"] for g in gens} <= {"agent_format", "length"}
     assert server.calls_by["model:emu"] == 0 and server.calls_by["model:judge"] == 4
     assert res["n_trajectories"] == 2
+
+
+def test_a_local_agent_takes_base_url_as_the_roles_endpoint(cases, server, db_path):
+    r = CliRunner().invoke(app, ["evaluate", "tiny-random", "--dataset", "toolemu", "--limit", "1",
+                                 "--max-new-tokens", "8", "--emulator", "openai:emu", "--evaluator", "openai:judge",
+                                 "--base-url", server.base_url, "--db", str(db_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["n_trajectories"] == 1 and server.calls_by["model:judge"] == 2

@@ -219,6 +219,7 @@ FOUND = [
     (("judge",), "base_url", "not a url"),  # a malformed URL passed when nothing was pending
     (("sweep",), "out_dir", "{AFILE}"),  # a file as the scripts folder: the dry run printed scripts "inside" it
     (("sweep",), "gres", "x" * 10_001),  # a 10,001-character GRES list went into the sbatch script
+    (("evaluate",), "dtype", "[bold]x[/]"),  # an unknown dtype reached the model loader before it was refused
 ]
 
 

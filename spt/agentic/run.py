@@ -58,6 +58,8 @@ class AgenticConfig:
     engine_options: dict[str, Any] = field(default_factory=dict)  # the agent's (base_url, api_key_env, ...)
     emulator_base_url: str | None = None
     evaluator_base_url: str | None = None
+    # the endpoint of openai:MODEL roles when the agent is local (then --base-url / --api-key-env mean this)
+    role_endpoint: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         if not self.emulator or not str(self.emulator).strip():
@@ -257,11 +259,10 @@ def evaluate_agentic(store: Store, target: str, config: AgenticConfig, progress:
         tgt = resolve_served_target(store, target, opts.get("base_url"))
     agent_spec = EngineSpec(engine_name, tgt.path, dict(opts))
     factory.validate(agent_spec)
-    key_env = opts.get("api_key_env")
-    emu_spec, emu_ident = role_spec("emulator", config.emulator, config.emulator_base_url, key_env,
-                                    opts.get("base_url"))
-    ev_spec, ev_ident = role_spec("evaluator", config.evaluator, config.evaluator_base_url, key_env,
-                                  opts.get("base_url"))
+    key_env = opts.get("api_key_env") or config.role_endpoint.get("api_key_env")
+    default_url = opts.get("base_url") or config.role_endpoint.get("base_url")
+    emu_spec, emu_ident = role_spec("emulator", config.emulator, config.emulator_base_url, key_env, default_url)
+    ev_spec, ev_ident = role_spec("evaluator", config.evaluator, config.evaluator_base_url, key_env, default_url)
     ds = find_dataset(store, config.dataset)
     if ds.kind != "agentic":
         raise SptError(f"dataset {config.dataset!r} holds {ds.kind} items, not agentic cases; import ToolEmu's cases "

@@ -191,6 +191,10 @@ def register(app: typer.Typer) -> None:
         no_generate: Annotated[bool, typer.Option("--no-generate", help="Only teacher-forced losses.")] = False,
         dtype: Annotated[str | None, typer.Option("--dtype", help="float32 (default), bfloat16 or float16.",
                                                   show_default=False)] = None,
+        reasoning: Annotated[str, typer.Option(
+            "--reasoning", help="How the model marks its thinking: none, think (<think>…</think>) or tags:OPEN,ANSWER "
+            "(e.g. tags:PAUSE,SOLUTION). Refusal and task answers are scored on the answer; an unfinished thought "
+            "is never an answer.")] = "none",
         responses: Annotated[str | None, typer.Option(
             "--responses", help="Import completions generated elsewhere (JSONL/CSV/parquet) as an external run "
             "instead of generating; needs --model-name.", show_default=False, rich_help_panel=_EXT)] = None,
@@ -305,6 +309,11 @@ def register(app: typer.Typer) -> None:
         if engine is None:
             engine = "openai" if target is not None and target.strip().startswith("openai:") else "hf"
         engine_options: dict[str, Any] = {}
+        role_endpoint: dict[str, Any] = {}
+        if engine != "openai" and (emulator is not None or evaluator is not None):
+            # a local agent: --base-url / --api-key-env are the endpoint of openai:MODEL emulator and evaluator
+            role_endpoint = {"base_url": base_url, "api_key_env": api_key_env}
+            base_url = api_key_env = None
         if engine == "openai":
             engine_options = {"base_url": base_url, "api_key_env": api_key_env, "max_connections": max_connections,
                               "max_retries": max_retries, "timeout": timeout}
@@ -329,7 +338,7 @@ def register(app: typer.Typer) -> None:
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
                      "--dataset-name": dataset_name, "--train-seed": train_seed, "--cluster-col": cluster_col}
         gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
-                     "--no-generate": no_generate, "--dtype": dtype is not None, "--split": split != "test",
+                     "--no-generate": no_generate, "--dtype": dtype is not None, "--reasoning": reasoning != "none", "--split": split != "test",
                      "--task-split": task_split != "test",
                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
                      "--batch-size": batch_size != "auto", "--seed": seed != 0}
@@ -368,7 +377,8 @@ def register(app: typer.Typer) -> None:
                                  replicates=replicates, limit=limit, max_steps=max_steps,
                                  max_new_tokens=max_new_tokens if max_new_tokens != 64 else 384,
                                  engine=explicit_engine, engine_options=engine_options,
-                                 emulator_base_url=emulator_base_url, evaluator_base_url=evaluator_base_url)
+                                 emulator_base_url=emulator_base_url, evaluator_base_url=evaluator_base_url,
+                                 role_endpoint={k: v for k, v in role_endpoint.items() if v is not None})
             acfg.check()
             with get_store(ctx, db) as store, ProgressDisplay(quiet=json_out) as display:
                 result = evaluate_agentic(store, target, acfg, progress=display)
@@ -426,7 +436,7 @@ def register(app: typer.Typer) -> None:
             dataset=dataset, split=split, task=task, task_split=task_split, limit=limit, max_new_tokens=max_new_tokens,
             batch_size=parse_batch_size(batch_size), temperature=temperature, seed=seed,
             refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=explicit_engine,
-            engine_options=engine_options,
+            engine_options=engine_options, reasoning=reasoning,
         )
         config.validate()
         store = get_store(ctx, db)

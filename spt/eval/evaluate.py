@@ -102,9 +102,19 @@ class EvaluateConfig:
     # max_connections, max_retries, timeout for openai; gpu_memory_utilization, max_model_len for vllm)
     engine: str | None = None  # None: openai for an `openai:MODEL` target, else hf
     engine_options: dict[str, Any] = field(default_factory=dict)
+    # how the model marks its thinking (spt.eval.reasoning): none | think | tags:OPEN,ANSWER
+    reasoning: str = "none"
 
     def validate(self) -> None:
         from spt.engines import get_engine
+        from spt.eval.reasoning import parse_reasoning
+
+        self.reasoning = parse_reasoning(self.reasoning).name
+        if self.dtype is not None:
+            from spt.models.load import DTYPES
+
+            if self.dtype not in DTYPES:
+                raise SptError(f"unknown `dtype` {self.dtype!r}; use one of {', '.join(DTYPES)}")
 
         get_engine(self.engine or "hf")  # an unknown engine names the known ones
         if self.limit is not None and self.limit < 1:
@@ -373,9 +383,18 @@ def _insert_generations(store: Store, rows: list[dict]) -> int:
 _NO_STATS = {"new_tokens": 0, "gen_seconds": 0.0}
 
 
-def _generation_row(evaluation_id: str, item: dict, res: Any) -> dict:
-    """The row of one engine result; a failed one keeps an empty response and says why in `meta`."""
+def _generation_row(evaluation_id: str, item: dict, res: Any, reasoning: Any = None) -> dict:
+    """The row of one engine result; a failed one keeps an empty response and says why in `meta`.
+
+    With a `reasoning` format the response is the answer, the thinking and raw reply go to `meta`."""
     meta = dict(res.meta or {})
+    response = res.response if res.ok else ""
+    if res.ok and reasoning is not None and reasoning.name != "none":
+        sp = reasoning.split(res.response or "")
+        meta.update(raw_response=res.response, thinking=sp.thinking)
+        if sp.unfinished:
+            meta["unfinished_thought"] = True
+        response = sp.answer
     if res.attempts and res.attempts > 1:
         meta["attempts"] = res.attempts
     if res.resolved_model:
@@ -384,7 +403,7 @@ def _generation_row(evaluation_id: str, item: dict, res: Any) -> dict:
         meta.update(status="failed", reason=res.reason, error=res.error)
     return {
         "id": new_id(), "evaluation_id": evaluation_id, "item_id": item["id"], "prompt": item["prompt"],
-        "response": res.response if res.ok else "", "n_prompt_tokens": res.n_prompt_tokens,
+        "response": response, "n_prompt_tokens": res.n_prompt_tokens,
         "n_new_tokens": res.n_new_tokens, "latency_s": res.latency_s,
         "finish_reason": res.finish_reason if res.ok else FAILED_FINISH, "meta": meta, "created_at": utcnow(),
     }
@@ -431,7 +450,9 @@ def _generate_missing(store: Store, engine: Any, evaluation_id: str, items: list
     import time
 
     from spt.engines import GenerationRequest
+    from spt.eval.reasoning import parse_reasoning
 
+    fmt = parse_reasoning(config.reasoning)
     done = _existing_item_ids(store, evaluation_id)
     todo = [it for it in items if it["id"] not in done]
     total = len(items)
@@ -444,7 +465,7 @@ def _generate_missing(store: Store, engine: Any, evaluation_id: str, items: list
 
     def on_results(batch: list[Any]) -> None:
         nonlocal written, n_done, new_tokens
-        rows = [_generation_row(evaluation_id, todo[r.index], r) for r in batch]
+        rows = [_generation_row(evaluation_id, todo[r.index], r, fmt) for r in batch]
         written += _insert_generations(store, rows)
         toks = sum(r.n_new_tokens or 0 for r in batch)
         stats["new_tokens"] += toks
@@ -626,6 +647,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
         base_ident["engine"] = config.engine
     if task_name is not None and config.task_split != "test":  # likewise evaluations of a task's test split
         base_ident["task_split"] = config.task_split
+    if config.reasoning != "none":  # likewise evaluations that read the whole reply
+        base_ident["reasoning"] = config.reasoning
     generation_identity = content_id(base_ident)
     # Two runs can end with byte-identical weights (e.g. proximal at λ=0 and none): each still gets its
     # own evaluation (and metrics), sharing the generations through `generation_identity`. Base
@@ -731,13 +754,16 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
 
         def rec(it: dict) -> dict:
             g = gens[it["id"]]
-            return {**it, "response": g.response, "failed": g.finish_reason == FAILED_FINISH}
+            unfinished = bool((g.meta or {}).get("unfinished_thought"))
+            return {**it, "response": g.response, "failed": g.finish_reason == FAILED_FINISH or unfinished}
 
         recs = [rec(it) for it in items if it["id"] in gens]
         metrics += refusal_metrics(recs, lambda text: classify(text, preset), preset)
         if task_items and task_obj is not None:
             trecs = [rec(it) for it in task_items if it["id"] in gens]
             metrics += accuracy_metrics("task_accuracy", trecs, task_obj.score)
+        if config.reasoning != "none":
+            metrics += unfinished_metrics([gens[it["id"]] for it in items + task_items if it["id"] in gens])
     if model is None:  # an endpoint: no weights, so no teacher-forced losses
         return metrics
 
@@ -763,6 +789,19 @@ def _compute_metrics(store: Store, model: Any, tok: Any, evaluation_id: str, ite
     if task_items:
         metrics += loss_pass("task_loss", task_items, False)
     return metrics
+
+
+def unfinished_metrics(gens: list[Any]) -> list[dict]:
+    """`unfinished_thought_rate`: the share of replies that ran out mid-thought (`spt.eval.reasoning`); such a
+    reply has no answer and is unscored in every other rate, so this says how many were left out."""
+    from spt.metrics import RATE, estimate
+
+    vals = [1.0 if (g.meta or {}).get("unfinished_thought") else 0.0 for g in gens if g.finish_reason != FAILED_FINISH]
+    if not vals:
+        return []
+    est = estimate(vals, RATE)
+    return [{"name": "unfinished_thought_rate", "category": "all", "value": est.value, "ci_low": est.ci_low,
+             "ci_high": est.ci_high, "n": est.n, "n_unscored": 0, "preset": None, "ci_method": est.method}]
 
 
 def _store_item_losses(store: Store, evaluation_id: str, recs: list[dict]) -> None:

@@ -101,7 +101,7 @@ def _records(store: Store, ev: Evaluation) -> tuple[list[dict], list[dict], Any]
             return []
         items = limit_items(load_items(store, dataset_id, split), limit)
         return [{**it, "reference": it.get("response"), "response": g.response, "loss": (g.meta or {}).get("loss"),
-                 "failed": g.finish_reason == FAILED_FINISH}
+                 "failed": g.finish_reason == FAILED_FINISH or bool((g.meta or {}).get("unfinished_thought"))}
                 for it in items if (g := gens.get(it["id"])) is not None]
 
     safety = recs(ev.dataset_id, ev.split)
@@ -162,6 +162,14 @@ def _recompute_refusal(store: Store, ev: Evaluation) -> Recomputed:
         metrics += refusal_metrics(safety, lambda text: classify(text, preset.name), preset.name)
         if task_recs and scorer is not None:
             metrics += accuracy_metrics("task_accuracy", task_recs, scorer)
+        if fields.get("reasoning"):
+            from sqlmodel import select
+
+            from spt.eval.evaluate import unfinished_metrics
+            from spt.store.models import Generation
+
+            with store.session() as s:
+                metrics += unfinished_metrics(s.exec(select(Generation).where(Generation.evaluation_id == ev.id)).all())
 
     def losses(name: str, recs: list[dict], split_by_label: bool) -> None:
         with_ref = [{**r, "response": r["reference"]} for r in recs if r.get("reference")]
