@@ -338,7 +338,8 @@ def register(app: typer.Typer) -> None:
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
                      "--dataset-name": dataset_name, "--train-seed": train_seed, "--cluster-col": cluster_col}
         gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
-                     "--no-generate": no_generate, "--dtype": dtype is not None, "--reasoning": reasoning != "none", "--split": split != "test",
+                     "--no-generate": no_generate, "--dtype": dtype is not None,
+                     "--reasoning": reasoning != "none", "--split": split != "test",
                      "--task-split": task_split != "test",
                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
                      "--batch-size": batch_size != "auto", "--seed": seed != 0}
