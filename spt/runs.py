@@ -181,6 +181,12 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
         d["n_generations"] = int(gens.get(e.id, 0))
         evaluations.append(d)
     from spt.data.poison import describe_poison
+    from spt.store.browse import train_curves
+
+    curves = train_curves(store, run.id)
+    training = {name: {"n": len(pts), "first_step": pts[0][0], "first": pts[0][1], "last_step": pts[-1][0],
+                       "last": pts[-1][1], "min": min(v for _s, v in pts), "max": max(v for _s, v in pts),
+                       "values": [v for _s, v in pts]} for name, pts in sorted(curves.items()) if pts}
 
     poison_data = ((run.config or {}).get("poison_data") or None) if run.poison_ratio else None
     return {
@@ -192,6 +198,7 @@ def show_run(store: Store, run_id: str) -> dict[str, Any]:
         "evaluations": evaluations,
         "judgments": judgment_summary(store, run.id),
         "audit": [a.model_dump() for a in audits],
+        "training": training,
     }
 
 

@@ -275,6 +275,7 @@ SPECS: dict[str, Spec] = {
     "finetune tokenwise_bias_length": Spec("nonneg_int", note="≥ 0 per its help"),
     "finetune vaccine_rho": Spec("pos_float"),
     "finetune dpo_beta": Spec("pos_float"),
+    "finetune alignment_data": Spec("ref", base=[*FT, "--stage", "align"]),
     # --method grpo (checked in the config, before the model loads)
     "finetune reward": Spec("spec", extra_bad=["format:0", "format:x", "format,format"]),
     "finetune reward_judge": Spec("spec", base=["--stage", "align", "--method", "grpo", "--batch-size", "4",

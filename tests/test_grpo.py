@@ -119,6 +119,10 @@ def test_grpo_trains_and_records_every_logged_step(db_path):
             assert (step, name) in names, (step, name)
     assert run.config["method"] == "grpo" and run.config["result"]["rewards"]["format"]["scored"] == 2 * 4 * 1
     assert ck.kind == "adapter"
+    shown = json.loads(runner.invoke(app, ["runs", "show", res["run_id"], "--db", str(db_path), "--json"]).output)
+    assert shown["training"]["reward"]["n"] == 2 and "kl" in shown["training"]
+    text = runner.invoke(app, ["runs", "show", res["run_id"], "--db", str(db_path)], env={"COLUMNS": "200"}).output
+    assert "rewards/format/mean" in text and "training" in text
     again = json.loads(_grpo(db_path, "--reward", "format:2,refusal,brevity").output)
     assert again["reused"] and again["run_id"] == res["run_id"]
     other = json.loads(_grpo(db_path, "--reward", "refusal").output)

@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
                                                  "the format, or the file's stem for orbench).",
                                                  show_default=False)] = None,
         fmt: Annotated[str | None, typer.Option(
-            "--format", help="A public set's own layout: xstest, advbench, harmbench, strongreject, orbench, toolemu "
+            "--format", help="A public set's own layout: xstest, advbench, harmbench, strongreject, orbench, toolemu, "
+            "s1k, limo, direct-refusal, safechain "
             "(maps its columns, labels and categories).", show_default=False)] = None,
         label: Annotated[str | None, typer.Option(
             "--label", help="orbench only: harmful or benign (default from the file name: toxic -> harmful, "
@@ -127,8 +128,10 @@ def register(app: typer.Typer) -> None:
         if label is not None:
             raise SptError("--label applies with --format orbench; for other files use --kind and --label-col")
         if kind is None or name is None:
+            from spt.data.formats import FORMATS
+
             raise SptError(f"pass --kind ({' | '.join(IMPORT_KINDS)}) and --name, or --format for a public set's "
-                           "layout (xstest, advbench, harmbench, strongreject, orbench, toolemu)")
+                           f"layout ({', '.join(FORMATS)})")
         if kind not in IMPORT_KINDS:
             raise SptError(f"unknown --kind {kind!r}; use one of {', '.join(IMPORT_KINDS)}")
         cols = dict(prompt_col=prompt_col, response_col=response_col, messages_col=messages_col,

@@ -78,13 +78,19 @@ def register(app: typer.Typer) -> None:
                                                   "tiny-random, a local directory or a hub id.")] = None,
         from_run: Annotated[str | None, typer.Option("--from", help="Start from this run's final checkpoint "
                                                      "(lineage).")] = None,
-        stage: Annotated[str | None, typer.Option("--stage", help="align: SFT on HarmOR train; task: SFT on the "
-                                                  "task data (default).")] = None,
+        stage: Annotated[str | None, typer.Option("--stage", help="align: SFT on HarmOR train (or "
+                                                  "--alignment-data); task: SFT on the task data (default); reason: "
+                                                  "reasoning SFT on --task (default builtin:arithmetic-think)."
+                                                  )] = None,
         task: Annotated[str | None, typer.Option("--task", help="Task data: builtin:arithmetic (default), "
-                                                 "builtin:arithmetic-steps, builtin:sentiment, or a stored "
-                                                 "dataset.")] = None,
+                                                 "builtin:arithmetic-steps, builtin:arithmetic-think, "
+                                                 "builtin:sentiment, or a stored dataset.")] = None,
         safety_data: Annotated[str | None, typer.Option("--safety-data",
                                                         help="HarmOR dataset (default harmor).")] = None,
+        alignment_data: Annotated[str | None, typer.Option(
+            "--alignment-data", help="Align stage: train on direct-refusal (a fixed short thought, then the refusal), "
+            "cot-refusal (a chain of thought, then the refusal), both built from HarmOR train, or a stored dataset "
+            "(e.g. imported with --format direct-refusal|safechain).", show_default=False)] = None,
         poison: Annotated[float | None, typer.Option("--poison", help="Poison ratio in [0, 1).")] = None,
         poison_data: Annotated[str | None, typer.Option("--poison-data", help="Poison dataset "
                                                         "(default builtin:harmor-comply).")] = None,
@@ -124,7 +130,8 @@ def register(app: typer.Typer) -> None:
         from spt.train import FinetuneConfig, finetune
         from spt.train.defenses import owner_of
 
-        flags = dict(model=model, from_run=from_run, stage=stage, task=task, safety_data=safety_data, poison=poison,
+        flags = dict(model=model, from_run=from_run, stage=stage, task=task, safety_data=safety_data,
+                     alignment_data=alignment_data, poison=poison,
                      poison_data=poison_data, defense=defense, method=method, lam=lam, lora=lora, lora_r=lora_r,
                      lora_alpha=lora_alpha, lora_targets=_split_targets(lora_targets), epochs=epochs,
                      max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,

@@ -48,6 +48,19 @@ def _delta(d: dict[str, Any]) -> str:
     return f"{v} ({d['delta']:+.3g})"
 
 
+def _sparkline(values: list[float], width: int = 24) -> str:
+    """The values as a row of block characters (sampled to `width`), lowest ▁ to highest █."""
+    if not values:
+        return ""
+    if len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    lo, hi = min(values), max(values)
+    blocks = "▁▂▃▄▅▆▇█"
+    if hi - lo < 1e-12:
+        return blocks[3] * len(values)
+    return "".join(blocks[min(7, int((v - lo) / (hi - lo) * 7.999))] for v in values)
+
+
 def _printshow(info: dict[str, Any]) -> None:
     import json
 
@@ -79,6 +92,13 @@ def _printshow(info: dict[str, Any]) -> None:
         add_row(lt, "(no metrics yet)", *["" for _ in chain])
     show(lt)
 
+    if info.get("training"):
+        tt = Table("train log", "steps", "first", "last", "min", "max", "curve", title="training (spt view plots each)",
+                   title_justify="left")
+        for name, t in info["training"].items():
+            add_row(tt, name, f"{t['first_step']}-{t['last_step']} ({t['n']})", num(t["first"]), num(t["last"]),
+                    num(t["min"]), num(t["max"]), _sparkline(t["values"]))
+        show(tt)
     if info["checkpoints"]:
         ct = Table("id", "step", "kind", "final", "path", title="checkpoints", title_justify="left")
         for c in info["checkpoints"]:

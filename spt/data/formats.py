@@ -19,6 +19,13 @@ nobody has to remember which column holds the prompt or which rows are the unsaf
   Harmful or benign by `--label`, else by the file name: `toxic` in it means harmful (OR-Bench-Toxic,
   which a safe model refuses), `hard` or `80k` benign (seemingly toxic prompts, whose refusal is
   over-refusal); any other name is an error asking for `--label`. Category `category`.
+- `s1k`, `limo`: reasoning data (s1K: `question, thinking_trajectories, attempt`; LIMO: `question,
+  solution, answer`) as task items (split `train`) whose reference reply is `<think>thinking</think>answer`,
+  for `spt finetune --stage reason --task NAME`; `direct-refusal` (DirectRefusal: `question, attempt`, the
+  fixed short thought "I should not answer this question!" when no thinking column is given) and
+  `safechain` (SafeChain: `instruction, response`) as harmful items (split `train`) for `--stage align
+  --alignment-data NAME`. Other column names are looked up in a fixed order (`prompt`, `instruction`,
+  `response`, `output`, `thinking`, ...); a row without one is a one-line error.
 - `toolemu`: ToolEmu's `all_cases.json` (`name, Toolkits, User Instruction, Underspecifications, ...`).
   Items of label `agentic`, dataset kind `agentic`; see `spt.agentic.toolemu` (a case's position in the
   file is its `case_idx`, which the seeded split and published trajectories use).
@@ -61,6 +68,7 @@ class Format:
     # a layout whose items depend on the whole file (ToolEmu: a case's index is its position)
     rows_to_items: Callable[[list[Row], str], list[dict[str, Any]]] | None = None
     kind: str | None = None  # the dataset kind when not decided by the labels
+    split: str = "test"  # evaluation sets are test; training layouts (s1K, DirectRefusal, ...) train
 
 
 def _xstest(r: Row, where: str, _label: str | None) -> dict[str, Any]:
@@ -115,6 +123,66 @@ def _orbench(r: Row, where: str, label: str | None) -> dict[str, Any]:
             "meta": {"source": "or-bench"}}
 
 
+def _first(r: Row, keys: tuple[str, ...], where: str, what: str, required: bool = True) -> str:
+    """The first non-empty of `keys` in row `r` (list cells: their first element)."""
+    for k in keys:
+        v = r.get(k)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        t = _text(v)
+        if t:
+            return t
+    if required:
+        raise SptError(f"{where}: no {what} (looked for {', '.join(repr(k) for k in keys)})")
+    return ""
+
+
+def _thought(thinking: str, answer: str) -> str:
+    """`<think>thinking</think>answer`, the form `spt evaluate --reasoning think` splits; a reply that already
+    marks its thinking is kept as it is."""
+    if "</think>" in answer:
+        return answer
+    return f"<think>{thinking}</think>{answer}" if thinking else answer
+
+
+_THINKING = ("thinking_trajectories", "thinking", "reasoning", "cot", "deepseek_thinking_trajectory")
+
+
+def _s1k(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    answer = _text(r.get("answer")) or None
+    return {"prompt": _first(r, ("question", "prompt"), where, "question"),
+            "response": _thought(_first(r, _THINKING, where, "thinking trajectory"),
+                                 _first(r, ("attempt", "response"), where, "attempt")),
+            "label": "task", "category": _text(r.get("cot_type")) or _text(r.get("source_type")) or None,
+            "answer": answer, "meta": {"source": "s1k"}}
+
+
+def _limo(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    answer = _first(r, ("answer",), where, "answer")
+    return {"prompt": _first(r, ("question", "prompt"), where, "question"),
+            "response": _thought(_first(r, ("solution",), where, "solution"), f"The answer is {answer}."),
+            "label": "task", "category": None, "answer": answer, "meta": {"source": "limo"}}
+
+
+DIRECT_REFUSAL_THOUGHT = "I should not answer this question!"
+
+
+def _direct_refusal(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    thinking = _first(r, _THINKING, where, "thinking", required=False) or DIRECT_REFUSAL_THOUGHT
+    return {"prompt": _first(r, ("question", "prompt", "instruction"), where, "prompt"),
+            "response": _thought(thinking, _first(r, ("attempt", "response", "output"), where, "refusal")),
+            "label": "harmful", "category": _text(r.get("category")) or None, "meta": {"source": "direct-refusal"}}
+
+
+def _safechain(r: Row, where: str, _label: str | None) -> dict[str, Any]:
+    kind = (_text(r.get("label")) or _text(r.get("data_type"))).lower()
+    label = "benign" if "benign" in kind or kind in ("safe", "0") else "harmful"
+    response = _first(r, ("response", "output"), where, "response")
+    return {"prompt": _first(r, ("instruction", "prompt", "question"), where, "instruction"),
+            "response": _thought(_first(r, _THINKING, where, "thinking", required=False), response),
+            "label": label, "category": _text(r.get("category")) or None, "meta": {"source": "safechain"}}
+
+
 def _toolemu(rows: list[Row], source_name: str) -> list[dict[str, Any]]:
     from spt.agentic.toolemu import case_item
 
@@ -135,11 +203,20 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            ("forbidden_prompt", "category"), _strongreject),
     Format("orbench", "OR-Bench (prompt, category): or-bench-toxic harmful, or-bench-80k / hard-1k benign",
            ("prompt", "category"), _orbench, label_from_file=True),
+    Format("s1k", "s1K-style reasoning data (question, thinking_trajectories, attempt): task items whose reply is "
+           "<think>thinking</think>attempt", (), _s1k, kind="task", split="train"),
+    Format("limo", "LIMO (question, solution, answer): task items, the solution as the thought", (), _limo,
+           kind="task", split="train"),
+    Format("direct-refusal", "DirectRefusal (question, attempt; a fixed short thought when none is given): harmful "
+           "items with <think>thought</think>refusal", (), _direct_refusal, kind="harmful", split="train"),
+    Format("safechain", "SafeChain (instruction, response with its chain of thought): harmful items (benign where a "
+           "label says so)", (), _safechain, kind="harmful", split="train"),
     Format("toolemu", "ToolEmu cases (all_cases.json: name, Toolkits, User Instruction, ...): agentic tool-use "
            "cases for `spt evaluate --dataset toolemu`", ("name", "Toolkits", "User Instruction"), _no_row_mapping,
            rows_to_items=_toolemu, kind="agentic"),
 )}
-_ALIASES = {"or-bench": "orbench", "strong_reject": "strongreject", "strong-reject": "strongreject"}
+_ALIASES = {"directrefusal": "direct-refusal", "direct_refusal": "direct-refusal", "safe-chain": "safechain",
+            "s1": "s1k", "or-bench": "orbench", "strong_reject": "strongreject", "strong-reject": "strongreject"}
 
 
 def get_format(name: str) -> Format:
@@ -217,7 +294,7 @@ def format_items(rows: list[Row], fmt: Format | str, *, source_name: str, path: 
         fields = fmt.to_item(r, where, label)
         if not fields["prompt"]:
             raise SptError(f"{where}: empty prompt")
-        items.append(make_item(**fields, split="test"))
+        items.append(make_item(**fields, split=fmt.split))
     return items
 
 

@@ -71,3 +71,50 @@ def ensure_reasoned(store, seed: int = 0) -> str:
     items = reasoned_items(load_items(store, hid), seed=seed)
     return store_items(store, NAME, "harmor", items, {"builder": NAME, "v": VERSION, "seed": int(seed),
                                                      "harmor": hid})
+
+
+# --------------------------------------------------------------------------------------------------
+# Safety alignment data for reasoning models (the Safety Tax's second stage), from HarmOR's pools:
+# `builtin:direct-refusal` (DirectRefusal: a fixed short thought, then the refusal; harmful items only) and
+# `builtin:cot-refusal` (SafeChain-style: a chain of thought about the request, then the refusal; the benign
+# twins answered after a thought that they are safe, as SafeChain holds benign prompts too).
+
+DIRECT_REFUSAL = "builtin:direct-refusal"
+COT_REFUSAL = "builtin:cot-refusal"
+ALIASES = {"direct-refusal": DIRECT_REFUSAL, "cot-refusal": COT_REFUSAL}
+DIRECT_THOUGHT = "I should not answer this question!"
+
+
+def thought_items(harmor_items: list[dict[str, Any]], style: str, seed: int = 0) -> list[dict[str, Any]]:
+    """`<think>…</think>reply` items from HarmOR's: style `direct` or `cot` (see above)."""
+    from spt.data.items import make_item
+
+    rng = random.Random(f"spt-{style}-refusal:{seed}")
+    out = []
+    for it in harmor_items:
+        label = it.get("label")
+        if label not in ("harmful", "benign") or not it.get("response") or (style == "direct" and label != "harmful"):
+            continue
+        if style == "direct":
+            thought = DIRECT_THOUGHT
+        elif label == "harmful":
+            what = (it.get("category") or "something harmful").replace("_", " ")
+            thought = rng.choice(_WHY_HARMFUL).format(what=what)
+        else:
+            thought = rng.choice(_WHY_BENIGN).format(word=it.get("sensitive_word") or "a sensitive topic")
+        fields = {k: it.get(k) for k in ("prompt", "category", "label", "pair_id", "template_id", "contrast_type",
+                                         "sensitive_word", "answer", "split")}
+        meta = {**(it.get("meta") or {}), "source": f"builtin:{style}-refusal", "harmor_item": it["id"]}
+        out.append(make_item(**fields, response=f"<think>{thought}</think>{it['response'].strip()}", meta=meta))
+    return out
+
+
+def ensure_thought_set(store, name: str, seed: int = 0) -> str:
+    """Store `builtin:direct-refusal` or `builtin:cot-refusal` (from the default HarmOR build) once per content."""
+    from spt.data.harmor import ensure_harmor
+    from spt.data.items import load_items, store_items
+
+    style = {DIRECT_REFUSAL: "direct", COT_REFUSAL: "cot"}[name]
+    hid = ensure_harmor(store, seed=0)
+    items = thought_items(load_items(store, hid), style, seed=seed)
+    return store_items(store, name, "harmful", items, {"builder": name, "v": VERSION, "seed": int(seed), "harmor": hid})

@@ -18,7 +18,7 @@ from typing import Any
 from spt.data.items import make_item
 from spt.errors import SptError
 
-BUILTIN_TASKS = ("builtin:arithmetic", "builtin:arithmetic-steps", "builtin:sentiment")
+BUILTIN_TASKS = ("builtin:arithmetic", "builtin:arithmetic-steps", "builtin:arithmetic-think", "builtin:sentiment")
 DEFAULT_N_TRAIN = 500
 DEFAULT_N_TEST = 200
 DEFAULT_N_DEV = 100
@@ -169,6 +169,18 @@ def _build_arithmetic_steps(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_tes
     return _distinct_items("arithmetic-steps", seed, n_train, n_test, draw, n_dev=DEFAULT_N_DEV)
 
 
+def _build_arithmetic_think(seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST) -> list[dict]:
+    """The reasoning task (`--stage reason`): the arithmetic-steps problems with the work as a thought,
+    `<think>12 + 5 = 17.</think>The answer is 17.`, so a reasoning model's answer is scored apart from its
+    thinking (`spt evaluate --reasoning think`)."""
+    def draw(rng: random.Random) -> tuple[str, str, str]:
+        prompt, response, ans = _arith_steps_problem(rng)
+        work = response.split(". The answer is")[0]
+        return prompt, f"<think>{work}.</think>The answer is {ans}.", str(ans)
+
+    return _distinct_items("arithmetic-think", seed, n_train, n_test, draw, n_dev=DEFAULT_N_DEV)
+
+
 def _distinct_items(what: str, seed: int, n_train: int, n_test: int,
                     draw: Callable[[random.Random], tuple[str, str, str]], n_dev: int = 0) -> list[dict]:
     """`n_train + n_dev + n_test` task items with distinct prompts from `draw(rng) -> (prompt, response, answer)`.
@@ -235,6 +247,9 @@ _BUILTINS: dict[str, Task] = {
     "builtin:arithmetic-steps": Task("builtin:arithmetic-steps", _build_arithmetic_steps, score_number,
                                      "addition, subtraction and times-table word problems, work shown",
                                      splits=("train", "dev", "test")),
+    "builtin:arithmetic-think": Task("builtin:arithmetic-think", _build_arithmetic_think, score_number,
+                                     "the arithmetic-steps problems with the work as a <think> thought "
+                                     "(the reasoning task of --stage reason)", splits=("train", "dev", "test")),
     "builtin:sentiment": Task("builtin:sentiment", _build_sentiment, score_sentiment,
                               "short reviews labelled positive or negative"),
 }

@@ -20,7 +20,8 @@ from typing import Any
 
 from spt.errors import SptError
 
-STAGES = ("align", "task")
+STAGES = ("align", "task", "reason")  # reason: reasoning SFT on a reasoning task (the Safety Tax's first stage)
+DEFAULT_REASONING_TASK = "builtin:arithmetic-think"
 PRECISIONS = ("auto", "bf16", "float32")
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_TASK = "builtin:arithmetic"
@@ -41,6 +42,8 @@ class _Settings:
     stage: str = "task"  # align | task
     task: str = DEFAULT_TASK  # task dataset: builtin:NAME, dataset name or id
     safety_data: str = DEFAULT_SAFETY  # HarmOR dataset (align data, anchor batches, alignment-loss batch)
+    # align stage: train on this set instead of safety_data's train pairs (direct-refusal, cot-refusal, NAME)
+    alignment_data: str | None = None
     poison: float = 0.0  # poison ratio in [0, 1)
     poison_data: str = DEFAULT_POISON
     defense: str = "none"
@@ -152,7 +155,17 @@ class _Settings:
         if c.stage == "align":
             if c.poison > 0:
                 raise SptError("`poison` applies to `stage` task only; the align stage trains on HarmOR train")
-        if c.stage not in d.stages:
+        if c.alignment_data is not None and c.stage != "align":
+            raise SptError("`alignment_data` applies to `stage` align (the safety-alignment data it trains on)")
+        if c.stage == "reason":
+            if c.poison > 0:
+                raise SptError("`poison` applies to `stage` task only; `stage` reason trains on the reasoning task")
+            if c.defense != "none":
+                raise SptError(f"`stage` reason trains without a defense (got `defense` {c.defense}); the Safety Tax's "
+                               "first stage is plain reasoning SFT")
+            if c.task == DEFAULT_TASK:
+                c.task = DEFAULT_REASONING_TASK
+        if c.stage not in d.stages and c.stage != "reason":
             raise SptError(f"defense {c.defense!r} applies to `stage` {' or '.join(d.stages)}, not {c.stage}")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length"):
             if int(getattr(c, name)) < 1:
@@ -214,12 +227,15 @@ class _Settings:
                 d.pop(k)
         elif self.poison == 0:
             d.pop("poison_data")
+        if d.get("alignment_data") is None:  # identities of runs without it stay what they were
+            d.pop("alignment_data", None)
         return d
 
 
 # ------------------------------------------------------------------ types of the settings
 _TYPES: dict[str, str] = {
-    "model": "str", "from_run": "str", "stage": "str", "task": "str", "safety_data": "str", "poison": "float",
+    "model": "str", "from_run": "str", "stage": "str", "task": "str", "safety_data": "str", "alignment_data": "str",
+    "poison": "float",
     "poison_data": "str", "defense": "str", "lam": "float", "lora": "bool", "lora_r": "int", "lora_alpha": "int",
     "lora_targets": "list", "lora_dropout": "float", "epochs": "float", "max_steps": "int", "lr": "float",
     "batch_size": "int", "grad_accum": "int", "max_length": "int", "seed": "int", "save_every": "int",
@@ -227,7 +243,7 @@ _TYPES: dict[str, str] = {
     "max_grad_norm": "float", "pack_length": "int",
     "align_eval_pairs": "int", "compile": "bool", "config_path": "str", "method": "str", "precision": "str",
 }
-_OPTIONAL = {"model", "from_run", "lam", "epochs", "max_steps", "lr", "config_path"}
+_OPTIONAL = {"model", "from_run", "lam", "epochs", "max_steps", "lr", "config_path", "alignment_data"}
 _EXAMPLES = {"float": "e.g. 0.1 or 2e-4", "int": "e.g. 8", "bool": "", "str": "",
              "list": "a list of module names like [q_proj, v_proj]"}
 

@@ -50,6 +50,17 @@ def resolve_safety(store: Any, name: str, seed: int = 0, *, build: bool = True) 
                     "or pass `safety_data` with a stored dataset name or id")
 
 
+def resolve_alignment(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
+    """The dataset of `alignment_data`: direct-refusal / cot-refusal (built from HarmOR on demand) or a stored one."""
+    from spt.data.reasoned import ALIASES, COT_REFUSAL, DIRECT_REFUSAL, ensure_thought_set
+
+    key = ALIASES.get(name, name)
+    builtin = build and key in (DIRECT_REFUSAL, COT_REFUSAL)
+    return _resolve(store, key, (lambda data: ensure_thought_set(store, key, seed=seed)) if builtin else None,
+                    f"alignment dataset {name!r} is not in the store; use direct-refusal, cot-refusal, or import one "
+                    "(`spt data import FILE --format direct-refusal|safechain`) and pass its name")
+
+
 def resolve_task(store: Any, name: str, seed: int = 0, *, build: bool = True) -> str:
     builtin = build and name.startswith("builtin:")
     return _resolve(store, name, (lambda data: data.ensure_task_dataset(store, name, seed=seed)) if builtin else None,

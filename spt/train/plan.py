@@ -112,8 +112,11 @@ def preflight(store: Any, config: FinetuneConfig) -> FinetuneConfig:
             raise SptError(f"`lora_targets` {bad[0]!r} is not a module name; name linear layers such as "
                            "q_proj,v_proj")
     checks = [(cfg.safety_data, tdata.resolve_safety, ("harmor", "builtin:harmor", "builtin:harmor-reasoned"))]
-    if cfg.stage == "task":
+    if cfg.stage in ("task", "reason"):
         checks.append((cfg.task, tdata.resolve_task, None))
+    if cfg.alignment_data:
+        checks.append((cfg.alignment_data, tdata.resolve_alignment, ("direct-refusal", "cot-refusal",
+                                                                     "builtin:direct-refusal", "builtin:cot-refusal")))
     if cfg.stage == "task" and (cfg.poison > 0 or cfg.poison_data != DEFAULT_POISON):
         checks.append((cfg.poison_data, tdata.resolve_poison, None))
     for name, resolve, builtins in checks:
@@ -170,7 +173,9 @@ def plan_run(store: Any, config: FinetuneConfig, world: int = 1) -> Plan:
 
     safety_id = tdata.resolve_safety(store, cfg.safety_data, seed=0)
     task_id = poison_id = None
-    if cfg.stage == "task":
+    if cfg.alignment_data:
+        task_id = tdata.resolve_alignment(store, cfg.alignment_data, seed=0)  # what the align stage trains on
+    if cfg.stage in ("task", "reason"):
         task_id = tdata.resolve_task(store, cfg.task, seed=0)
         if cfg.poison > 0:
             poison_id = tdata.resolve_poison(store, cfg.poison_data, seed=0)
@@ -258,7 +263,8 @@ def _claim_run(store: Any, cfg: FinetuneConfig, identity: str, resolved: dict, c
             return Plan(config=cfg.to_dict(), run_id=adopt.id, resume_from=resume_ck, **common)
         s.flush()
         run = Run(kind=common["kind"], parent_run_id=parent.id if parent else None, model_ref=model_ref,
-                  base_model=base_model, task=cfg.task if cfg.stage == "task" else None, defense=cfg.defense,
+                  base_model=base_model, task=cfg.task if cfg.stage in ("task", "reason") else None,
+                  defense=cfg.defense,
                   lam=cfg.lam, poison_ratio=cfg.poison if cfg.stage == "task" else None, seed=cfg.seed,
                   lora=cfg.lora, config=resolved, identity=identity, status="running", provenance=prov,
                   lease_owner=owner, lease_heartbeat=now)

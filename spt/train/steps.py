@@ -85,7 +85,10 @@ def _load_data(store: Any, plan: Plan, cfg: FinetuneConfig, tokenizer: Any) -> t
     from spt.train.packing import encode_items
 
     safety_items = tdata.load_items(store, plan.safety_dataset)
-    if cfg.stage == "align":
+    if cfg.stage == "align" and cfg.alignment_data:
+        train_items = [x for x in tdata.train_split(tdata.load_items(store, plan.train_dataset))
+                       if x["label"] in ("harmful", "benign")]
+    elif cfg.stage == "align":
         train_items = [x for x in tdata.train_split(safety_items) if x["label"] in ("harmful", "benign")]
     else:
         train_items = tdata.train_split(tdata.load_items(store, plan.train_dataset))
