@@ -180,3 +180,36 @@ def test_grpo_on_the_embedded_model(db_path):
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["status"] == "done" and "reward" in res["final_losses"]
+
+
+def test_the_reasoned_refusal_comparison_runs_as_seeded_configurations(db_path):
+    """base, SFT (builtin:harmor-reasoned), SFT + GRPO and GRPO, two seeds each, evaluated on HarmOR test with the
+    answer read from the tags, compared seed-aware through `spt compare cfg:… cfg:…`."""
+    from spt.store import open_store
+    from spt.store.selection import select_runs
+
+    def ft(*args):
+        r = runner.invoke(app, ["finetune", "--max-steps", "1", "--db", str(db_path), "--json", *args])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["run_id"]
+
+    grpo = ["--stage", "align", "--method", "grpo", "--batch-size", "4", "--grpo-max-completion-length", "8"]
+    runs = {}
+    for seed in ("0", "1"):
+        sft = ft("--model", "tiny-random", "--stage", "align", "--safety-data", "builtin:harmor-reasoned",
+                 "--seed", seed)
+        runs.setdefault("sft", []).append(sft)
+        runs.setdefault("sft+grpo", []).append(ft("--from", sft, *grpo, "--seed", seed))
+        runs.setdefault("grpo", []).append(ft("--model", "tiny-random", *grpo, "--seed", seed))
+    for ids in runs.values():
+        for rid in ids:
+            r = runner.invoke(app, ["evaluate", rid, "--limit", "4", "--max-new-tokens", "8", "--reasoning",
+                                    "tags:PAUSE,SOLUTION", "--db", str(db_path), "--json"])
+            assert r.exit_code == 0, r.output
+    with open_store(db_path) as st:
+        cfg = {r["id"]: r["configuration"] for r in select_runs(st)}
+    assert len({cfg[r] for r in runs["grpo"]}) == 1  # the seeds of one configuration
+    r = runner.invoke(app, ["compare", cfg[runs["sft"][0]], cfg[runs["grpo"][0]], "--db", str(db_path), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["seed_variance_estimated"] and {d["n_seeds_a"] for d in out["differences"]} == {2}
