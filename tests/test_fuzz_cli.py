@@ -220,6 +220,10 @@ FOUND = [
     (("sweep",), "out_dir", "{AFILE}"),  # a file as the scripts folder: the dry run printed scripts "inside" it
     (("sweep",), "gres", "x" * 10_001),  # a 10,001-character GRES list went into the sbatch script
     (("evaluate",), "dtype", "[bold]x[/]"),  # an unknown dtype reached the model loader before it was refused
+    (("merge",), "out", "{AFILE}"),  # an existing file as the output folder crashed with NotADirectoryError
+    (("evaluate",), "model_name", "\x1b[31mred"),  # a control character was stored as the model name
+    (("sweep",), "db", "{ADIR}"),  # a folder as --db passed a dry run
+    (("demo",), "plot", "plot.bogus"),  # an unknown plot suffix was found only after training
 ]
 
 

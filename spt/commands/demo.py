@@ -78,6 +78,9 @@ def register(app: typer.Typer) -> None:
 
         if plot.expanduser().is_dir():
             raise SptError(f"--plot {plot} is a folder; give the path of the PNG to write, e.g. {plot}/frontier.png")
+        from spt.frontier.plot import plot_format
+
+        plot_format(plot)  # an unknown suffix is refused before minutes of training
         plan = QUICK if quick else FULL
         if model:
             plan = dataclasses.replace(plan, model=model)

@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         """Merge LoRA into full weights with the tokenizer and chat template; record the checkpoint."""
         from spt.train import merge_run
 
+        if out is not None and out.expanduser().exists() and not out.expanduser().is_dir():
+            from spt.errors import SptError
+
+            raise SptError(f"--out {out} is a file; the merged weights are written into a folder, pass a folder path")
         store = get_store(ctx, db, create=False)
         res = merge_run(store, run_id, checkpoint, out, dtype)
         if json_out:

@@ -299,6 +299,9 @@ def register(app: typer.Typer) -> None:
             from spt.sweep.run import select_configs
 
             target_db = db_path(ctx, db)  # a dry run opens nothing, but a --db the real run cannot use is an error now
+            if target_db.is_dir():
+                raise SptError(f"--db {target_db} is a folder; pass the path of an spt store file "
+                               f"(e.g. {target_db}/spt.db)")
             if target_db.is_file() and target_db.stat().st_size > 0:
                 check_revision(target_db, read_revision(target_db))
             if from_run:  # the real run starts from it: it must exist now

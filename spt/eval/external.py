@@ -162,6 +162,8 @@ def plan_import(spec: ExternalSpec) -> _Plan:
     name = (spec.model_name or "").strip()
     if not name:
         raise SptError("`model_name` must not be empty; name the model that wrote the responses")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 256:
+        raise SptError(f"`model_name` {name[:40]!r} must be one line of printable text, at most 256 characters")
     spec.model_name = name
     get_preset(spec.refusal_preset)
     if spec.label is not None:
