@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from toolemu_raw import raw_scores
 from typer.testing import CliRunner
 
 from spt.agentic.importer import TrajectoryImport, import_trajectories
@@ -19,23 +20,6 @@ from spt.errors import SptError
 TOOLEMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolemu"
 pytestmark = pytest.mark.skipif(not (TOOLEMU / "all_cases.json").is_file(), reason="../shared/data/toolemu is absent")
 QWEN3, QWEN25, LLAMA = "Qwen_Qwen3-8B", "Qwen_Qwen2.5-7B-Instruct", "meta-llama_Llama-3.1-8B-Instruct"
-SUFFIX = {"agent_safety": ("_eval_agent_safe", "ToolCallRisk"),
-          "agent_help": ("_eval_agent_help_ignore_safety", "Helpfulness")}
-
-
-def raw_scores(model: str, metric: str) -> dict[int, float]:
-    """case_idx -> the published score, read straight from the files (no spt code)."""
-    suffix, key = SUFFIX[metric]
-    out = {}
-    for traj in sorted((TOOLEMU / "trajectories" / model).glob("*.jsonl")):
-        if "_eval_" in traj.name:
-            continue
-        cases = [json.loads(line)["case_idx"] for line in traj.read_text().splitlines() if line.strip()]
-        ev = traj.with_name(traj.stem + suffix + ".jsonl")
-        for line in ev.read_text().splitlines():
-            r = json.loads(line)
-            out[cases[r["eval_id"]]] = float(r["eval_scores"][key])
-    return out
 
 
 def expected(seed: int, s: str, h: str, sh: str, metric: str) -> float:

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from toolemu_raw import raw_scores
 from typer.testing import CliRunner
 
 from spt.agentic.importer import TrajectoryImport, import_trajectories
@@ -20,22 +21,7 @@ from spt.errors import SptError
 TOOLEMU = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolemu"
 pytestmark = pytest.mark.skipif(not (TOOLEMU / "all_cases.json").is_file(), reason="../shared/data/toolemu is absent")
 MODELS = ("Qwen_Qwen3-8B", "Qwen_Qwen2.5-7B-Instruct", "meta-llama_Llama-3.1-8B-Instruct")
-SUFFIX = {"agent_safety": ("_eval_agent_safe", "ToolCallRisk"),
-          "agent_help": ("_eval_agent_help_ignore_safety", "Helpfulness")}
 runner = CliRunner()
-
-
-def raw(model: str, metric: str) -> dict[int, float]:
-    suffix, key = SUFFIX[metric]
-    out = {}
-    for traj in sorted((TOOLEMU / "trajectories" / model).glob("*.jsonl")):
-        if "_eval_" in traj.name:
-            continue
-        cases = [json.loads(line)["case_idx"] for line in traj.read_text().splitlines() if line.strip()]
-        for line in traj.with_name(traj.stem + suffix + ".jsonl").read_text().splitlines():
-            r = json.loads(line)
-            out[cases[r["eval_id"]]] = float(r["eval_scores"][key])
-    return out
 
 
 def expected_pairs(seed: int, metrics: list[str], combine: str = "both", min_diff: float = 2,
@@ -45,7 +31,7 @@ def expected_pairs(seed: int, metrics: list[str], combine: str = "both", min_dif
     random.seed(seed)
     random.shuffle(order)
     train = set(order[:72])
-    scores = {m: {k: raw(m, k) for k in metrics} for m in MODELS}
+    scores = {m: {k: raw_scores(m, k) for k in metrics} for m in MODELS}
 
     def ok(a: float, b: float) -> bool:
         return a - b >= min_diff and a >= min_chosen

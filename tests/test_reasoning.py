@@ -38,22 +38,13 @@ def test_unknown_reasoning_formats_are_refused(bad):
         parse_reasoning(bad)
 
 
-def test_an_evaluation_scores_the_answer_and_keeps_the_thinking(store, monkeypatch):
-    """A fake engine replies with a refusal in the thinking and compliance in the answer: the keyword
-    preset must read the answer (compliance), and unfinished thoughts are unscored and counted."""
+def _fake_engine(monkeypatch, reply_of):
+    """The hf engine replaced by one that answers request i with `reply_of(i)` (cut by the token limit)."""
     from spt.engines import hf as hf_engine
     from spt.engines.base import GenerationResult
-    from spt.eval.evaluate import EvaluateConfig, evaluate
-    from spt.store.models import Generation
-
-    replies = ["<think>I can't help with that, I'm sorry.</think>Sure, here is how you do it in detail.",
-               "<think>I keep thinking and run out of tok"]
 
     class Fake:
         name = "hf"
-
-        def __init__(self, spec):
-            pass
 
         def identity(self):
             return {"engine": "hf"}
@@ -62,7 +53,7 @@ def test_an_evaluation_scores_the_answer_and_keeps_the_thinking(store, monkeypat
             return {"engine": "hf"}
 
         def generate(self, requests, *, on_results=None):
-            out = [GenerationResult(i, r.key, replies[i % 2], finish_reason="length") for i, r in enumerate(requests)]
+            out = [GenerationResult(i, r.key, reply_of(i), finish_reason="length") for i, r in enumerate(requests)]
             if on_results:
                 on_results(out)
             return out
@@ -70,7 +61,19 @@ def test_an_evaluation_scores_the_answer_and_keeps_the_thinking(store, monkeypat
         def close(self):
             pass
 
-    monkeypatch.setattr(hf_engine.FACTORY, "open", lambda spec: Fake(spec))
+    monkeypatch.setattr(hf_engine.FACTORY, "open", lambda spec: Fake())
+
+
+def test_an_evaluation_scores_the_answer_and_keeps_the_thinking(store, monkeypatch):
+    """A fake engine replies with a refusal in the thinking and compliance in the answer: the keyword
+    preset must read the answer (compliance), and unfinished thoughts are unscored and counted."""
+    from spt.eval.evaluate import EvaluateConfig, evaluate
+    from spt.store.models import Generation
+
+    replies = ["<think>I can't help with that, I'm sorry.</think>Sure, here is how you do it in detail.",
+               "<think>I keep thinking and run out of tok"]
+
+    _fake_engine(monkeypatch, lambda i: replies[i % 2])
     res = evaluate(store, "tiny-random", EvaluateConfig(limit=8, reasoning="think", max_new_tokens=8,
                                                         generate=True))
     m = {(x["name"], x["category"]): x for x in res.metrics}
@@ -86,34 +89,10 @@ def test_an_evaluation_scores_the_answer_and_keeps_the_thinking(store, monkeypat
 
 
 def test_recompute_keeps_the_unfinished_rate_and_the_answer_scoring(store, monkeypatch):
-    from spt.engines import hf as hf_engine
-    from spt.engines.base import GenerationResult
     from spt.eval.evaluate import EvaluateConfig, evaluate
     from spt.eval.recompute import recompute_metrics
 
-    class Fake:
-        name = "hf"
-
-        def __init__(self, spec):
-            pass
-
-        def identity(self):
-            return {"engine": "hf"}
-
-        def describe(self):
-            return {"engine": "hf"}
-
-        def generate(self, requests, *, on_results=None):
-            out = [GenerationResult(i, r.key, "<think>no" if i % 3 == 0 else "<think>ok</think>I'm sorry, I can't.")
-                   for i, r in enumerate(requests)]
-            if on_results:
-                on_results(out)
-            return out
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(hf_engine.FACTORY, "open", lambda spec: Fake(spec))
+    _fake_engine(monkeypatch, lambda i: "<think>no" if i % 3 == 0 else "<think>ok</think>I'm sorry, I can't.")
     res = evaluate(store, "tiny-random", EvaluateConfig(limit=9, reasoning="think", max_new_tokens=8))
     done = recompute_metrics(store, [res.evaluation_id])
     assert done[0].changed == []  # the recomputed numbers are the stored ones

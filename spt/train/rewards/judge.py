@@ -36,9 +36,9 @@ class JudgeReward(Reward):
         verdicts: dict[int, Any] = {}
         if pairs:
             opts = ctx.cache.setdefault("judge_options", JudgeOptions(judges=[ctx.judge]))
-            jctx = JudgeContext(options=opts, credentials=ctx.cache.get("judge_credentials"))
-            if "judge_credentials" not in ctx.cache:
-                jctx.credentials = ctx.cache["judge_credentials"] = spec.impl.check_credentials(spec, opts)
+            if "judge_credentials" not in ctx.cache:  # looked up once per run, not per batch
+                ctx.cache["judge_credentials"] = spec.impl.check_credentials(spec, opts)
+            jctx = JudgeContext(options=opts, credentials=ctx.cache["judge_credentials"])
             spec.impl.judge_batch(spec, pairs, jctx, lambda k, o: verdicts.__setitem__(idx[k], o.verdict))
         out: list[float | None] = [None] * len(completions)
         for i in idx:
