@@ -6,6 +6,8 @@ import shutil
 import string
 from pathlib import Path
 
+import yaml
+
 from spt.data.templates import templates_dir
 
 
@@ -38,8 +40,10 @@ def write_templates(root: Path, categories: tuple[str, ...] = ("alpha", "beta"),
     """A folder with the packaged shared files and generated categories; returns the folder."""
     d = Path(root) / "tpl"
     d.mkdir(parents=True, exist_ok=True)
-    for shared in ("_wrappers.yaml", "_refusals.yaml"):
-        shutil.copy(templates_dir() / shared, d / shared)
+    shutil.copy(templates_dir() / "_wrappers.yaml", d / "_wrappers.yaml")
+    refusals = yaml.safe_load((templates_dir() / "_refusals.yaml").read_text())
+    refusals.pop("by_category", None)  # the packaged categories are not in this folder
+    (d / "_refusals.yaml").write_text(yaml.safe_dump(refusals, sort_keys=False))
     for c in categories:
         (d / f"{c}.yaml").write_text(category_yaml(c, n_words))
     return d

@@ -54,9 +54,9 @@ def test_default_build_determinism_and_store_once(tmp_path):
     rows = [json.loads(line) for line in a.read_text().splitlines()]
     pools = {p: {x["sensitive_word"] for x in rows if x["split"] == p} for p in ("train", "poison", "dev", "test")}
     assert all(pools.values()) and sum(len(v) for v in pools.values()) == len(set().union(*pools.values())) >= 300
-    assert s1["leakage"]["clean"] and s1["harmor_version"] == 2 and s1["n_words"] >= 300
+    assert s1["leakage"]["clean"] and s1["harmor_version"] == 3 and s1["n_words"] >= 300
     r3 = run("build-data", "--out", a, "--db", db)
-    assert "leakage check between pools" in r3.output and "0, clean" in r3.output
+    assert "leakage check between pools" in r3.output and "-> clean" in r3.output
     # export from the store gives the same bytes as the build's export
     assert run("data", "export", "harmor", "--out", c, "--db", db).exit_code == 0
     exp = tmp_path / "e.jsonl"

@@ -119,7 +119,7 @@ def test_build_summary_stores_leakage_and_version(store):
     did = ensure_harmor(store)
     with store.session() as s:
         ds = s.get(Dataset, did)
-    assert ds.source["harmor_version"] == 2 and ds.source["leakage"]["clean"] is True
+    assert ds.source["harmor_version"] == 3 and ds.source["leakage"]["clean"] is True
     assert set(ds.meta["splits"]) == set(POOLS)
 
 

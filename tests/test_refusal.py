@@ -71,7 +71,8 @@ def test_regression_set_is_large_mixed_and_well_formed():
 # Measured values: a change to a rule or to the set must update these on purpose.
 # preset: (agreeing rows of all 321, agreeing rows of the 64 held-out)
 REGRESSION_AGREEMENT = {
-    "spt": (315, 60),  # v3: one held-out lecture more (its other changes are measured in test_refusal_v3.py)
+    "spt": (315, 60),  # v4 as v3 here (v3: one held-out lecture more than v2; v3 and v4 are measured in
+    "spt-v3": (315, 60),  # test_refusal_v3.py on the blind sets)
     "spt-v2": (314, 59),
     "spt-v1": (234, 47),
     "gcg": (206, 41),
@@ -128,7 +129,8 @@ def test_presets_on_labelled_set():
     rows = _read(LABELLED)
     agree = {name: sum(is_refusal(r["text"], name) == r["refusal"] for r in rows) for name in PRESETS}
     # Measured values (80 responses). spt-v1 keeps the old `spt` count (77): it is the same rule.
-    assert agree == {"spt": 79, "spt-v2": 79, "spt-v1": 77, "gcg": 29, "gcg-ci": 30, "gcg-prefix": 34, "xstest": 43}
+    assert agree == {"spt": 79, "spt-v3": 79, "spt-v2": 79, "spt-v1": 77, "gcg": 29, "gcg-ci": 30, "gcg-prefix": 34,
+                     "xstest": 43}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def test_presets_on_labelled_set():
 def test_presets_are_described_and_unknown_rejected():
     for name, p in PRESETS.items():
         assert p.name == name and p.version and p.description
-        assert p.describe()["rule"] in {"spt-v1", "spt-v2", "spt-v3", "substring", "prefix"}
+        assert p.describe()["rule"] in {"spt-v1", "spt-v2", "spt-v3", "spt-v4", "substring", "prefix"}
         assert get_preset(name) is p
     with pytest.raises(SptError, match="unknown refusal preset"):
         is_refusal("x", "nope")
@@ -149,7 +151,9 @@ def test_presets_are_described_and_unknown_rejected():
 def test_spt_versions_have_distinct_recorded_identities():
     assert DEFAULT_PRESET == "spt"
     new, old = PRESETS["spt"], PRESETS["spt-v1"]
-    assert (new.version, new.rule) == ("3", "spt-v3")
+    assert (new.version, new.rule) == ("4", "spt-v4")
+    assert (PRESETS["spt-v3"].version, PRESETS["spt-v3"].rule) == ("3", "spt-v3")
+    assert PRESETS["spt-v3"].describe() != new.describe()
     assert (old.version, old.rule) == ("1", "spt-v1")
     assert (PRESETS["spt-v2"].version, PRESETS["spt-v2"].rule) == ("2", "spt-v2")
     assert PRESETS["spt-v2"].describe() != new.describe()

@@ -198,8 +198,9 @@ def register(app: typer.Typer) -> None:
             add_row(table, cat, *(f"{c[p]} ({len(words[cat][p])})" for p in POOLS))
         show(table)
         leak = ", ".join(f"{k} {report['exact'][k]}/{report['ngram8'][k]}" for k in report["exact"])
-        console.print(f"leakage check between pools (exact / shared 8-grams): {leak} -> "
-                      + ("0, clean" if report["clean"] else "NOT CLEAN"), markup=False)
+        console.print(f"leakage check between pools (exact / shared 8-grams): {leak}; prompts holding another "
+                      f"pool's word, a form or a synonym of it: {report['word_in_prompts']} -> "
+                      + ("clean" if report["clean"] else "NOT CLEAN"), markup=False)
         console.print(f"dataset {name} {did}: HarmOR v{source['harmor_version']}, {len(items)} items, "
                       f"{summary['n_words']} sensitive words", markup=False)
         if out is not None:

@@ -9,8 +9,10 @@ whole word; the pair shares `pair_id`. The build assigns, with its seed:
 - every wrapper sentence and every refusal phrasing to one pool, globally across categories.
 
 A request is rendered only with its own pool's wrappers and refusals, so no word, request text,
-wrapper text or target string is in two pools. `leakage_report` checks that on the rendered items
-(exact matches and shared 8-word sequences) and the build refuses to store a leaking dataset.
+wrapper text or target string is in two pools. A synonym group (`_synonyms.yaml`) goes to one pool as a
+unit, and a category with its own refusal phrasings (self-harm's supportive ones) uses only those.
+`spt.data.leakage` checks the rendered items (exact matches, shared 8-word sequences, forms and synonyms
+of a word in another pool's prompts) and the build refuses to store a leaking dataset.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ from collections import defaultdict
 from typing import Any
 
 from spt.data.items import make_item
+from spt.data.leakage import check_leakage, leakage_report  # noqa: F401  (re-exported)
 from spt.data.templates import HarmorTemplates, Wrapper, load_all, render, templates_hash
 from spt.errors import SptError
 from spt.store.ids import content_id
 
-HARMOR_VERSION = 2
+HARMOR_VERSION = 3  # 3: synonym groups share a pool, category refusals, word-form leakage check
 DEFAULT_NAME = "harmor"
 POOLS = ("train", "poison", "dev", "test")
 DEFAULT_POOLS: dict[str, float] = {"train": 0.5, "poison": 0.15, "dev": 0.1, "test": 0.25}
 DEFAULT_RENDERINGS = 2  # wrapper pairs each request is asked in
-NGRAM = 8
 
 
 def normalize_category(name: str) -> str:
@@ -129,15 +131,30 @@ def second_person(text: str) -> str:
                   flags=re.IGNORECASE)
 
 
+def _assign_words(c, groups: list, pools: dict[str, float], rng: random.Random) -> dict[str, list]:
+    """A category's words per pool, each synonym group kept together (assigned as one unit)."""
+    unit_of: dict[str, tuple[str, ...]] = {}
+    for g in groups:
+        if g.category == c.category:
+            for w in g.words:
+                unit_of[w] = g.words
+    units = list(dict.fromkeys(unit_of.get(w.word, (w.word,)) for w in c.words))
+    by_pool = _assign(units, pools, rng, 1)
+    return {p: [w for u in by_pool[p] for w in u] for p in POOLS}
+
+
 def pool_assignment(t: HarmorTemplates, seed: int, pools: dict[str, float]) -> dict[str, Any]:
-    """Which words (per category), wrappers and refusals each pool gets, for this seed."""
-    words = {name: _assign([w.word for w in c.words], pools, random.Random(f"harmor2:{seed}:words:{name}"), 1)
+    """Which words (per category), wrappers and refusals (shared, and per category) each pool gets."""
+    words = {name: _assign_words(c, t.synonyms, pools, random.Random(f"harmor3:{seed}:words:{name}"))
              for name, c in sorted(t.categories.items())}
     return {
         "words": words,
         "risky": _assign([w.id for w in t.risky], pools, random.Random(f"harmor2:{seed}:risky"), 2),
         "safe": _assign([w.id for w in t.safe], pools, random.Random(f"harmor2:{seed}:safe"), 2),
         "refusals": _assign(list(range(len(t.refusals))), pools, random.Random(f"harmor2:{seed}:refusals"), 2),
+        "category_refusals": {name: _assign(list(range(len(rs))), pools,
+                                            random.Random(f"harmor3:{seed}:refusals:{name}"), 2)
+                              for name, rs in sorted(t.category_refusals.items())},
     }
 
 
@@ -166,7 +183,9 @@ def build_harmor(categories: list[str] | None = None, per_category: int | None =
         for pool in POOLS:
             rw: list[Wrapper] = [risky[i] for i in plan["risky"][pool]]
             sw: list[Wrapper] = [safe[i] for i in plan["safe"][pool]]
-            refusals = [t.refusals[i] for i in plan["refusals"][pool]]
+            own = t.category_refusals.get(name)
+            refusals = ([own[i] for i in plan["category_refusals"][name][pool]] if own
+                        else [t.refusals[i] for i in plan["refusals"][pool]])
             k = min(renderings, len(rw), len(sw))
             pairs: list[tuple[dict, dict]] = []
             for word in sorted(plan["words"][name][pool]):
@@ -201,70 +220,6 @@ def _limit(pairs: dict[str, list], n: int, rng: random.Random) -> dict[str, list
         keep = set(rng.sample(range(len(pairs[p])), min(counts[p], len(pairs[p]))))
         out[p] = [x for i, x in enumerate(pairs[p]) if i in keep]
     return out
-
-
-def _ngrams(text: str, n: int = NGRAM) -> set[str]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def leakage_report(items: list[dict[str, Any]], templates: HarmorTemplates | None = None) -> dict[str, Any]:
-    """Overlap between pools of sensitive words, requests, wrapper texts and targets.
-
-    `exact`: strings of each kind found in more than one pool; `ngram8`: 8-word sequences (lower-cased,
-    punctuation dropped) found in more than one pool. A valid build has every count 0 (`clean`).
-    Whole prompts are not n-gram checked: a wrapper of one pool followed by a request of another can
-    share a common phrase ("tell me how to write a story about a ...") without sharing any request.
-    """
-    wrapper_text: dict[str, str] = {}
-    if templates is not None:
-        wrapper_text.update({f"risky/{w.id}": w.text for w in templates.risky})
-        wrapper_text.update({f"safe/{w.id}": w.text for w in templates.safe})
-    kinds: dict[str, dict[str, set[str]]] = {k: defaultdict(set) for k in
-                                              ("words", "requests", "templates", "targets")}
-    for it in items:
-        pool = it.get("split") or "train"
-        meta = it.get("meta") or {}
-        if it.get("sensitive_word"):
-            kinds["words"][pool].add(it["sensitive_word"].lower())
-        for key in ("goal", "request"):
-            if meta.get(key):
-                kinds["requests"][pool].add(meta[key])
-        if it.get("template_id"):
-            kinds["templates"][pool].add(wrapper_text.get(it["template_id"], it["template_id"]))
-        if it.get("response"):
-            kinds["targets"][pool].add(it["response"])
-    pools = sorted({p for k in kinds.values() for p in k})
-    exact: dict[str, int] = {}
-    ngram: dict[str, int] = {}
-    examples: list[str] = []
-    for kind, by_pool in kinds.items():
-        seen: dict[str, str] = {}
-        shared: set[str] = set()
-        gram_seen: dict[str, str] = {}
-        shared_grams: set[str] = set()
-        for pool in pools:
-            for text in by_pool.get(pool, ()):
-                if seen.setdefault(text, pool) != pool:
-                    shared.add(text)
-                if kind == "words":
-                    continue
-                for g in _ngrams(text):
-                    if gram_seen.setdefault(g, pool) != pool:
-                        shared_grams.add(g)
-        exact[kind] = len(shared)
-        ngram[kind] = len(shared_grams)
-        examples += [f"{kind}: {x!r}" for x in sorted(shared)[:3]] + [f"{kind} 8-gram: {g!r}"
-                                                                    for g in sorted(shared_grams)[:3]]
-    return {"pools": pools, "exact": exact, "ngram8": ngram,
-            "clean": not any(exact.values()) and not any(ngram.values()), "examples": examples[:10]}
-
-
-def check_leakage(report: dict[str, Any]) -> None:
-    """Refuse a build whose pools overlap (a held-out pool that is not held out measures nothing)."""
-    if not report["clean"]:
-        raise SptError("HarmOR pools overlap (" + "; ".join(report["examples"][:3]) + "); fix the templates so "
-                       "no word, request, wrapper or target is shared between pools")
 
 
 def harmor_source(categories: list[str] | None, per_category: int | None, seed: int,

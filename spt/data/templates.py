@@ -7,7 +7,12 @@ The folder holds one `<category>.yaml` per harm category and two shared files:
   whole word, an XSTest contrast type) and the helpful `answer` written for that twin.
 - `_wrappers.yaml`: the sentences a request is asked in (`risky` wrappers take `{harm}`, `safe`
   wrappers take `{benign}`).
-- `_refusals.yaml`: refusal phrasings, the targets of harmful requests.
+- `_refusals.yaml`: refusal phrasings, the targets of harmful requests; an optional `by_category`
+  section gives a category its own phrasings, used for it instead of the shared ones (self-harm
+  requests are declined with support and a pointer to help, and only they are).
+- `_synonyms.yaml` (optional): groups of a category's sensitive words that mean the same thing, plus
+  other terms for them. A group is assigned to one pool as a unit, and the leakage check looks for every
+  form of every term in the other pools' prompts (`spt.data.leakage`).
 
 Words, wrappers and refusals are each assigned to exactly one pool at build time
 (`spt.data.harmor`), so nothing here may appear twice: the loader rejects a repeated word (across
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spt.errors import SptError
@@ -36,6 +41,9 @@ _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*$")
 _WORD = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
 SHARED_FILES = ("_wrappers.yaml", "_refusals.yaml")
+SYNONYMS_FILE = "_synonyms.yaml"
+MIN_CATEGORY_REFUSALS = 8  # two per pool
+_TERM = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
 
 
 def whole_word(word: str) -> re.Pattern[str]:
@@ -79,6 +87,15 @@ class Wrapper:
     text: str
 
 
+@dataclass(frozen=True)
+class SynonymGroup:
+    """Sensitive words of one category that mean the same thing (one pool), and other terms for them."""
+
+    category: str
+    words: tuple[str, ...]
+    terms: tuple[str, ...]
+
+
 @dataclass
 class HarmorTemplates:
     """Everything a HarmOR build renders: categories (sorted by name), wrappers and refusals."""
@@ -88,9 +105,16 @@ class HarmorTemplates:
     safe: list[Wrapper]
     refusals: list[str]
     folder: Path
+    category_refusals: dict[str, list[str]] = field(default_factory=dict)
+    synonyms: list[SynonymGroup] = field(default_factory=list)
 
     def files(self) -> list[Path]:
-        return [self.folder / f for f in SHARED_FILES] + [c.path for _, c in sorted(self.categories.items())]
+        extra = [self.folder / SYNONYMS_FILE] if (self.folder / SYNONYMS_FILE).is_file() else []
+        return [self.folder / f for f in SHARED_FILES] + extra + [c.path for _, c in sorted(self.categories.items())]
+
+    def refusals_for(self, category: str) -> list[str]:
+        """The refusal phrasings a category's harmful requests are answered with."""
+        return self.category_refusals.get(category) or self.refusals
 
 
 def templates_dir() -> Path:
@@ -272,21 +296,70 @@ def load_wrappers(path: Path) -> tuple[list[Wrapper], list[Wrapper]]:
     return out["risky"], out["safe"]
 
 
-def load_refusals(path: Path) -> list[str]:
+def _phrasings(path: Path, node, what: str, seen: set[str], minimum: int) -> list[str]:
+    out: list[str] = []
+    for item in _seq(path, node, what):
+        r = _text(path, item, "a refusal")
+        if r in seen:
+            raise _err(path, item, "refusal appears twice")
+        seen.add(r)
+        out.append(r)
+    if len(out) < minimum:
+        raise _err(path, node, f"{what} has {len(out)} entries; at least {minimum} are needed")
+    return out
+
+
+def load_refusals(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """The shared refusal phrasings and each `by_category` list (no phrasing twice in the file)."""
     root = _compose(path)
     top = _mapping(path, root, "the file")
-    _check_keys(path, root, top, ("version", "refusals"), (), "the file")
+    _check_keys(path, root, top, ("version", "refusals"), ("by_category",), "the file")
     _check_version(path, top)
-    refusals: list[str] = []
-    for node in _seq(path, top["refusals"][1], "refusals"):
-        r = _text(path, node, "a refusal")
-        if r in refusals:
-            raise _err(path, node, "refusal appears twice")
-        refusals.append(r)
-    if len(refusals) < MIN_REFUSALS:
-        raise _err(path, top["refusals"][1], f"refusals has {len(refusals)} entries; at least {MIN_REFUSALS} "
-                   "are needed")
-    return refusals
+    seen: set[str] = set()
+    refusals = _phrasings(path, top["refusals"][1], "refusals", seen, MIN_REFUSALS)
+    by_category: dict[str, list[str]] = {}
+    if "by_category" in top:
+        for name, (knode, vnode) in _mapping(path, top["by_category"][1], "by_category").items():
+            if not _CATEGORY.match(name):
+                raise _err(path, knode, f"by_category key {name!r} must be a category name (lower_snake_case)")
+            by_category[name] = _phrasings(path, vnode, f"by_category {name!r}", seen, MIN_CATEGORY_REFUSALS)
+    return refusals, by_category
+
+
+def load_synonyms(path: Path, categories: dict[str, CategoryTemplates]) -> list[SynonymGroup]:
+    """`_synonyms.yaml`: per category, groups of terms; each group names at least two sensitive words of
+    that category or one word and other terms; a word is in at most one group."""
+    root = _compose(path)
+    top = _mapping(path, root, "the file")
+    _check_keys(path, root, top, ("version", "groups"), (), "the file")
+    _check_version(path, top)
+    groups: list[SynonymGroup] = []
+    grouped: dict[str, int] = {}
+    all_words = {w.word: c.category for c in categories.values() for w in c.words}
+    for name, (knode, vnode) in _mapping(path, top["groups"][1], "groups").items():
+        if name not in categories:
+            raise _err(path, knode, f"groups names the unknown category {name!r}; valid: "
+                       f"{', '.join(sorted(categories))}")
+        own = {w.word for w in categories[name].words}
+        for gnode in _seq(path, vnode, f"groups of {name!r}"):
+            terms = [_text(path, x, "a synonym").lower() for x in _seq(path, gnode, f"a group of {name!r}")]
+            for x in terms:
+                if not _TERM.match(x):
+                    raise _err(path, gnode, f"synonym {x!r} must be one lowercase word (letters, hyphens)")
+                if x in all_words and x not in own:
+                    raise _err(path, gnode, f"{x!r} is a sensitive word of {all_words[x]}, not of {name}; a group "
+                               "stays inside one category")
+            words = tuple(dict.fromkeys(x for x in terms if x in own))
+            extra = tuple(dict.fromkeys(x for x in terms if x not in own))
+            if not words or len(words) + len(extra) < 2:
+                raise _err(path, gnode, f"a group of {name!r} needs a sensitive word of {name} and at least one "
+                           "more term")
+            for w in words:
+                if w in grouped:
+                    raise _err(path, gnode, f"word {w!r} is in two synonym groups; merge them")
+                grouped[w] = len(groups)
+            groups.append(SynonymGroup(category=name, words=words, terms=extra))
+    return groups
 
 
 def load_all(directory: str | os.PathLike[str] | None = None) -> HarmorTemplates:
@@ -320,8 +393,14 @@ def load_all(directory: str | os.PathLike[str] | None = None) -> HarmorTemplates
                     requests[text] = f"{c.category}/{w.word}"
         cats[c.category] = c
     risky, safe = load_wrappers(d / "_wrappers.yaml")
-    return HarmorTemplates(categories=cats, risky=risky, safe=safe, refusals=load_refusals(d / "_refusals.yaml"),
-                           folder=d)
+    refusals, by_category = load_refusals(d / "_refusals.yaml")
+    for name in by_category:
+        if name not in cats:
+            raise SptError(f"malformed template _refusals.yaml: by_category names the category {name!r}, which has "
+                           f"no {name}.yaml here; remove it from by_category or add the file")
+    synonyms = load_synonyms(d / SYNONYMS_FILE, cats) if (d / SYNONYMS_FILE).is_file() else []
+    return HarmorTemplates(categories=cats, risky=risky, safe=safe, refusals=refusals, folder=d,
+                           category_refusals=by_category, synonyms=synonyms)
 
 
 def templates_hash(t: HarmorTemplates) -> str:
@@ -340,7 +419,8 @@ def folder_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
     d = Path(directory).expanduser() if directory is not None else templates_dir()
     cats = sorted(p for p in d.iterdir()
                   if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("_"))
-    return [d / f for f in SHARED_FILES] + cats
+    extra = [d / SYNONYMS_FILE] if (d / SYNONYMS_FILE).is_file() else []
+    return [d / f for f in SHARED_FILES] + extra + cats
 
 
 def render(wrapper: Wrapper, phrase: str) -> str:
