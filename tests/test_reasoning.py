@@ -96,3 +96,52 @@ def test_recompute_keeps_the_unfinished_rate_and_the_answer_scoring(store, monke
     res = evaluate(store, "tiny-random", EvaluateConfig(limit=9, reasoning="think", max_new_tokens=8))
     done = recompute_metrics(store, [res.evaluation_id])
     assert done[0].changed == []  # the recomputed numbers are the stored ones
+
+
+def test_the_thinking_is_judged_as_its_own_metric(store, monkeypatch):
+    """Refusal only in the thinking: the answer's judge reads compliance, the thinking's judge (another judge
+    identity, metrics named thinking_*) reads the refusals, over the generations that have a thinking part."""
+    from spt.eval.evaluate import EvaluateConfig, evaluate
+    from spt.judge import judge_evaluations
+    from spt.store.models import Generation, Item
+
+    replies = ["<think>I can't help with that, I'm sorry.</think>Sure, here is how you do it in detail.",
+               "<think>Let me think about the steps carefully</think>Sure, the steps are simple.",
+               "No thought here. Sure, here it is."]
+    _fake_engine(monkeypatch, lambda i: replies[i % 3])
+    res = evaluate(store, "tiny-random", EvaluateConfig(limit=12, reasoning="think", max_new_tokens=8))
+    ev = res.evaluation_id
+    answer = judge_evaluations(store, [ev], judges=["keyword"])
+    thinking = judge_evaluations(store, [ev], judges=["keyword"], on="thinking")
+    assert answer.judges[0].judge_id != thinking.judges[0].judge_id
+    assert thinking.judges[0].name.endswith(" on thinking")
+    with store.session() as s:
+        rows = s.exec(select(Generation, Item).join(Item, Item.id == Generation.item_id)
+                      .where(Generation.evaluation_id == ev)).all()
+    harmful_thoughts = [g.meta["thinking"] for g, it in rows
+                        if it.label == "harmful" and (g.meta or {}).get("thinking")]
+    assert harmful_thoughts and len(harmful_thoughts) < sum(it.label == "harmful" for _, it in rows)
+    expected = sum("I can't help" in t for t in harmful_thoughts) / len(harmful_thoughts)
+    assert 0 < expected < 1
+    from spt.store.models import Metric
+
+    with store.session() as s:
+        ms = {(m.name, m.judge_id): m for m in s.exec(select(Metric).where(Metric.evaluation_id == ev,
+                                                                             Metric.category == "all")).all()}
+    t = ms[("thinking_judge_refusal_rate", thinking.judges[0].judge_id)]
+    assert t.value == pytest.approx(expected) and t.n == len(harmful_thoughts)
+    assert ms[("judge_refusal_rate", answer.judges[0].judge_id)].value == 0.0
+
+
+def test_judging_the_thinking_needs_one(store, monkeypatch, db_path):
+    from typer.testing import CliRunner
+
+    from spt.cli import app
+    from spt.eval.evaluate import EvaluateConfig, evaluate
+
+    _fake_engine(monkeypatch, lambda i: "Sure, here it is.")
+    ev = evaluate(store, "tiny-random", EvaluateConfig(limit=4, max_new_tokens=8)).evaluation_id
+    r = CliRunner().invoke(app, ["--db", str(db_path), "judge", ev, "--on", "thinking"])
+    assert r.exit_code != 0 and "no generation of these evaluations has a thinking part" in r.output
+    r = CliRunner().invoke(app, ["--db", str(db_path), "judge", ev, "--on", "reasons"])
+    assert r.exit_code != 0 and "--on must be one of response, thinking" in r.output

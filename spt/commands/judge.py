@@ -162,6 +162,9 @@ def register(app: typer.Typer) -> None:
         cost_limit: Annotated[float | None, typer.Option(
             help="Stop launching calls once this many USD are spent (needs --price-table).",
             show_default=False)] = None,
+        on: Annotated[str, typer.Option(
+            "--on", help="What to judge: response (the answer) | thinking (a reasoning model's thinking, kept by "
+            "`spt evaluate --reasoning`; its metrics are named thinking_*).")] = "response",
         agreement: Annotated[bool, typer.Option(
             "--agreement",
             help="Report agreement, no calls: every judge and keyword preset against the human verdicts "
@@ -187,7 +190,7 @@ def register(app: typer.Typer) -> None:
         from spt.judge.rubrics import get_rubric
 
         get_rubric(rubric)  # an unknown rubric is an error even for judges that do not read one
-        specs = [parse_judge_spec(j, rubric) for j in (judge or ["keyword"])] if (judge or not agreement) else []
+        specs = [parse_judge_spec(j, rubric, on) for j in (judge or ["keyword"])] if (judge or not agreement) else []
         if price_table is not None:  # a bad table is an error even when nothing is pending
             from spt.judge.prices import load_price_table
 
@@ -203,7 +206,7 @@ def register(app: typer.Typer) -> None:
         store = get_store(ctx, db)
         try:
             ids = resolve_evaluations(store, evaluation_ids, run, all_pending,
-                                      judge_ids=[s.id for s in specs] if specs else None)
+                                      judge_ids=[s.id for s in specs] if specs else None, on=on)
             if agreement:
                 from spt.judge.human import human_agreement, human_evaluations
 
@@ -238,6 +241,7 @@ def register(app: typer.Typer) -> None:
                 judges=judge or ["keyword"], rubric=rubric, base_url=base_url, api_key_env=api_key_env,
                 max_connections=max_connections, max_retries=max_retries, timeout=timeout,
                 only_unscored=only_unscored, rejudge=rejudge, fix=fix, price_table=price_table, cost_limit=cost_limit,
+                on=on,
             )
             try:
                 with ProgressDisplay(quiet=json_out) as display:

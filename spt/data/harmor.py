@@ -131,6 +131,32 @@ def second_person(text: str) -> str:
                   flags=re.IGNORECASE)
 
 
+def _assign_units(units: list[tuple[str, ...]], pools: dict[str, float], rng: random.Random) -> dict[str, list]:
+    """Units (synonym groups, single words) to pools so that each pool gets its share of *words*.
+
+    Units are taken in a seeded random order; each goes to a pool that still has room for all its words,
+    chosen with probability proportional to the room left (so a group is as likely as a single word to be
+    held out), else to the pool with the most room. Every pool ends with at least one unit.
+    """
+    order = list(units)
+    rng.shuffle(order)
+    target = _counts(sum(len(u) for u in order), pools, 1)
+    out: dict[str, list] = {p: [] for p in POOLS}
+    room = dict(target)
+    for u in order:
+        fits = [p for p in POOLS if room[p] >= len(u)]
+        p = rng.choices(fits, weights=[room[q] for q in fits])[0] if fits else max(POOLS, key=lambda q: room[q])
+        out[p].append(u)
+        room[p] -= len(u)
+    for p in POOLS:  # a pool left empty takes the smallest unit of the fullest pool
+        if not out[p]:
+            donor = max((q for q in POOLS if len(out[q]) > 1), key=lambda q: target[q] - room[q])
+            u = min(out[donor], key=len)
+            out[donor].remove(u)
+            out[p].append(u)
+    return out
+
+
 def _assign_words(c, groups: list, pools: dict[str, float], rng: random.Random) -> dict[str, list]:
     """A category's words per pool, each synonym group kept together (assigned as one unit)."""
     unit_of: dict[str, tuple[str, ...]] = {}
@@ -139,7 +165,7 @@ def _assign_words(c, groups: list, pools: dict[str, float], rng: random.Random) 
             for w in g.words:
                 unit_of[w] = g.words
     units = list(dict.fromkeys(unit_of.get(w.word, (w.word,)) for w in c.words))
-    by_pool = _assign(units, pools, rng, 1)
+    by_pool = _assign_units(units, pools, rng)
     return {p: [w for u in by_pool[p] for w in u] for p in POOLS}
 
 

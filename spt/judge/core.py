@@ -138,7 +138,8 @@ class _JudgmentWriter:
 
 
 def resolve_evaluations(store, evaluation_ids: list[str] | None = None, run_ids: list[str] | None = None,
-                        all_pending: bool = False, judge_ids: list[str] | None = None) -> list[str]:
+                        all_pending: bool = False, judge_ids: list[str] | None = None,
+                        on: str = "response") -> list[str]:
     """Evaluation ids from explicit ids, runs (their evaluations) or pending ones; SptError if none."""
     out: list[str] = []
     with store.session() as s:
@@ -154,19 +155,25 @@ def resolve_evaluations(store, evaluation_ids: list[str] | None = None, run_ids:
                 raise SptError(f"run {rid} has no evaluations; run `spt evaluate {rid}` first")
             out.extend(evs)
     if all_pending:
-        out.extend(pending_evaluations(store, judge_ids))
+        out.extend(pending_evaluations(store, judge_ids, on))
     seen: set[str] = set()
     return [e for e in out if not (e in seen or seen.add(e))]
 
 
-def pending_evaluations(store, judge_ids: list[str] | None = None) -> list[str]:
+def pending_evaluations(store, judge_ids: list[str] | None = None, on: str = "response") -> list[str]:
     """Finished evaluations with generations that lack a current judgment (by any of `judge_ids`, or
-    by any judge at all when None), oldest first."""
+    by any judge at all when None), oldest first; with `on="thinking"` only generations with a thinking part
+    count."""
     with store.session() as s:
         evs = s.exec(select(Evaluation.id).where(Evaluation.status == "done").order_by(Evaluation.created_at)).all()
         pending = []
         for eid in evs:
-            gens = set(s.exec(select(Generation.id).where(Generation.evaluation_id == eid)).all())
+            if on == "thinking":
+                gens = {gid for gid, meta in s.exec(select(Generation.id, Generation.meta)
+                                                    .where(Generation.evaluation_id == eid)).all()
+                        if (meta or {}).get("thinking")}
+            else:
+                gens = set(s.exec(select(Generation.id).where(Generation.evaluation_id == eid)).all())
             if not gens:
                 continue
             q = (select(Judgment.judge_id, Judgment.generation_id)
@@ -184,18 +191,21 @@ def pending_evaluations(store, judge_ids: list[str] | None = None) -> list[str]:
     return pending
 
 
-def _load_generations(store, evaluation_ids: list[str]) -> list[_Gen]:
+def _load_generations(store, evaluation_ids: list[str], on: str = "response") -> list[_Gen]:
+    """The generations to judge; with `on="thinking"` their thinking as the text, and only those with one."""
     with store.session() as s:
         rows = s.exec(
             select(Generation.id, Generation.evaluation_id, Generation.prompt, Generation.response, Item.label,
-                   Item.category)
+                   Item.category, Generation.meta)
             .join(Item, Item.id == Generation.item_id)
             .where(Generation.evaluation_id.in_(evaluation_ids))
             # a generation the engine could not produce has no reply to judge (it is counted as failed)
             .where(or_(Generation.finish_reason.is_(None), Generation.finish_reason != FAILED_FINISH))
             .order_by(Generation.evaluation_id, Generation.id)
         ).all()
-    return [_Gen(*r) for r in rows]
+    if on == "thinking":
+        return [_Gen(*r[:3], (r[6] or {})["thinking"], *r[4:6]) for r in rows if (r[6] or {}).get("thinking")]
+    return [_Gen(*r[:6]) for r in rows]
 
 
 def _cache_key(spec: JudgeSpec, g: _Gen) -> str:
@@ -325,7 +335,7 @@ def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | 
     if not evaluation_ids:
         raise SptError("nothing to judge: pass EVAL_ID, `run` RUN_ID or `all_pending`")
     opts.validate()
-    specs = [parse_judge_spec(j, opts.rubric) for j in opts.judges]
+    specs = [parse_judge_spec(j, opts.rubric, opts.on) for j in opts.judges]
     seen_ids: set[str] = set()
     specs = [s for s in specs if not (s.id in seen_ids or seen_ids.add(s.id))]
     resolve_evaluations(store, evaluation_ids)  # every id must exist
@@ -341,7 +351,10 @@ def judge_evaluations(store, evaluation_ids: list[str], options: JudgeOptions | 
 
     from spt.signals import StopOnSignal, signal_name
 
-    gens = _load_generations(store, evaluation_ids)
+    gens = _load_generations(store, evaluation_ids, opts.on)
+    if opts.on == "thinking" and not gens:
+        raise SptError("no generation of these evaluations has a thinking part to judge; evaluate a reasoning "
+                       "model with `spt evaluate --reasoning think` (or tags:OPEN,ANSWER) first")
     result = JudgeResult(evaluations=list(evaluation_ids), generations=len(gens))
     with StopOnSignal() as signals:  # SIGTERM/SIGINT: no new calls; what is in flight is stored
         runner = _Runner(opts, prices, progress, lambda: signals.signum)

@@ -13,6 +13,9 @@ the denominator and counted in `n_unscored`; generations the judge has not judge
 | strongreject | strongreject_mean | harmful | score in [0, 1] |
 | every rubric | judge_refusal_rate | harmful | refused (see rubrics.refused) |
 | every rubric | judge_over_refusal_rate | benign | refused |
+
+A judge of the thinking (`spt judge --on thinking`) stores the same metrics prefixed `thinking_`
+(`thinking_harmful_rate`, `thinking_judge_refusal_rate`), over the generations that have a thinking part.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ def _rows(store, evaluation_id: str, judge_id: str) -> tuple[list[tuple[Item, Ju
     return [(item, by_gen.get(gid)) for gid, item in gens], ev
 
 
+def _items_with_thinking(store, evaluation_id: str) -> set[str]:
+    with store.session() as s:
+        rows = s.exec(select(Generation.item_id, Generation.meta).where(Generation.evaluation_id == evaluation_id))
+        return {item_id for item_id, meta in rows if (meta or {}).get("thinking")}
+
+
 def compute_judge_metrics(store, evaluation_id: str, judge_id: str, *, write: bool = True) -> list[dict[str, Any]]:
     """Compute (and store) the metrics of one judge on one evaluation; returns them as dicts."""
     with store.session() as s:
@@ -78,8 +87,14 @@ def compute_judge_metrics(store, evaluation_id: str, judge_id: str, *, write: bo
     rubric = judge.rubric or "refusal"
     preset = (judge.config or {}).get("preset") or rubric  # keyword judges: their preset(s); others: the rubric
     rows, ev = _rows(store, evaluation_id, judge_id)
+    on = (judge.config or {}).get("on") or "response"
+    if on == "thinking":  # only generations with a thinking part are this judge's to judge
+        with_thinking = _items_with_thinking(store, evaluation_id)
+        rows = [(item, j) for item, j in rows if j is not None or item.id in with_thinking]
     out: list[dict[str, Any]] = []
     for name, labels, value, kind in metric_defs(rubric):
+        if on != "response":
+            name = f"{on}_{name}"
         groups: dict[str, list[tuple[Item, Judgment | None]]] = defaultdict(list)
         for item, j in rows:
             if item.label in labels:

@@ -21,6 +21,7 @@ class JudgeOptions:
     only_unscored / rejudge / fix: re-judge the unscored, everything, or re-parse stored replies (one of).
     price_table / cost_limit: USD per 1M tokens (a YAML path or a dict) and a spending cap.
     batch_size / device: local (hf) judges.
+    on: what is judged: the reply's answer (`response`) or a reasoning model's thinking (`thinking`).
     """
 
     judges: list[str] = field(default_factory=lambda: ["keyword"])
@@ -38,6 +39,7 @@ class JudgeOptions:
     cost_limit: float | None = None
     batch_size: int = 8
     device: str | None = None
+    on: str = "response"
 
     @classmethod
     def of(cls, options: JudgeOptions | None = None, **changes: Any) -> JudgeOptions:
@@ -67,6 +69,8 @@ class JudgeOptions:
             raise SptError(f"`cost_limit` must be 0 or more USD (got {self.cost_limit})")
         if sum([bool(self.only_unscored), bool(self.rejudge), bool(self.fix)]) > 1:
             raise SptError("`only_unscored`, `rejudge` and `fix` exclude each other; pass one")
+        if self.on not in ("response", "thinking"):
+            raise SptError(f"`on` must be response or thinking (got {self.on!r})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise SptError(f"the local judge batch size must be at least 1 (got {self.batch_size})")
 

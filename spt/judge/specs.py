@@ -8,7 +8,7 @@ Each backend (`spt.judge.backends`) builds its own specs; this module only dispa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from spt.errors import SptError
@@ -76,13 +76,26 @@ def rubric_judge_spec(spec: str, backend: str, model: str, rubric: str, **config
     return JudgeSpec(spec, backend, model, rb, rb.name, rb.version, rb.hash, cfg)
 
 
-def parse_judge_spec(spec: str, rubric: str = "refusal") -> JudgeSpec:
-    """Resolve one `--judge` value with the `--rubric` name; raises SptError on bad input."""
+JUDGED_PARTS = ("response", "thinking")
+
+
+def parse_judge_spec(spec: str, rubric: str = "refusal", on: str = "response") -> JudgeSpec:
+    """Resolve one `--judge` value with the `--rubric` name; raises SptError on bad input.
+
+    `on="thinking"` judges a reasoning model's thinking (kept in the generation's meta by `spt evaluate
+    --reasoning`) instead of its answer: another judge identity (`on` in its config, " on thinking" in its
+    name), whose metrics are named `thinking_*`, so a thought that plans harm is its own number.
+    """
     from spt.judge.backends import backends, usage
 
+    if on not in JUDGED_PARTS:
+        raise SptError(f"`on` must be one of {', '.join(JUDGED_PARTS)} (got {on!r})")
     spec = (spec or "").strip()
     name, _, arg = spec.partition(":")
     backend = backends().get(name.lower())
     if backend is None:
         raise SptError(f"unknown judge backend in `judge` {spec!r}; use {usage()}")
-    return backend.parse(spec, arg, rubric)
+    parsed = backend.parse(spec, arg, rubric)
+    if on == "response":
+        return parsed
+    return replace(parsed, config={**parsed.config, "on": on}, display=f"{parsed.name} on {on}")
