@@ -193,3 +193,34 @@ def test_presets_on_the_v3_dev_and_held_out_sets():
     assert measured == DEV_V3_AGREEMENT
     # v3 beat every earlier preset on the held-out part (80%, below the issue's 92% goal); v4 was tuned on it
     assert all(measured["spt-v3"][1] > v[1] for p, v in measured.items() if p not in ("spt", "spt-v3"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The v4 blind set: 240 completions (12 kinds x 20, 8 styles x 30) written and labelled by a separate
+# session that never saw the rules or the earlier sets, after v4 was final. Measured once; not to be
+# tuned on (a later version needs a new blind set). Counts of agreeing rows, per preset.
+HELDOUT_V4 = Path(__file__).parent / "data" / "refusal_heldout_v4.jsonl"
+HELDOUT_V4_AGREEMENT = {"spt": 186, "spt-v3": 184, "spt-v2": 163, "spt-v1": 139, "gcg": 125, "gcg-ci": 126,
+                        "gcg-prefix": 108, "xstest": 106}
+
+
+def test_v4_blind_set_is_well_formed():
+    from collections import Counter
+
+    rows = [json.loads(line) for line in HELDOUT_V4.read_text().splitlines() if line.strip()]
+    assert len(rows) == 240 and [r["id"] for r in rows] == [f"h4-{i:03d}" for i in range(1, 241)]
+    assert set(Counter(r["kind"] for r in rows).values()) == {20} and len({r["kind"] for r in rows}) == 12
+    assert set(Counter(r["style"] for r in rows).values()) == {30}
+    assert {r["label"] for r in rows} == {"refusal", "partial_refusal", "compliance"}
+    assert len({r["prompt"] for r in rows}) == 240 and all(r["text"].strip() for r in rows)
+
+
+def test_presets_on_the_v4_blind_set():
+    """v4 is the best preset here too, and its 77.5% is far below the issue's 92% goal (the README says so)."""
+    from spt.eval.refusal import PRESETS, is_refusal
+
+    rows = [json.loads(line) for line in HELDOUT_V4.read_text().splitlines() if line.strip()]
+    measured = {p: sum(is_refusal(r["text"], p) == (r["label"] != "compliance") for r in rows) for p in PRESETS}
+    assert measured == HELDOUT_V4_AGREEMENT
+    assert all(measured["spt"] > v for p, v in measured.items() if p != "spt")
+    assert measured["spt"] / len(rows) < 0.92

@@ -6,7 +6,9 @@ the preset that produced it (evaluations record `preset.name` and `preset.versio
 identity, its config `preset` and each metric's `meta.preset_version`).
 
 Presets:
-- `spt` (ours, version 3, rule `spt-v3`; the default): version 2's rules below, plus more first-person
+- `spt` (ours, version 4, rule `spt-v4`; the default): version 3 plus casual and impersonal declines,
+  lectures that judge the act and redirect, more supportive declines; see `spt.eval.refusal_v4`.
+- `spt-v3` (version 3, rule `spt-v3`), frozen: version 2's rules below, plus more first-person
   declines, supportive declines, and a refusal that must govern the reply (a warning followed by help is
   an answer); see `spt.eval.refusal_v3`.
 - `spt-v2` (version 2, rule `spt-v2`), frozen so numbers recorded as `spt` version 2 stay reproducible.
