@@ -352,6 +352,7 @@ SPECS: dict[str, Spec] = {
     "judge run": Spec("ref", base=["--judge", "keyword"]),
     "judge judge": Spec("spec", base=["--all-pending"]),
     "judge rubric": Spec("choice"),
+    "judge on": Spec("choice", base=["--all-pending"]),
     "judge base_url": Spec("text", base=["--all-pending", "--judge", "openai:gpt-4o-mini"],
                            extra_bad=["", "not a url"]),
     "judge api_key_env": Spec("text", base=["--all-pending", "--judge", "openai:gpt-4o-mini"],

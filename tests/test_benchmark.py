@@ -500,3 +500,47 @@ def test_served_model_through_a_chat_endpoint_on_loopback(store, tasks):
         assert again.evaluation_id == res.evaluation_id and again.n_run == 0 and len(srv.requests) == n_requests
     finally:
         srv.stop()
+
+
+def test_reasoning_strips_the_thinking_before_lm_eval_scores(store, tasks):
+    """A reply whose thinking holds another number: without --reasoning the strict filter takes the number in
+    the thought; with it, the answer's. An unfinished thought scores as an empty answer, never its inner
+    number, and the thinking is kept in the generation's meta. The setting enters the identity."""
+    pytest.importorskip("lm_eval")
+    from fake_openai_server import FakeOpenAI
+
+    from spt.eval.lmeval.run import evaluate_benchmark
+
+    srv = FakeOpenAI().start()
+    try:
+        def run(reply: str, reasoning: str | None):
+            srv.default = {"text": reply}
+            cfg = _config([tasks["gen"]], engine="openai", apply_chat_template=True,
+                          engine_options={"base_url": srv.base_url}, reasoning=reasoning)
+            res = evaluate_benchmark(store, f"openai:m-{abs(hash((reply, reasoning))) % 10**6}", cfg)
+            return res, _metrics(store, res.evaluation_id)[("spt_gen/exact_match", "all")].value
+
+        n3 = [str(i) if i % 2 else INVALID for i in range(N_GEN)].count("3")
+        thought = "<think>ANSWER: 8</think>ANSWER: 3"
+        _, plain = run(thought, None)
+        res, stripped = run(thought, "think")
+        assert plain == 0.0 and stripped == pytest.approx(n3 / N_GEN)
+        gens = _gens(store, res.evaluation_id)
+        assert all(g.response == "ANSWER: 3" and g.meta["thinking"] == "ANSWER: 8" for g in gens)
+        assert all(g.meta["raw_response"] == thought and g.meta["unfinished_thought"] is False for g in gens)
+        _, lucky = run("<think>ANSWER: 3 and still thinking", None)
+        res, unfinished = run("<think>ANSWER: 3 and still thinking", "think")
+        # an empty answer is what a reply without any answer scores: the filter's "[invalid]" (which this task
+        # counts right for its "[invalid]" targets), never the "3" inside the thought
+        _, no_answer = run("I do not know.", None)
+        assert lucky == pytest.approx(n3 / N_GEN) and unfinished == no_answer == pytest.approx(0.5)
+        assert all(g.response == "" and g.meta["unfinished_thought"] for g in _gens(store, res.evaluation_id))
+    finally:
+        srv.stop()
+
+
+def test_reasoning_enters_the_benchmark_identity_only_when_set(store, tasks):
+    from spt.errors import SptError
+
+    with pytest.raises(SptError, match="unknown `reasoning`"):
+        _config([tasks["gen"]], reasoning="thinky").validate()

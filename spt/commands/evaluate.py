@@ -131,7 +131,7 @@ def _import_trajectories(ctx: typer.Context, target: str | None, trajectories: s
 def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str], limit: int | None,
                    num_fewshot: int | None, apply_chat_template: bool, gen_kwargs: str | None, batch_size: str,
                    dtype: str | None, other_flags: dict[str, bool], db: Any, json_out: bool, engine: str = "hf",
-                   engine_options: dict[str, Any] | None = None) -> None:
+                   engine_options: dict[str, Any] | None = None, reasoning: str = "none") -> None:
     from spt.errors import SptError
     from spt.eval.evaluate import parse_batch_size
     from spt.eval.kinds import get_kind
@@ -147,7 +147,8 @@ def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str]
                              apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
                              batch_size=parse_batch_size(batch_size) if batch_size != "auto" else 8, dtype=dtype,
                              engine=engine, engine_options={k: v for k, v in (engine_options or {}).items()
-                                                            if v is not None and k in ("base_url", "api_key_env")})
+                                                            if v is not None and k in ("base_url", "api_key_env")},
+                             reasoning=reasoning if reasoning != "none" else None)
     config.validate()
     store = get_store(ctx, db)
     with ProgressDisplay(quiet=json_out) as display:
@@ -332,7 +333,7 @@ def register(app: typer.Typer) -> None:
                       "--seed": seed != 0, "--refusal-preset": refusal_preset != "spt", "--no-generate": no_generate,
                       "--responses": responses is not None, "--recompute-metrics": recompute}
             return _run_benchmark(ctx, target, benchmarks, limit, num_fewshot, apply_chat_template, gen_kwargs,
-                                  batch_size, dtype, others, db, json_out, engine, engine_options)
+                                  batch_size, dtype, others, db, json_out, engine, engine_options, reasoning)
         ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,

@@ -51,6 +51,7 @@ class BenchmarkConfig:
     device: str | None = None
     seeds: dict[str, int] | None = None  # random, numpy, torch, fewshot (lm-eval's defaults when None)
     chunk_size: int = 64  # documents run and committed together
+    reasoning: str | None = None  # none | think | tags:OPEN,ANSWER: score generated answers with the thinking removed
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -62,6 +63,10 @@ class BenchmarkConfig:
             raise SptError(f"`batch_size` must be a positive integer or 'auto' (got {bs!r})")
         if self.chunk_size < 1:
             raise SptError(f"`chunk_size` must be at least 1 (got {self.chunk_size})")
+        if self.reasoning is not None:
+            from spt.eval.reasoning import parse_reasoning
+
+            parse_reasoning(self.reasoning)  # an unknown format is an error before anything loads
         if self.fewshot_as_multiturn and not self.apply_chat_template:
             self.fewshot_as_multiturn = False  # only meaningful with a chat template; lm-eval ignores it otherwise
         if self.dtype is not None:
@@ -341,6 +346,8 @@ def evaluate_benchmark(store: Store, target: str, config: BenchmarkConfig | None
         "engine": engine_identity(spec, output_types, config.apply_chat_template), "lm_eval": version,
         "dtype": config.dtype or "float32",
     }
+    if config.reasoning and config.reasoning != "none":  # in the identity only when set (older ids unchanged)
+        fields["reasoning"] = config.reasoning
     subject = tgt.checkpoint.id if tgt.run is not None and tgt.run.kind != "base" and tgt.checkpoint else None
     identity = content_id({**fields, "subject": subject})
     n_docs = {t: i["n_docs"] for t, i in idents.items()}
@@ -402,6 +409,9 @@ def evaluate_benchmark(store: Store, target: str, config: BenchmarkConfig | None
     try:
         with Heartbeat(store, evaluation.id, table="evaluation"):
             from spt.eval.lmeval.samples import run_chunk
+            from spt.eval.reasoning import parse_reasoning
+
+            fmt = parse_reasoning(config.reasoning) if config.reasoning and config.reasoning != "none" else None
 
             for name, docs in requests.items():
                 todo = [d for d in docs if d.doc_id not in before.get(name, set())]
@@ -409,7 +419,7 @@ def evaluate_benchmark(store: Store, target: str, config: BenchmarkConfig | None
                 report(progress, f"benchmark {name}", done_n, len(docs), unit="documents")
                 for k in range(0, len(todo), config.chunk_size):
                     chunk = todo[k:k + config.chunk_size]
-                    recs = run_chunk(lm, loaded.tasks[name], chunk)
+                    recs = run_chunk(lm, loaded.tasks[name], chunk, fmt)
                     rows = [_generation_row(evaluation.id, item_ids[name][r.doc.doc_id], r) for r in recs]
                     _insert(store, Generation, rows)
                     n_run += len(chunk)

@@ -102,8 +102,13 @@ def _call(lm: Any, reqtype: str, requests: list[Any]) -> list[Any]:
     return fn(requests, disable_tqdm=True) if takes_tqdm else fn(requests)
 
 
-def run_chunk(lm: Any, task: Any, docs: list[DocRequests]) -> list[SampleRecord]:
-    """Run, filter and score `docs` (lm-eval's `evaluate` loop, restricted to these documents)."""
+def run_chunk(lm: Any, task: Any, docs: list[DocRequests], reasoning: Any = None) -> list[SampleRecord]:
+    """Run, filter and score `docs` (lm-eval's `evaluate` loop, restricted to these documents).
+
+    `reasoning` (a `spt.eval.reasoning` format): generated text is split before lm-eval's filters and
+    metrics see it, so the task scores the answer alone; an unfinished thought scores as an empty answer
+    (wrong, never a lucky number from inside the thought). The thinking and the raw text go to meta.
+    """
     instances = [inst for d in docs for inst in d.instances]
     for inst in instances:
         inst.resps, inst.filtered_resps = [], {}
@@ -114,6 +119,10 @@ def run_chunk(lm: Any, task: Any, docs: list[DocRequests]) -> list[SampleRecord]
         cloned = [req for req in reqs for _ in range(req.repeats or 1)]
         resps = _call(lm, reqtype, cloned)
         for x, req in zip(resps, cloned, strict=True):
+            if reasoning is not None and reqtype == "generate_until" and isinstance(x, str):
+                sp = reasoning.split(x)
+                req.spt_reasoning = {"raw": x, "thinking": sp.thinking, "unfinished": sp.unfinished}
+                x = "" if sp.unfinished else sp.answer
             req.resps.append(x)
     for ensemble in getattr(task, "_filters", []) or []:
         ensemble.apply(instances)
@@ -153,6 +162,9 @@ def _render(d: DocRequests, filters: list[str]) -> tuple[str, dict[str, Any]]:
         return f"loglikelihood {ll:.4f}", meta
     texts = [[str(r) for r in inst.resps] for inst in d.instances]
     meta["resps"] = texts
+    split = getattr(d.instances[0], "spt_reasoning", None) if d.instances else None
+    if split is not None:
+        meta.update(thinking=split["thinking"], raw_response=split["raw"], unfinished_thought=split["unfinished"])
     return (texts[0][0] if texts and texts[0] else ""), meta
 
 
