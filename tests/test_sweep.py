@@ -25,7 +25,7 @@ from spt.progress import report
 from spt.store import content_id, open_store
 from spt.store.models import Evaluation, Metric, Run
 from spt.sweep import SweepSpec, plan_sweep, run_sweep, sweep_id, sweep_tag
-from spt.sweep.plan import spec_to_args
+from spt.sweep.plan import config_label, spec_to_args
 from spt.sweep.run import Stages, finetune_config_values
 from spt.sweep.slurm import SlurmOptions, gather, slurm_files, write_slurm
 from spt.train.result import FinetuneResult
@@ -164,6 +164,48 @@ def test_plan_validation_errors():
         SweepSpec(model="m", lams=["x"])
     r = runner.invoke(app, ["sweep", "--model", "m", "--lam", "0.1,,0.2", "--dry-run"])
     assert r.exit_code == 2 and "empty entry" in r.output
+
+
+def test_training_axes_apply_to_every_defense():
+    """`--axis epochs=1,2` (the Safety Tax's epochs sweep) multiplies every defense's configurations."""
+    spec = SweepSpec(model="tiny-random", defenses=["none", "anchor"], lams=[0.1], seeds=[0, 1],
+                     axes={"epochs": [1, 2]})
+    plan = plan_sweep(spec)
+    assert len(plan) == 2 * 2 * 2
+    assert {(c["defense"], c["options"]["epochs"], c["seed"]) for c in plan} == {
+        (d, e, s) for d in ("none", "anchor") for e in (1.0, 2.0) for s in (0, 1)}
+    assert len({c["key"] for c in plan}) == 8
+    assert all(isinstance(c["options"]["epochs"], float) for c in plan)
+    r = runner.invoke(app, ["sweep", "--model", "tiny-random", "--defense", "none,anchor", "--lam", "0.1",
+                            "--seeds", "0,1", "--axis", "epochs=1,2", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [c["key"] for c in json.loads(r.output)["plan"]] == [c["key"] for c in plan]
+    assert "epochs=1.0" in config_label(plan[0]) or "epochs=1" in config_label(plan[0])
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"axes": {"epochs": [1, 0]}}, "greater than 0"),
+    ({"axes": {"epochs": ["x"]}}, "not a number"),
+    ({"axes": {"epochs": [1]}, "max_steps": 5}, "exclude each other"),
+    ({"axes": {"lr": [1e-4]}, "train": {"lr": 1e-3}}, "keep one"),
+    ({"axes": {"nonsense_option": [1]}}, "training axes: epochs"),
+])
+def test_bad_training_axes(kwargs, msg):
+    with pytest.raises(SptError, match=msg):
+        SweepSpec(model="m", **kwargs).validate()
+
+
+def test_an_epochs_axis_reaches_the_training_config(store):
+    seen = []
+
+    def finetune(store_, spec_, config, progress=None):
+        seen.append(finetune_config_values(spec_, config)["epochs"])
+        return FakeStages.finetune(store_, spec_, config, progress)
+
+    spec = SweepSpec(model="tiny-random", defenses=["none"], seeds=[0], axes={"epochs": [1, 3]}, evaluate=False,
+                     judges=[])
+    run_sweep(store, spec, stages=Stages(finetune, FakeStages.evaluate, FakeStages.judge))
+    assert sorted(seen) == [1.0, 3.0]
 
 
 # ---------------------------------------------------------------- local executor

@@ -124,7 +124,8 @@ def register(app: typer.Typer) -> None:
                                                 show_default=False)] = None,
         axis: Annotated[list[str] | None, typer.Option(
             "--axis", help="A defense option to vary, OPTION=V1,V2 (lisa_align_steps=10,50); multiplies only "
-            "that defense's configurations; repeatable. Options: `spt finetune --help`.",
+            "that defense's configurations; or a training setting for every defense (epochs, lr, max_steps, "
+            "lora_r: epochs=1,2,3); repeatable. Options: `spt finetune --help`.",
             show_default=False)] = None,
         align_defense: Annotated[str | None, typer.Option(
             "--align-defense", help="Two-stage sweep: alignment-stage defenses, comma-separated (none, vaccine, "

@@ -55,6 +55,19 @@ def takes_lambda(defense: str) -> bool:
         return True
 
 
+# Training settings that an axis may vary for every defense (`--axis epochs=1,2,3`): the Safety Tax's
+# epochs sweep, a learning-rate sweep. name -> (type, what a value must be)
+TRAIN_AXES: dict[str, type] = {"epochs": float, "lr": float, "max_steps": int, "lora_r": int}
+
+
+def _train_axis_value(name: str, v: Any) -> float | int:
+    kind = TRAIN_AXES[name]
+    num = _int(f"`axis` {name}", v) if kind is int else _float(f"`axis` {name}", v)
+    if not num > 0:
+        raise SptError(f"`axis` {name} value {v!r} must be greater than 0")
+    return num
+
+
 @dataclass
 class SweepSpec:
     """What a sweep varies and what it keeps fixed.
@@ -62,7 +75,8 @@ class SweepSpec:
     `train` holds extra `spt.train.FinetuneConfig` fields (lr, epochs, lora, ...), `eval_options`
     extra `spt.eval.EvaluateConfig` fields; both are part of every configuration's identity.
     `None` in an axis means "the stage's default" (for example no --poison given). `axes` maps a
-    defense option's config field (`lisa_align_steps`) to its values; it applies to that defense only.
+    defense option's config field (`lisa_align_steps`) to its values; it applies to that defense only. A
+    training setting of `TRAIN_AXES` (`epochs`, `lr`, `max_steps`, `lora_r`) applies to every defense.
     """
 
     model: str | None = None
@@ -126,8 +140,20 @@ class SweepSpec:
             if p is not None and not 0.0 <= p <= 1.0:
                 raise SptError(f"`poison` {p:g} is not a ratio; use values between 0 and 1")
         reg = _defense_registry()
+        for f, values in self.axes.items():
+            if f in TRAIN_AXES:
+                if not values:
+                    raise SptError(f"`axis` {f} has no values; give a comma-separated list")
+                for v in values:
+                    _train_axis_value(f, v)
+                if f in self.train:
+                    raise SptError(f"`axis` {f} and `set` {f} both give {f}; keep one")
+                if f == "epochs" and (self.max_steps is not None or "max_steps" in self.axes):
+                    raise SptError("`axis` epochs and a step budget (`max_steps`) exclude each other; drop one")
         if self.axes and reg is not None:
             for f, values in self.axes.items():
+                if f in TRAIN_AXES:
+                    continue
                 lam_owner = _lam_axis_owner(f, reg)
                 if lam_owner is not None:
                     if lam_owner not in self.defenses:
@@ -137,8 +163,8 @@ class SweepSpec:
                     continue
                 owner = reg.owner_of(f)
                 if owner is None:
-                    raise SptError(f"`axis` {f}: no defense has this option; options: "
-                                   f"{', '.join(sorted(reg.option_fields()))}")
+                    raise SptError(f"`axis` {f}: no defense has this option and it is not a training axis; options: "
+                               f"{', '.join(sorted(reg.option_fields()))}; training axes: {', '.join(TRAIN_AXES)}")
                 if owner not in self.defenses:
                     raise SptError(f"`axis` {f} is an option of defense {owner}, which is not in `defense` "
                                    f"{','.join(self.defenses)}")
@@ -234,9 +260,9 @@ def config_key(spec: SweepSpec, config: dict[str, Any]) -> str:
 def plan_sweep(spec: SweepSpec) -> list[dict[str, Any]]:
     """The configurations of a sweep, in a stable order, each a dict with its `index`.
 
-    Per defense, outermost first: λ × the defense's own option axes × poison × seed, values in the
-    order given; a defense without λ (`none`) collapses λ. A configuration with option axes carries
-    them as `options` ({config field: value}).
+    Per defense, outermost first: λ × the training axes (`TRAIN_AXES`, every defense) × the defense's own
+    option axes × poison × seed, values in the order given; a defense without λ (`none`) collapses λ. A
+    configuration with option or training axes carries them as `options` ({config field: value}).
     """
     import itertools
 
@@ -247,9 +273,11 @@ def plan_sweep(spec: SweepSpec) -> list[dict[str, Any]]:
         for k, values in spec.axes.items():  # a λ axis of this defense alone replaces the shared one
             if _lam_axis_owner(k, reg) == defense:
                 lams = [_float(f"`axis` {k}", v) for v in values]
-        own = [f for f in spec.axes if reg is not None and reg.owner_of(f) == defense]
+        own = [f for f in spec.axes if f in TRAIN_AXES] + [
+            f for f in spec.axes if f not in TRAIN_AXES and reg is not None and reg.owner_of(f) == defense]
         for lam in lams:
-            for combo in itertools.product(*[spec.axes[f] for f in own]):
+            values = [[_train_axis_value(f, v) for v in spec.axes[f]] if f in TRAIN_AXES else spec.axes[f] for f in own]
+            for combo in itertools.product(*values):
                 for poison in spec.poisons:
                     for seed in spec.seeds:
                         c: dict[str, Any] = {"index": len(configs), "defense": defense, "lam": lam,
