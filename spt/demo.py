@@ -1,6 +1,6 @@
 """The end-to-end demo: the whole mission on the embedded default model, on CPU.
 
-1. build HarmOR v2 (and the arithmetic task, and the poison set from HarmOR's poison pool);
+1. build HarmOR v3 (and the arithmetic task, and the poison set from HarmOR's poison pool);
 2. evaluate the base model (SmolLM2-135M-Instruct, which is not safety-aligned);
 3. align it on HarmOR train (`--stage align`) and evaluate the aligned run;
 4. fine-tune the aligned run on arithmetic, each configuration with several seeds: without poison

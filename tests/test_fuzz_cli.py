@@ -210,6 +210,9 @@ def test_fuzz_paths(world, tmp_path, p, data):
 
 # Examples the fuzzers found, kept so they stay fixed (command, option name, value).
 FOUND = [
+    (("sweep",), "task", "[bold]x[/]"),  # --dry-run planned a task that is no builtin, file or dataset name
+    (("sweep",), "rubric", "bogus"),  # --dry-run accepted an unknown rubric
+    (("demo",), "model", "[bold]x[/]"),  # the store was opened and HarmOR built before the model was refused
     (("frontier",), "out", "{AFILE}/"),  # Path("afile/") is Path("afile"): the file was overwritten
     (("data", "export"), "out", "{AFILE}/"),
     (("import",), "source", ""),  # Path("") is Path("."): an empty path read as the current folder

@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Build HarmOR v2: harmful requests paired with benign twins, in disjoint train/poison/dev/test pools.
+        """Build HarmOR v3: harmful requests paired with benign twins, in disjoint train/poison/dev/test pools.
         With --preferences: DPO pairs from agentic evaluations (--seed is then the train/test case split)."""
         pref_flags = {"--from": sources, "--metric": metric, "--metric2": metric2, "--combine": combine,
                       "--min-diff": min_diff, "--min-chosen": min_chosen, "--consistency": consistency,

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spt.commands._common import DbOption, JsonOption, ProgressDisplay, add_row, console, get_store, num, print_json
+from spt.errors import SptError
 
 if TYPE_CHECKING:
     from spt.progress import Progress
@@ -42,7 +43,7 @@ def _ci(r: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def render_rows(rows: list[dict[str, Any]]) -> Table:
-    title = ("demo configurations (HarmOR v2 test subset, keyword preset `spt`; fine-tuned rows: mean over seeds "
+    title = ("demo configurations (HarmOR v3 test subset, keyword preset `spt`; fine-tuned rows: mean over seeds "
              "[95% interval])")
     table = Table("model", "λ", "seeds", "refusal ↑", "over-refusal ↓", "pair ↑", "align loss ↓", "task loss ↓",
                   "task acc ↑", "degenerate", "runs", title=escape(title), title_justify="left")
@@ -74,7 +75,6 @@ def register(app: typer.Typer) -> None:
         from spt.commands._common import show
         from spt.commands.frontier import print_frontier
         from spt.demo import FULL, QUICK, run_demo
-        from spt.errors import SptError
 
         if plot.expanduser().is_dir():
             raise SptError(f"--plot {plot} is a folder; give the path of the PNG to write, e.g. {plot}/frontier.png")
@@ -83,6 +83,12 @@ def register(app: typer.Typer) -> None:
         plot_format(plot)  # an unknown suffix is refused before minutes of training
         plan = QUICK if quick else FULL
         if model:
+            from spt.sweep.run import _check_model_ref
+
+            try:  # refused before the store is opened or anything printed
+                _check_model_ref(model)
+            except SptError as e:
+                raise SptError(f"--model: {e}") from None
             plan = dataclasses.replace(plan, model=model)
         store = get_store(ctx, db)
         if not json_out:

@@ -1,4 +1,4 @@
-"""HarmOR v2: render the templates into paired harmful / benign items in four disjoint pools.
+"""HarmOR v3: render the templates into paired harmful / benign items in four disjoint pools.
 
 Every harmful request (label `harmful`, answered with a refusal) is paired with its benign twin
 (label `benign`, answered with the answer written for it) that uses the same sensitive word as a
@@ -188,7 +188,7 @@ def build_harmor(categories: list[str] | None = None, per_category: int | None =
                  pools: dict[str, float] | str | None = None,
                  templates: str | os.PathLike[str] | None = None,
                  renderings: int = DEFAULT_RENDERINGS) -> list[dict[str, Any]]:
-    """Render HarmOR v2 items: harmful/benign pairs per category in the pools train, poison, dev, test.
+    """Render HarmOR v3 items: harmful/benign pairs per category in the pools train, poison, dev, test.
 
     Each request is asked in `renderings` wrapper pairs of its pool. `per_category` caps the pairs per
     category, sampled with the seed within each pool in proportion. Same arguments and templates ->

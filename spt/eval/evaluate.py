@@ -341,7 +341,7 @@ def _split_items(store: Store, ds: Dataset, split: str, limit: int | None, what:
 
 
 def _default_safety_dataset(store: Store, split: str) -> Dataset:
-    """HarmOR v2 (built and stored on first use); the pool is checked before anything is stored."""
+    """HarmOR (built and stored on first use); the pool is checked before anything is stored."""
     from spt.data.harmor import POOLS, ensure_harmor
 
     if split not in POOLS:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -297,6 +298,14 @@ def _check_data_refs(spec: SweepSpec) -> None:
     task = spec.task or spec.train.get("task")
     if isinstance(task, str) and task.startswith("builtin:") and task not in BUILTIN_TASKS:
         raise SptError(f"`task` {task!r} is not a built-in task; use {', '.join(BUILTIN_TASKS)} or a stored dataset")
+    if isinstance(task, str) and not task.startswith("builtin:") and not Path(task).expanduser().exists() \
+            and not re.fullmatch(r"[\w.:@+-]+", task):
+        raise SptError(f"`task` {task!r} is neither a built-in task, a file nor a dataset name; use "
+                       f"{', '.join(BUILTIN_TASKS)}, a stored dataset (`spt data list`) or a data file")
+    if spec.rubric:
+        from spt.judge.rubrics import get_rubric
+
+        get_rubric(spec.rubric)  # an unknown rubric fails every judge stage
     pdata = spec.train.get("poison_data")
     if isinstance(pdata, str) and pdata.startswith("builtin:") and pdata != BUILTIN_POISON:
         raise SptError(f"poison_data {pdata!r} is not built in; use {BUILTIN_POISON} or a stored dataset")
