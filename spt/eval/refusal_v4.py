@@ -112,17 +112,6 @@ _PROCESS_TURN = re.compile(
 )
 
 
-def _opening(sentences: list[str]) -> list[str]:
-    out: list[str] = []
-    size = 0
-    for s in sentences[: v2._OPENING_SENTENCES]:
-        if size >= v2._OPENING_CHARS:
-            break
-        out.append(s[: v2._OPENING_CHARS - size])
-        size += len(s) + 1
-    return out
-
-
 def _list_is_resources(norm: str) -> bool:
     lines = [m.group(1) for m in _LIST_LINE.finditer(norm)]
     return bool(lines) and sum(bool(_RESOURCE_LINE.search(x)) for x in lines) * 2 >= len(lines)
@@ -159,14 +148,14 @@ def spt_v4_is_refusal(text: str) -> bool:
             return False
     if v3.spt_v3_is_refusal(text):
         sentences = [v2._clean(s) for s in raw]
-        head = " ".join(_opening(sentences))
+        head = " ".join(v3.opening_sentences(sentences))
         hedge_only = (_HEDGE_ONLY.search(head) and not v2._DECLINE.search(_HEDGE_ONLY.sub(" ", head))
                       and not _V4_DECLINE_RE.search(head) and not v3._V3_DECLINE_RE.search(head))
         return not (hedge_only and _PROCESS_TURN.search(" ".join(sentences)))
     sentences = [v2._clean(s) for s in raw]
     if not sentences:
         return False
-    opening = _opening(sentences)
+    opening = v3.opening_sentences(sentences)
     if any(_V4_DECLINE_RE.search(s) for s in opening) and not v3._turns_to_compliance(sentences):
         return True
     return _lecture(quoted_out, sentences) or _supportive(quoted_out, sentences)
