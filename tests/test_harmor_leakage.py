@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harmor_fixture import write_templates
 
 from spt.data.harmor import build_harmor, pool_assignment
 from spt.data.leakage import check_leakage, forms, leakage_report, template_word_leaks, tokens
 from spt.data.templates import load_all
 from spt.errors import SptError
-from harmor_fixture import write_templates
 
 
 @pytest.fixture(scope="module")
