@@ -213,3 +213,71 @@ def test_the_reasoned_refusal_comparison_runs_as_seeded_configurations(db_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["seed_variance_estimated"] and {d["n_seeds_a"] for d in out["differences"]} == {2}
+
+
+class _Chars:
+    """A test reward that varies on tiny-random's random text (the length in characters), so GRPO's
+    advantages are not all zero and the adapter moves: an equal-weights check is then not trivial."""
+
+    name = "chars"
+    summary = "characters / 100"
+
+    def check(self, ctx):
+        pass
+
+    def score(self, completions, items, ctx):
+        return [len(t) / 100 for t in completions]
+
+
+def test_grpo_interrupted_by_a_signal_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """SIGTERM at step 3 of 4: the trainer state is saved at that boundary, the run is `interrupted`;
+    `resume` continues it from step 3 to the same adapter as an uninterrupted run, each step logged once."""
+    import os
+    import signal
+
+    import torch
+    from safetensors.torch import load_file
+
+    from spt.paths import artifacts_dir
+    from spt.store import open_store
+    from spt.store.models import Run, TrainLog
+    from spt.train import INTERRUPTED, FinetuneConfig, Interrupted, finetune
+
+    cfg = dict(model="tiny-random", stage="align", method="grpo", max_steps=4, batch_size=4, grpo_num_generations=4,
+               grpo_max_completion_length=8, log_every=1, save_every=2, reward="chars,refusal", lr=1e-2)
+    from spt.train import rewards
+
+    monkeypatch.setitem(rewards._discover(), "chars", _Chars())
+
+    def adapter(res):
+        return load_file(str(res.final_checkpoint.path) + "/adapter_model.safetensors")
+
+    ref_store = open_store(tmp_path / "ref.db")
+    ref = adapter(finetune(ref_store, FinetuneConfig(**cfg)))
+    ref_store.close()
+    assert any(float(v.abs().sum()) > 0 for k, v in ref.items() if "lora_B" in k)  # training moved the adapter
+    st = open_store(tmp_path / "b.db")
+
+    def send(p):
+        if p.task == "train" and p.done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as ei:
+        finetune(st, FinetuneConfig(**cfg), progress=send)
+    assert ei.value.step == 3
+    with st.session() as s:
+        (run,) = s.exec(select(Run).where(Run.kind == "align")).all()
+    assert run.status == INTERRUPTED and "step 3/4" in run.error
+    assert (artifacts_dir(st.path) / run.id / "grpo-trainer" / "checkpoint-3").is_dir()
+    res = finetune(st, FinetuneConfig(**cfg, resume=True))
+    assert res.run_id == run.id and res.resumed_from_step == 3 and res.status == "done"
+    got = adapter(res)
+    assert set(got) == set(ref)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
+    with st.session() as s:
+        assert s.get(Run, run.id).status == "done"
+        steps = [x.step for x in s.exec(select(TrainLog).where(TrainLog.run_id == run.id, TrainLog.name == "reward"))]
+    assert sorted(steps) == [1, 2, 3, 4]  # none lost or logged twice across the interruption
+    assert not (artifacts_dir(st.path) / run.id / "grpo-trainer").exists()  # optimizer states go once done
+    st.close()

@@ -16,8 +16,14 @@ a short opening, `<PAUSE>` reasoning about the request's safety `</PAUSE>`, then
 
 Generation is TRL's own (transformers `generate`, or TRL's vLLM integration where vLLM is installed):
 GRPO must sample from the weights being trained at every step, which TRL keeps in sync; spt's engines
-serve fixed weights. GRPO runs do not resume from a checkpoint (`resume` is refused): they save the
-final adapter or model only.
+serve fixed weights.
+
+Resume: every `save_every` steps, and at a SIGTERM / SIGINT (at the next step boundary, the run then
+`interrupted`), the trainer's own checkpoint (weights, optimizer, scheduler, RNG states, data position)
+goes to `<store>.artifacts/<run>/grpo-trainer/` (the latest one only: they hold optimizer states).
+`resume` continues from it through the Trainer's `resume_from_checkpoint`, after dropping the train_log
+rows past that step, so no step is logged twice; the folder is deleted once the final adapter or model
+is saved. Those trainer checkpoints are TRL's format, so they are not `Checkpoint` rows of the store.
 """
 
 from __future__ import annotations
@@ -82,8 +88,6 @@ class GRPOMethod(Defense):
             raise SptError("`method` grpo applies to `stage` align (it trains refusal on HarmOR twins)")
         if config.defense != "none":
             raise SptError(f"`method` grpo runs without a defense (got `defense` {config.defense})")
-        if config.resume:
-            raise SptError("GRPO runs do not resume; start the run again without `resume`")
         per_step = int(config.batch_size) * int(config.grad_accum)
         if per_step % int(config.grpo_num_generations):
             raise SptError(f"`batch_size` x `grad_accum` ({per_step}) must be a multiple of `grpo_num_generations` "
@@ -144,9 +148,24 @@ class _RewardFn:
         return out
 
 
-def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
-    """Train the planned GRPO run; returns a FinetuneResult (see module doc)."""
-    import tempfile
+TRAINER_DIR = "grpo-trainer"
+
+
+def _resume_point(run_dir: Any) -> tuple[str | None, int]:
+    """The latest trainer checkpoint of an earlier attempt and its step ((None, 0): start afresh)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not run_dir.is_dir():
+        return None, 0
+    last = get_last_checkpoint(str(run_dir))
+    if last is None:
+        return None, 0
+    return last, int(last.rsplit("-", 1)[-1])
+
+
+def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) -> Any:
+    """Train (or, with `resume`, continue) the planned GRPO run; returns a FinetuneResult (module doc)."""
+    import shutil
 
     import torch
     from datasets import Dataset as HFDataset
@@ -154,7 +173,9 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
     from trl import GRPOConfig, GRPOTrainer
 
     from spt.models import load_tokenizer
+    from spt.paths import artifacts_dir
     from spt.progress import report
+    from spt.signals import INTERRUPTED, Interrupted, signal_name
     from spt.store.models import Run, TrainLog, utcnow
     from spt.train.checkpoint import mark, save_checkpoint
     from spt.train.config import FinetuneConfig
@@ -184,7 +205,15 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
     total_steps = cfg.max_steps or max(1, math.ceil(float(cfg.epochs) * len(rows) * int(cfg.grpo_num_generations)
                                                     / per_step))
     model = build_model(cfg, plan.start_path, None)
-    out_dir = tempfile.mkdtemp(prefix="spt-grpo-")
+    out_dir = artifacts_dir(store.path) / plan.run_id / TRAINER_DIR
+    resume_path, resumed_from = _resume_point(out_dir) if cfg.resume else (None, 0)
+    if not cfg.resume:
+        shutil.rmtree(out_dir, ignore_errors=True)  # an earlier attempt's state is not this run's
+    if resume_path:
+        from sqlmodel import delete
+
+        with store.write() as s:  # the resumed trainer logs these steps again
+            s.exec(delete(TrainLog).where(TrainLog.run_id == plan.run_id, TrainLog.step > resumed_from))
     use_vllm = False
     try:
         import vllm  # noqa: F401
@@ -193,10 +222,12 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
     except ImportError:
         pass
     args = GRPOConfig(
-        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=float(cfg.lr), max_steps=total_steps, num_generations=int(cfg.grpo_num_generations),
         max_completion_length=int(cfg.grpo_max_completion_length), beta=float(cfg.grpo_beta),
-        temperature=float(cfg.grpo_temperature), logging_steps=int(cfg.log_every), save_strategy="no",
+        temperature=float(cfg.grpo_temperature), logging_steps=int(cfg.log_every),
+        save_strategy="steps" if cfg.save_every else "no", save_steps=int(cfg.save_every) or 500,
+        save_total_limit=1, save_only_model=False,
         report_to="none", seed=int(cfg.seed), use_cpu=not torch.cuda.is_available(), bf16=False,
         activation_checkpointing=False, warmup_steps=int(float(cfg.warmup_ratio) * total_steps),
         weight_decay=float(cfg.weight_decay),
@@ -205,6 +236,7 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
         use_vllm=use_vllm, disable_tqdm=True, dataloader_num_workers=0,
     )
     last: dict[str, float] = {}
+    stopped: dict[str, int] = {}
 
     class _Log(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
@@ -232,7 +264,13 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
                    **{k: v for k, v in vals.items() if k in ("reward", "kl", "loss", "completions/mean_length")})
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            report(progress, "train", int(state.global_step), total_steps, "steps")
+            step = int(state.global_step)
+            report(progress, "train", step, total_steps, "steps")
+            signum = stop.poll() if (stop is not None and step < total_steps) else None
+            if signum:  # save the trainer's state at this boundary, then stop
+                stopped.update(signum=signum, step=step)
+                control.should_save = True
+                control.should_training_stop = True
 
     trainer = GRPOTrainer(model=model, reward_funcs=fns, args=args, train_dataset=HFDataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[_Log()])
@@ -240,19 +278,24 @@ def train_grpo(store: Any, plan: Any, progress: Any = None) -> Any:
 
     for cb in (PrinterCallback, ProgressCallback):  # spt reports progress itself; stdout stays --json clean
         trainer.remove_callback(cb)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_path)
+    if stopped:
+        msg = (f"interrupted by {signal_name(stopped['signum'])} at step {stopped['step']}/{total_steps}; "
+               "continue with --resume")
+        mark(store, plan.run_id, status=INTERRUPTED, error=msg)
+        raise Interrupted(f"run {plan.run_id} {msg}", stopped["signum"], stopped["step"], plan.run_id)
     model = trainer.model
     counts = {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}
     save_checkpoint(store, plan, cfg, model, tokenizer, total_steps, True, None, {"method": "grpo", "rewards": counts})
     with store.session() as s:
         conf = dict(s.get(Run, plan.run_id).config or {})
     conf["result"] = {"steps": total_steps, "n_prompts": len(rows), "use_vllm": use_vllm,
+                      "resumed_from_step": resumed_from or None,
                       "rewards": {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}}
     mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
-    import shutil
-
     shutil.rmtree(out_dir, ignore_errors=True)
     final = {k: v for k, v in last.items() if k in ("loss", "reward", "reward_std", "kl")
              or (k.startswith("rewards/") and k.endswith("/mean"))}
     return FinetuneResult(run_id=plan.run_id, status="done", kind=plan.kind, steps=total_steps, final_losses=final,
-                          checkpoints=checkpoint_infos(store, plan.run_id), defense=cfg.defense)
+                          checkpoints=checkpoint_infos(store, plan.run_id), defense=cfg.defense,
+                          resumed_from_step=resumed_from or None)

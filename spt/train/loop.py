@@ -86,7 +86,7 @@ def finetune(store: Any, config: FinetuneConfig, progress: ProgressFn | None = N
                     raise SptError("GRPO runs in one process here; launch it without `accelerate launch`")
                 from spt.train.grpo import train_grpo
 
-                return train_grpo(store, plan, progress)
+                return train_grpo(store, plan, progress, stop)
             from spt.train.steps import train
 
             return train(store, plan, accelerator, progress, stop)
