@@ -193,7 +193,7 @@ _DEFENSE_OF = {  # the defense (or method) a defense-specific finetune flag need
     "dpo_beta": ["--stage", "align", "--method", "dpo"],
     **{k: ["--stage", "align", "--method", "grpo", "--batch-size", "4"] for k in (
         "reward", "reward_judge", "reward_judge_base_url", "grpo_tags", "grpo_num_generations",
-        "grpo_max_completion_length", "grpo_beta", "grpo_temperature", "grpo_task_ratio")},
+        "grpo_max_completion_length", "grpo_beta", "grpo_temperature", "grpo_task_ratio", "grpo_rollout")},
 }
 
 _COMPARE_SKIP = ("the template store's runs name a task (gsm8k) with no stored dataset, so `compare RUN RUN_B` "
@@ -288,6 +288,7 @@ SPECS: dict[str, Spec] = {
     "finetune grpo_beta": Spec("nonneg_float"),
     "finetune grpo_temperature": Spec("pos_float", extra_bad=["11"]),
     "finetune grpo_task_ratio": Spec("unit_float", extra_bad=["0.995"]),
+    "finetune grpo_rollout": Spec("choice"),
     "finetune preferences": Spec("ref", base=[*FT, "--stage", "align", "--method", "dpo"]),
     # merge
     "merge run_id": Spec("ref", base=[]),

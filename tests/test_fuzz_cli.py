@@ -227,6 +227,7 @@ FOUND = [
     (("evaluate",), "model_name", "\x1b[31mred"),  # a control character was stored as the model name
     (("sweep",), "db", "{ADIR}"),  # a folder as --db passed a dry run
     (("demo",), "plot", "plot.bogus"),  # an unknown plot suffix was found only after training
+    (("sweep",), "task", "no-such-thing-zz"),  # a well-formed name the store does not hold passed a dry run
 ]
 
 

@@ -281,3 +281,34 @@ def test_grpo_interrupted_by_a_signal_resumes_to_the_uninterrupted_weights(tmp_p
     assert sorted(steps) == [1, 2, 3, 4]  # none lost or logged twice across the interruption
     assert not (artifacts_dir(st.path) / run.id / "grpo-trainer").exists()  # optimizer states go once done
     st.close()
+
+
+def test_grpo_rollouts_through_the_hf_engine_on_the_live_policy(db_path, monkeypatch):
+    """`--grpo-rollout engine`: every completion TRL trains on comes from spt's hf engine, sampling the
+    model being trained (the same object), with a new seed each step; the run records it and differs from
+    the TRL-rollout run's identity."""
+    from spt.engines.hf import HFEngine
+    from spt.store import open_store
+    from spt.store.models import Run, TrainLog
+
+    seen: list[tuple[int, int, float, int]] = []
+    real = HFEngine.generate
+
+    def spy(self, requests, **kw):
+        seen.append((id(self.model), len(requests), requests[0].temperature, requests[0].seed))
+        return real(self, requests, **kw)
+
+    monkeypatch.setattr(HFEngine, "generate", spy)
+    r = _grpo(db_path, "--reward", "format,refusal", "--grpo-rollout", "engine", "--grpo-temperature", "0.7")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert len(seen) == 2 and all(n == 4 and t == 0.7 for _, n, t, _ in seen)  # 2 steps x 4 completions
+    assert len({m for m, *_ in seen}) == 1 and seen[0][3] != seen[1][3]  # one live model, a new seed per step
+    with open_store(db_path) as st, st.session() as s:
+        run = s.get(Run, res["run_id"])
+        lengths = [x.value for x in s.exec(select(TrainLog).where(TrainLog.run_id == run.id,
+                                                                   TrainLog.name == "completions/mean_length"))]
+    assert run.config["result"]["rollout"] == "engine" and run.config["result"]["engine_rollouts"] == 8
+    assert len(lengths) == 2 and all(0 < v <= 12 for v in lengths)
+    trl = json.loads(_grpo(db_path, "--reward", "format,refusal", "--grpo-temperature", "0.7").output)
+    assert trl["run_id"] != res["run_id"] and not trl.get("reused")  # the rollout path is part of the identity

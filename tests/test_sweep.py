@@ -411,3 +411,24 @@ def test_a_configuration_another_worker_is_training_is_skipped_not_failed(store)
     assert summary.n_failed == 0 and summary.n_skipped == 1
     with store.session() as s:
         assert [r.status for r in s.exec(select(Run)).all()] == ["running"]  # no failure row, holder untouched
+
+
+def test_a_stored_task_must_be_in_the_store_the_sweep_uses(tmp_path):
+    """`--task NAME` (no builtin, no file) is a dataset of --db: the dry run and the real run refuse a name the
+    store does not hold, in one line and before any configuration runs; a stored name plans."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_helpers import mini_data
+
+    db = tmp_path / "s.db"
+    absent = runner.invoke(app, ["--db", str(db), "sweep", "--model", "tiny-random", "--task", "task-mini",
+                                 "--dry-run"])
+    assert absent.exit_code == 2 and "does not exist" in absent.output and len(absent.output.strip().splitlines()) == 1
+    with open_store(db) as st:
+        names = mini_data(st)
+    ok = runner.invoke(app, ["--db", str(db), "sweep", "--model", "tiny-random", "--task", names["task"], "--dry-run"])
+    assert ok.exit_code == 0, ok.output
+    for extra in (["--dry-run"], []):
+        r = runner.invoke(app, ["--db", str(db), "sweep", "--model", "tiny-random", "--task", "task-maxi", *extra])
+        assert r.exit_code == 2 and "task dataset 'task-maxi' is not in the store" in r.output, (extra, r.output)
+    with open_store(db) as st, st.session() as s:
+        assert s.exec(select(Run)).all() == []  # nothing trained

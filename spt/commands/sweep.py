@@ -305,6 +305,15 @@ def register(app: typer.Typer) -> None:
                                f"(e.g. {target_db}/spt.db)")
             if target_db.is_file() and target_db.stat().st_size > 0:
                 check_revision(target_db, read_revision(target_db))
+            from spt.sweep.run import check_stored_data, stored_task_name
+
+            task = stored_task_name(spec)
+            if task is not None:  # a stored task must be in the store the real run will use
+                if not target_db.is_file():
+                    raise SptError(f"task dataset {task!r} is not in the store: {target_db} does not exist; use "
+                                   "builtin:arithmetic, or import data with `spt data import` and pass its name or id")
+                with get_store(ctx, db, create=False) as st:
+                    check_stored_data(st, spec)
             if from_run:  # the real run starts from it: it must exist now
                 if not target_db.is_file():
                     raise SptError(f"--from {from_run}: the store {target_db} does not exist, so holds no such run; "
@@ -333,6 +342,9 @@ def register(app: typer.Typer) -> None:
         from spt.sweep.run import run_sweep
 
         with get_store(ctx, db) as store, ProgressDisplay(quiet=json_out) as display:
+            from spt.sweep.run import check_stored_data
+
+            check_stored_data(store, spec)
             summary = run_sweep(store, spec, progress=display, on_config=_ConfigLines(display),
                                 only_index=only_index, frontier=frontier, finetune_only=finetune_only,
                                 evaluate_only=evaluate_only)

@@ -291,6 +291,23 @@ def _check_model_ref(ref: str) -> None:
                    "directory, or a hub id like org/name")
 
 
+def stored_task_name(spec: SweepSpec) -> str | None:
+    """The task the sweep names that must already be a dataset of the store (not built in, not a file)."""
+    task = spec.task or spec.train.get("task")
+    if isinstance(task, str) and not task.startswith("builtin:") and not Path(task).expanduser().exists():
+        return task
+    return None
+
+
+def check_stored_data(store: Store, spec: SweepSpec) -> None:
+    """A stored task the sweep names is in `store` (else every configuration would fail on it)."""
+    from spt.train.data import resolve_task
+
+    task = stored_task_name(spec)
+    if task is not None:
+        resolve_task(store, task, build=False)
+
+
 def _check_data_refs(spec: SweepSpec) -> None:
     """`builtin:` data names exist (stored dataset names are checked against the store by the stage)."""
     from spt.data import BUILTIN_POISON, BUILTIN_TASKS

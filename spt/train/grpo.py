@@ -14,9 +14,12 @@ harmful twin and answering the benign one), optionally mixed with the task's tra
 a short opening, `<PAUSE>` reasoning about the request's safety `</PAUSE>`, then `<SOLUTION>` the reply
 `</SOLUTION>` (tags: `grpo_tags`).
 
-Generation is TRL's own (transformers `generate`, or TRL's vLLM integration where vLLM is installed):
-GRPO must sample from the weights being trained at every step, which TRL keeps in sync; spt's engines
-serve fixed weights.
+Generation (`grpo_rollout`): `trl` is TRL's own (transformers `generate`, or TRL's vLLM integration
+where vLLM and a GPU are there; TRL keeps those weights in sync with the policy). `engine` samples
+through spt's engines interface: the `hf` engine wrapped around the live policy (not a copy, so every
+step samples from the weights being trained), through TRL's `rollout_func`; TRL recomputes the
+log-probabilities of the returned tokens itself. spt's vLLM and endpoint engines serve fixed weights,
+so they cannot serve GRPO's rollouts.
 
 Resume: every `save_every` steps, and at a SIGTERM / SIGINT (at the next step boundary, the run then
 `interrupted`), the trainer's own checkpoint (weights, optimizer, scheduler, RNG states, data position)
@@ -76,6 +79,9 @@ class GRPOMethod(Defense):
         Option("beta", "float", 0.04, "KL coefficient toward the reference model (0: no reference, no KL)",
                range=(0.0, math.inf), paper="0.04, DeepSeekMath GRPO; TRL's default is 0"),
         Option("temperature", "float", 1.0, "sampling temperature of the rollouts", range=(1e-3, 10.0)),
+        Option("rollout", "str", "trl", "who samples the rollouts: trl (TRL's generate, or its vLLM "
+               "integration) or engine (spt's hf engine on the live policy, the path `spt evaluate` uses)",
+               choices=("trl", "engine")),
         Option("task_ratio", "float", 0.0, "share of prompts drawn from the task's train split (for the task reward)",
                range=(0.0, 0.99)),
     )
@@ -124,6 +130,43 @@ def _prompts(store: Any, cfg: Any, plan: Any) -> list[dict[str, Any]]:
             "answer": x.get("answer") or "", "category": x.get("category") or ""} for x in rows]
     random.Random(f"spt-grpo:{cfg.seed}:{GRPO_SALT}").shuffle(out)
     return out
+
+
+def _engine_rollout(cfg: Any, tokenizer: Any, start_path: str, counter: dict[str, int]) -> Any:
+    """TRL's `rollout_func`: the prompts (one per completion, TRL repeats each prompt per group) go
+    through spt's hf engine on the policy being trained; returns the token ids TRL trains on."""
+    from spt.engines.base import EngineSpec, GenerationRequest
+    from spt.engines.hf import HFEngine
+
+    eos = tokenizer.eos_token_id
+    limit = int(cfg.grpo_max_completion_length)
+
+    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        engine = HFEngine(EngineSpec("hf", start_path, {"batch_size": len(prompts)}), model, tokenizer, owned=False)
+        seed = int(cfg.seed) * 1_000_003 + int(trainer.state.global_step)  # new draws every step, reproducible
+        reqs = [GenerationRequest(messages=tuple(dict(m) for m in p), max_new_tokens=limit,
+                                  temperature=float(cfg.grpo_temperature), seed=seed) for p in prompts]
+        was_training = model.training
+        model.eval()
+        try:
+            results = engine.generate(reqs)
+        finally:
+            model.train(was_training)
+        prompt_ids, completion_ids = [], []
+        for req, res in zip(reqs, results, strict=True):
+            if not res.ok:
+                raise SptError(f"the hf engine failed on a GRPO rollout: {res.reason}: {res.error}")
+            text = engine._text(req)
+            prompt_ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(res.response or "", add_special_tokens=False)["input_ids"][:limit]
+            if res.finish_reason == "eos" and eos is not None and len(ids) < limit:
+                ids = [*ids, eos]
+            completion_ids.append(ids)
+        counter["requests"] = counter.get("requests", 0) + len(reqs)
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+    return rollout
 
 
 class _RewardFn:
@@ -218,7 +261,7 @@ def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) ->
     try:
         import vllm  # noqa: F401
 
-        use_vllm = torch.cuda.is_available()
+        use_vllm = torch.cuda.is_available() and cfg.grpo_rollout == "trl"
     except ImportError:
         pass
     args = GRPOConfig(
@@ -272,8 +315,14 @@ def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) ->
                 control.should_save = True
                 control.should_training_stop = True
 
+    engine_calls: dict[str, int] = {}
+    rollout = (_engine_rollout(cfg, tokenizer, plan.start_path, engine_calls)
+               if cfg.grpo_rollout == "engine" else None)
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func's warning: spt documents it
     trainer = GRPOTrainer(model=model, reward_funcs=fns, args=args, train_dataset=HFDataset.from_list(rows),
-                          processing_class=tokenizer, callbacks=[_Log()])
+                          processing_class=tokenizer, callbacks=[_Log()], rollout_func=rollout)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):  # spt reports progress itself; stdout stays --json clean
@@ -290,7 +339,8 @@ def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) ->
     with store.session() as s:
         conf = dict(s.get(Run, plan.run_id).config or {})
     conf["result"] = {"steps": total_steps, "n_prompts": len(rows), "use_vllm": use_vllm,
-                      "resumed_from_step": resumed_from or None,
+                      "resumed_from_step": resumed_from or None, "rollout": cfg.grpo_rollout,
+                      "engine_rollouts": engine_calls.get("requests"),
                       "rewards": {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}}
     mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
     shutil.rmtree(out_dir, ignore_errors=True)
