@@ -422,7 +422,8 @@ def test_a_stored_task_must_be_in_the_store_the_sweep_uses(tmp_path):
     db = tmp_path / "s.db"
     absent = runner.invoke(app, ["--db", str(db), "sweep", "--model", "tiny-random", "--task", "task-mini",
                                  "--dry-run"])
-    assert absent.exit_code == 2 and "does not exist" in absent.output and len(absent.output.strip().splitlines()) == 1
+    assert absent.exit_code == 2 and "does not exist yet" in absent.output
+    assert len(absent.output.strip().splitlines()) == 1
     with open_store(db) as st:
         names = mini_data(st)
     ok = runner.invoke(app, ["--db", str(db), "sweep", "--model", "tiny-random", "--task", names["task"], "--dry-run"])

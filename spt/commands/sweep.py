@@ -307,11 +307,9 @@ def register(app: typer.Typer) -> None:
                 check_revision(target_db, read_revision(target_db))
             from spt.sweep.run import check_stored_data, stored_task_name
 
-            task = stored_task_name(spec)
-            if task is not None:  # a stored task must be in the store the real run will use
+            if stored_task_name(spec) is not None:  # a stored task must be in the store the real run will use
                 if not target_db.is_file():
-                    raise SptError(f"task dataset {task!r} is not in the store: {target_db} does not exist; use "
-                                   "builtin:arithmetic, or import data with `spt data import` and pass its name or id")
+                    check_stored_data(None, spec)
                 with get_store(ctx, db, create=False) as st:
                     check_stored_data(st, spec)
             if from_run:  # the real run starts from it: it must exist now

@@ -50,7 +50,7 @@ class HFEngine:
             key = (r.max_new_tokens, r.temperature, r.top_p, r.seed, r.messages is None)
             groups.setdefault(key, []).append(i)
         for (max_new, temperature, top_p, seed, user_turn), idx in groups.items():
-            texts = [self._text(requests[i]) for i in idx]
+            texts = [self.prompt_text(requests[i]) for i in idx]
 
             def on_batch(batch: list[dict], idx: list[int] = idx) -> None:
                 done = [self._result(idx[b["index"]], requests[idx[b["index"]]], b) for b in batch]
@@ -59,13 +59,14 @@ class HFEngine:
                 if on_results is not None:
                     on_results(done)
 
-            # chat=False for whole chats: `_text` has applied the template already
+            # chat=False for whole chats: `prompt_text` has applied the template already
             generate_batched(self.model, self.tokenizer, texts, max_new_tokens=max_new,
                              batch_size=self.spec.options.get("batch_size", "auto"), temperature=temperature,
                              top_p=top_p, seed=seed, chat=user_turn, on_batch=on_batch)
         return [r for r in out if r is not None]
 
-    def _text(self, r: GenerationRequest) -> str:
+    def prompt_text(self, r: GenerationRequest) -> str:
+        """The text the model continues: the chat template applied to whole chats (GRPO tokenises it too)."""
         if r.messages is None:
             return r.prompt or ""
         return self.tokenizer.apply_chat_template(r.as_messages(), tokenize=False, add_generation_prompt=True)

@@ -299,17 +299,22 @@ def stored_task_name(spec: SweepSpec) -> str | None:
     return None
 
 
-def check_stored_data(store: Store, spec: SweepSpec) -> None:
-    """A stored task the sweep names is in `store` (else every configuration would fail on it)."""
+def check_stored_data(store: Store | None, spec: SweepSpec) -> None:
+    """A stored task the sweep names is in `store` (else every configuration would fail on it); `None`:
+    the store does not exist yet, so it holds no such task."""
     from spt.train.data import resolve_task
 
     task = stored_task_name(spec)
-    if task is not None:
-        resolve_task(store, task, build=False)
+    if task is None:
+        return
+    if store is None:
+        raise SptError(f"task dataset {task!r} is not in the store, which does not exist yet; use builtin:arithmetic, "
+                       "or import data with `spt data import` and pass its name or id")
+    resolve_task(store, task, build=False)
 
 
 def _check_data_refs(spec: SweepSpec) -> None:
-    """`builtin:` data names exist (stored dataset names are checked against the store by the stage)."""
+    """`builtin:` data names exist (a stored task name is checked against the store: `check_stored_data`)."""
     from spt.data import BUILTIN_POISON, BUILTIN_TASKS
 
     task = spec.task or spec.train.get("task")

@@ -157,7 +157,7 @@ def _engine_rollout(cfg: Any, tokenizer: Any, start_path: str, counter: dict[str
         for req, res in zip(reqs, results, strict=True):
             if not res.ok:
                 raise SptError(f"the hf engine failed on a GRPO rollout: {res.reason}: {res.error}")
-            text = engine._text(req)
+            text = engine.prompt_text(req)
             prompt_ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
             ids = tokenizer(res.response or "", add_special_tokens=False)["input_ids"][:limit]
             if res.finish_reason == "eos" and eos is not None and len(ids) < limit:
@@ -209,6 +209,7 @@ def _resume_point(run_dir: Any) -> tuple[str | None, int]:
 def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) -> Any:
     """Train (or, with `resume`, continue) the planned GRPO run; returns a FinetuneResult (module doc)."""
     import shutil
+    import warnings
 
     import torch
     from datasets import Dataset as HFDataset
@@ -318,11 +319,10 @@ def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) ->
     engine_calls: dict[str, int] = {}
     rollout = (_engine_rollout(cfg, tokenizer, plan.start_path, engine_calls)
                if cfg.grpo_rollout == "engine" else None)
-    import os
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func's warning: spt documents it
-    trainer = GRPOTrainer(model=model, reward_funcs=fns, args=args, train_dataset=HFDataset.from_list(rows),
-                          processing_class=tokenizer, callbacks=[_Log()], rollout_func=rollout)
+    with warnings.catch_warnings():  # rollout_func's "experimental" warning: spt documents that it is
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+        trainer = GRPOTrainer(model=model, reward_funcs=fns, args=args, train_dataset=HFDataset.from_list(rows),
+                              processing_class=tokenizer, callbacks=[_Log()], rollout_func=rollout)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):  # spt reports progress itself; stdout stays --json clean
@@ -341,7 +341,7 @@ def train_grpo(store: Any, plan: Any, progress: Any = None, stop: Any = None) ->
     conf["result"] = {"steps": total_steps, "n_prompts": len(rows), "use_vllm": use_vllm,
                       "resumed_from_step": resumed_from or None, "rollout": cfg.grpo_rollout,
                       "engine_rollouts": engine_calls.get("requests"),
-                      "rewards": {f.__name__: {"scored": f.scored, "missing": f.missing} for f in fns}}
+                      "rewards": counts}
     mark(store, plan.run_id, status="done", error=None, finished_at=utcnow(), config=conf)
     shutil.rmtree(out_dir, ignore_errors=True)
     final = {k: v for k, v in last.items() if k in ("loss", "reward", "reward_std", "kl")
