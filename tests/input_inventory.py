@@ -334,6 +334,7 @@ SPECS: dict[str, Spec] = {
     # evaluate --engine (served and API models, vLLM)
     "evaluate engine": Spec("choice"),
     "evaluate reasoning": Spec("spec", extra_bad=["tags:A", "tags:A,A", "think2"]),
+    "evaluate system_prompt": Spec("text", extra_bad=["@{MISSING}", "@{ADIR}", "grpo:A", "grpo:A,A"]),
     # agentic evaluations (--emulator/--evaluator); nothing listens at SERVED, and the template store has no
     # agentic cases, so a valid line stops at the dataset
     "evaluate emulator": Spec("ref", base=["tiny-random", "--evaluator", "openai:j", "--base-url", SERVED]),

@@ -131,11 +131,13 @@ def _import_trajectories(ctx: typer.Context, target: str | None, trajectories: s
 def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str], limit: int | None,
                    num_fewshot: int | None, apply_chat_template: bool, gen_kwargs: str | None, batch_size: str,
                    dtype: str | None, other_flags: dict[str, bool], db: Any, json_out: bool, engine: str = "hf",
-                   engine_options: dict[str, Any] | None = None, reasoning: str = "none") -> None:
+                   engine_options: dict[str, Any] | None = None, reasoning: str = "none",
+                   system_prompt: str | None = None) -> None:
     from spt.errors import SptError
     from spt.eval.evaluate import parse_batch_size
     from spt.eval.kinds import get_kind
     from spt.eval.lmeval.run import BenchmarkConfig
+    from spt.eval.system_prompt import resolve_system_prompt
 
     bad = [k for k, v in other_flags.items() if v]
     if bad:
@@ -148,7 +150,8 @@ def _run_benchmark(ctx: typer.Context, target: str | None, benchmarks: list[str]
                              batch_size=parse_batch_size(batch_size) if batch_size != "auto" else 8, dtype=dtype,
                              engine=engine, engine_options={k: v for k, v in (engine_options or {}).items()
                                                             if v is not None and k in ("base_url", "api_key_env")},
-                             reasoning=reasoning if reasoning != "none" else None)
+                             reasoning=reasoning if reasoning != "none" else None,
+                             system_instruction=resolve_system_prompt(system_prompt))
     config.validate()
     store = get_store(ctx, db)
     with ProgressDisplay(quiet=json_out) as display:
@@ -196,6 +199,10 @@ def register(app: typer.Typer) -> None:
             "--reasoning", help="How the model marks its thinking: none, think (<think>…</think>) or tags:OPEN,ANSWER "
             "(e.g. tags:PAUSE,SOLUTION). Refusal and task answers are scored on the answer; an unfinished thought "
             "is never an answer.")] = "none",
+        system_prompt: Annotated[str | None, typer.Option(
+            "--system-prompt", help="A system turn before every prompt: its text, @FILE, or grpo[:OPEN,ANSWER] (the "
+            "prompt GRPO trains with). Part of the evaluation's identity; losses are computed without it.",
+            show_default=False)] = None,
         responses: Annotated[str | None, typer.Option(
             "--responses", help="Import completions generated elsewhere (JSONL/CSV/parquet) as an external run "
             "instead of generating; needs --model-name.", show_default=False, rich_help_panel=_EXT)] = None,
@@ -333,7 +340,8 @@ def register(app: typer.Typer) -> None:
                       "--seed": seed != 0, "--refusal-preset": refusal_preset != "spt", "--no-generate": no_generate,
                       "--responses": responses is not None, "--recompute-metrics": recompute}
             return _run_benchmark(ctx, target, benchmarks, limit, num_fewshot, apply_chat_template, gen_kwargs,
-                                  batch_size, dtype, others, db, json_out, engine, engine_options, reasoning)
+                                  batch_size, dtype, others, db, json_out, engine, engine_options, reasoning,
+                                  system_prompt)
         ext_flags = {"--model-name": model_name, "--prompt-col": prompt_col, "--response-col": response_col,
                      "--label-col": label_col, "--label": label, "--category-col": category_col,
                      "--verdict-col": verdict_col, "--verdict-map": verdict_map, "--format": fmt,
@@ -341,7 +349,7 @@ def register(app: typer.Typer) -> None:
         gen_flags = {"--dataset": dataset is not None, "--task": task is not None, "--limit": limit is not None,
                      "--no-generate": no_generate, "--dtype": dtype is not None,
                      "--reasoning": reasoning != "none", "--split": split != "test",
-                     "--task-split": task_split != "test",
+                     "--system-prompt": system_prompt is not None, "--task-split": task_split != "test",
                      "--max-new-tokens": max_new_tokens != 64, "--temperature": temperature != 0.0,
                      "--batch-size": batch_size != "auto", "--seed": seed != 0}
         if recompute:
@@ -438,7 +446,7 @@ def register(app: typer.Typer) -> None:
             dataset=dataset, split=split, task=task, task_split=task_split, limit=limit, max_new_tokens=max_new_tokens,
             batch_size=parse_batch_size(batch_size), temperature=temperature, seed=seed,
             refusal_preset=refusal_preset, generate=not no_generate, dtype=dtype, engine=explicit_engine,
-            engine_options=engine_options, reasoning=reasoning,
+            engine_options=engine_options, reasoning=reasoning, system_prompt=system_prompt,
         )
         config.validate()
         store = get_store(ctx, db)

@@ -104,12 +104,17 @@ class EvaluateConfig:
     engine_options: dict[str, Any] = field(default_factory=dict)
     # how the model marks its thinking (spt.eval.reasoning): none | think | tags:OPEN,ANSWER
     reasoning: str = "none"
+    # a system turn before every prompt (spt.eval.system_prompt): text, @FILE or grpo[:OPEN,ANSWER]; None: none
+    system_prompt: str | None = None
 
     def validate(self) -> None:
         from spt.engines import get_engine
         from spt.eval.reasoning import parse_reasoning
 
         self.reasoning = parse_reasoning(self.reasoning).name
+        from spt.eval.system_prompt import resolve_system_prompt
+
+        self.system_prompt = resolve_system_prompt(self.system_prompt)
         if self.dtype is not None:
             from spt.models.load import DTYPES
 
@@ -473,8 +478,11 @@ def _generate_missing(store: Store, engine: Any, evaluation_id: str, items: list
         new_tokens += toks
         report(progress, stage, n_done, total, new_tokens=new_tokens)
 
-    requests = [GenerationRequest(prompt=it["prompt"], max_new_tokens=config.max_new_tokens,
-                                  temperature=config.temperature, seed=config.seed, key=it["id"]) for it in todo]
+    system = ({"role": "system", "content": config.system_prompt},) if config.system_prompt else ()
+    requests = [GenerationRequest(prompt=None if system else it["prompt"],
+                                  messages=(*system, {"role": "user", "content": it["prompt"]}) if system else None,
+                                  max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  seed=config.seed, key=it["id"]) for it in todo]
     t0 = time.perf_counter()
     engine.generate(requests, on_results=on_results)
     stats["gen_seconds"] += time.perf_counter() - t0
@@ -649,6 +657,8 @@ def evaluate(store: Store, target: str, config: EvaluateConfig | None = None,
         base_ident["task_split"] = config.task_split
     if config.reasoning != "none":  # likewise evaluations that read the whole reply
         base_ident["reasoning"] = config.reasoning
+    if config.system_prompt:  # likewise evaluations without a system turn
+        base_ident["system_prompt"] = config.system_prompt
     generation_identity = content_id(base_ident)
     # Two runs can end with byte-identical weights (e.g. proximal at λ=0 and none): each still gets its
     # own evaluation (and metrics), sharing the generations through `generation_identity`. Base
