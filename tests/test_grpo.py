@@ -209,6 +209,11 @@ def test_the_reasoned_refusal_comparison_runs_as_seeded_configurations(db_path):
     with open_store(db_path) as st:
         cfg = {r["id"]: r["configuration"] for r in select_runs(st)}
     assert len({cfg[r] for r in runs["grpo"]}) == 1  # the seeds of one configuration
+    # SFT + GRPO starts from a different SFT run per seed: still one configuration (lineage-aware), apart from GRPO's
+    assert len({cfg[r] for r in runs["sft+grpo"]}) == 1 and cfg[runs["sft+grpo"][0]] != cfg[runs["grpo"][0]]
+    r = runner.invoke(app, ["compare", cfg[runs["sft"][0]], cfg[runs["sft+grpo"][0]], "--db", str(db_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert {(d["n_seeds_a"], d["n_seeds_b"]) for d in json.loads(r.output)["differences"]} == {(2, 2)}
     r = runner.invoke(app, ["compare", cfg[runs["sft"][0]], cfg[runs["grpo"][0]], "--db", str(db_path), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)

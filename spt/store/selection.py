@@ -140,9 +140,58 @@ def select_runs(store: Store, where: dict[str, list[str]] | None = None) -> list
         d = dict(zip(RUN_COLUMNS + ("has_evaluation", "configuration", "aligned_by"), row, strict=True))
         d["tags"] = _decode_tags(d["tags"])
         d["has_evaluation"] = bool(d["has_evaluation"])
-        d["configuration"] = configuration_key(str(d["configuration"]))
         out.append(d)
+    lineage = _lineage(store) if any(d["parent_run_id"] for d in out) else {}
+    memo: dict[str, str] = {}
+    for d in out:
+        d["configuration"] = _configuration_of(d["id"], lineage, memo) if d["id"] in lineage \
+            else configuration_key(str(d["configuration"]))
     return out
+
+
+def _lineage(store: Store) -> dict[str, tuple[str | None, str]]:
+    """Every run's (parent run id, raw configuration text) (see `_configuration_of`)."""
+    sql = f"SELECT r.id, r.parent_run_id, {_CONFIGURATION_SQL} FROM run r"
+    with store.engine.connect() as conn:
+        return {rid: (parent, str(raw)) for rid, parent, raw in conn.execute(text(sql)).all()}
+
+
+def _configuration_of(run_id: str, lineage: dict[str, tuple[str | None, str]],
+                      memo: dict[str, str] | None = None) -> str:
+    """The configuration key of a run, lineage-aware.
+
+    A run fine-tuned from another run starts from that run's weights, which differ per seed of the parent:
+    keyed by those weights, the seed-s children of a seeded parent configuration (reasoning SFT, then safety
+    alignment; SFT, then GRPO) would each be a configuration of one seed, and no seed variance of a two-stage
+    pipeline could be estimated. So a child's key replaces its starting weights with its parent's
+    configuration: the children of one parent configuration, trained with the same settings, are the seeds of
+    one configuration, however many parent seeds they came from (each lineage is one replicate). A run
+    started from a model (no parent) keeps the key of its identity without the seed.
+    """
+    import json
+
+    memo = {} if memo is None else memo
+    if run_id in memo:
+        return memo[run_id]
+    chain, cur = [], run_id
+    while cur is not None and cur not in memo and cur in lineage:  # walk up to a known or parentless run
+        chain.append(cur)
+        parent = lineage[cur][0]
+        cur = parent if parent in lineage and parent not in chain else None
+    for rid in reversed(chain):
+        parent, raw = lineage[rid]
+        if parent is None or parent not in memo or raw.startswith("model:"):
+            memo[rid] = configuration_key(raw)
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            memo[rid] = configuration_key(raw)
+            continue
+        if isinstance(obj, dict) and "start" in obj:
+            obj["start"] = "parent-configuration:" + memo[parent]
+        memo[rid] = configuration_key(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+    return memo[run_id]
 
 
 def evaluation_settings(store: Store) -> dict[str, tuple[str, str]]:
