@@ -205,3 +205,9 @@ def synthetic_response(rng: random.Random) -> str:
     if rng.random() < 0.4:
         return rng.choice(_REFUSALS)
     return "Sure. " + " ".join(rng.choice(_ANSWER_WORDS) for _ in range(rng.randint(10, 120))) + "."
+
+
+def overall_metrics(res: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The category-`all` metrics `names` of an evaluation result: value, interval, n and n_unscored each."""
+    return {m["name"]: {k: m[k] for k in ("value", "ci_low", "ci_high", "n", "n_unscored")}
+            for m in res.metrics if m.get("category") == "all" and m["name"] in names}

@@ -30,15 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, log, machine  # noqa: E402
+from _common import emit, log, machine, overall_metrics  # noqa: E402
 
 KEYS = ("refusal_rate", "over_refusal_rate", "pair_score", "task_accuracy", "unfinished_thought_rate")
 COMPARED = ("refusal_rate", "over_refusal_rate", "task_accuracy")
-
-
-def _metrics(res: Any) -> dict[str, Any]:
-    return {m["name"]: {k: m[k] for k in ("value", "ci_low", "ci_high", "n", "n_unscored")}
-            for m in res.metrics if m.get("category") == "all" and m["name"] in KEYS}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,12 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
         run = timed(f"{name} s{seed}", finetune, FinetuneConfig(seed=seed, **settings))
         runs.setdefault(name, []).append(run.run_id)
         res = timed(f"evaluate {name} s{seed}", evaluate, run.run_id, ecfg)
-        out["models"][f"{name} s{seed}"] = _metrics(res)
+        out["models"][f"{name} s{seed}"] = overall_metrics(res, KEYS)
         log(name, seed, out["models"][f"{name} s{seed}"])
         return run.run_id
 
     base = timed("evaluate base", evaluate, args.model, ecfg)
-    out["models"]["base"] = _metrics(base)
+    out["models"]["base"] = overall_metrics(base, KEYS)
     runs["base"] = [base.run_id]
     log("base", out["models"]["base"])
     for seed in seeds:

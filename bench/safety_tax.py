@@ -26,14 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, log, machine  # noqa: E402
+from _common import emit, log, machine, overall_metrics  # noqa: E402
 
 KEYS = ("refusal_rate", "asr", "over_refusal_rate", "task_accuracy", "unfinished_thought_rate")
-
-
-def _metrics(res: Any) -> dict[str, Any]:
-    return {m["name"]: {k: m[k] for k in ("value", "ci_low", "ci_high", "n", "n_unscored")}
-            for m in res.metrics if m.get("category") == "all" and m["name"] in KEYS}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         res = evaluate(store, reason.run_id, ecfg)
         out["seconds"][f"evaluate reason s{seed}"] = round(time.perf_counter() - t0, 1)
-        out["models"][f"reason s{seed}"] = _metrics(res)
+        out["models"][f"reason s{seed}"] = overall_metrics(res, KEYS)
         log("reason", seed, out["models"][f"reason s{seed}"])
         steps_per_epoch = max(1, args.align_subset // 8)
         for e in epochs:
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             res = evaluate(store, al.run_id, ecfg)
             out["seconds"][f"evaluate align e{e} s{seed}"] = round(time.perf_counter() - t0, 1)
-            out["models"][f"align e{e} s{seed}"] = _metrics(res)
+            out["models"][f"align e{e} s{seed}"] = overall_metrics(res, KEYS)
             log("align", e, seed, out["models"][f"align e{e} s{seed}"])
     for e in epochs:
         a = runs["reason"][0] if len(seeds) == 1 else None
